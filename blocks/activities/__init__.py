@@ -1,0 +1,1 @@
+"""Temporal activities: the I/O workflows delegate (audit writes first)."""

@@ -1,0 +1,28 @@
+"""The audit activity: appends a workflow's events through the same path the API uses."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio import activity
+
+from blocks.core.audit import AuditBatch
+from blocks.core.context import AuthMethod, OrgContext, OrgId
+from blocks.models.audit import append_events
+
+
+class AuditActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @activity.defn(name="blocks.audit.record")
+    async def record(self, batch: AuditBatch) -> int:
+        # The org comes from the run's own input, which the API resolved when it started the run.
+        ctx = OrgContext(
+            org_id=OrgId(uuid.UUID(batch.org_id)), user_id=None, roles=(), auth=AuthMethod.WORKFLOW
+        )
+        async with self._sessions() as session, session.begin():
+            await append_events(ctx, session, batch.records)
+        return len(batch.records)

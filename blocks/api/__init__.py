@@ -1,0 +1,1 @@
+"""The FastAPI layer: authentication, tenant scope, permissions, problem+json errors."""

@@ -1,0 +1,45 @@
+"""The FastAPI application: wiring of routers, error handlers, database engine and Temporal client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from blocks import __version__
+from blocks.api import audit, health, runs
+from blocks.api.errors import install_error_handlers
+from blocks.infra.db import create_engine, session_factory
+from blocks.infra.settings import Settings
+from blocks.infra.temporal import connect
+
+
+def create_app(
+    settings: Settings, *, engine: AsyncEngine | None = None, temporal: Client | None = None
+) -> FastAPI:
+    """Build the app; tests may hand in an engine and client they already hold."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None
+        app.state.engine = engine or create_engine(
+            settings.require_database_url(), pool_size=settings.db_pool_size
+        )
+        app.state.sessions = session_factory(app.state.engine)
+        app.state.temporal = temporal or await connect(settings)
+        try:
+            yield
+        finally:
+            if own_engine:
+                await app.state.engine.dispose()
+
+    app = FastAPI(title="Blocks", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(runs.router)
+    app.include_router(audit.router)
+    return app

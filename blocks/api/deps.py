@@ -1,0 +1,127 @@
+"""Request dependencies: the transaction, the caller's OrgContext, and permission checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client
+
+from blocks.api.errors import Problem
+from blocks.core.audit import ActorType, AuditRecord, Outcome
+from blocks.core.context import OrgContext
+from blocks.core.roles import Permission
+from blocks.models.api_keys import resolve_api_key
+from blocks.models.audit import append_events
+
+
+def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.sessions  # type: ignore[no-any-return]
+
+
+async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the route returns, rolled back if it raises."""
+    async with _sessions(request)() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+DbSession = Annotated[AsyncSession, Depends(db_session, scope="function")]
+
+
+def temporal_client(request: Request) -> Client:
+    return request.app.state.temporal  # type: ignore[no-any-return]
+
+
+TemporalClient = Annotated[Client, Depends(temporal_client)]
+
+
+def _bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def org_context(request: Request, session: DbSession) -> OrgContext:
+    token = _bearer_token(request)
+    ctx = await resolve_api_key(session, token) if token else None
+    if ctx is None:
+        raise Problem(
+            401,
+            "Unauthorized",
+            "a valid, unrevoked API key is required (Authorization: Bearer <key>)",
+            code="unauthorized",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    request.state.ctx = ctx
+    return ctx
+
+
+OrgCtx = Annotated[OrgContext, Depends(org_context)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def request_audit_fields(request: Request, ctx: OrgContext) -> dict[str, Any]:
+    """Who and from where, for audit events written by the API."""
+    return {
+        "actor_type": ActorType.USER if ctx.user_id else ActorType.API_KEY,
+        "actor_id": str(ctx.user_id) if ctx.user_id else None,
+        "actor_email": ctx.actor_email,
+        "ip": client_ip(request),
+        "user_agent": (request.headers.get("user-agent") or "")[:500] or None,
+    }
+
+
+async def record_denial(request: Request, ctx: OrgContext, reason: str) -> None:
+    """Audit a refused request in its own transaction, so the refusal survives the rollback."""
+    async with _sessions(request)() as session, session.begin():
+        await append_events(
+            ctx,
+            session,
+            [
+                AuditRecord(
+                    action="access.denied",
+                    target_type="route",
+                    target_id=f"{request.method} {request.url.path}",
+                    outcome=Outcome.DENIED,
+                    reason=reason,
+                    data={"credential_id": str(ctx.credential_id) if ctx.credential_id else None},
+                    **request_audit_fields(request, ctx),
+                )
+            ],
+        )
+
+
+def forbidden(detail: str) -> Problem:
+    return Problem(403, "Forbidden", detail, code="forbidden")
+
+
+def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, OrgContext]]:
+    """A dependency that passes the caller's context on only if its roles grant `permission`."""
+
+    async def check(request: Request, ctx: OrgCtx) -> OrgContext:
+        if not ctx.can(permission):
+            await record_denial(request, ctx, f"missing permission {permission.value}")
+            raise forbidden(f"your roles do not grant {permission.value}")
+        return ctx
+
+    return check
+
+
+CanStartRuns = Annotated[OrgContext, Depends(require(Permission.RUN_START))]
+CanReadRuns = Annotated[OrgContext, Depends(require(Permission.RUN_READ))]
+CanDecide = Annotated[OrgContext, Depends(require(Permission.STEP_DECIDE))]
+CanReadAudit = Annotated[OrgContext, Depends(require(Permission.AUDIT_READ))]

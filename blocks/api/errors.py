@@ -1,0 +1,103 @@
+"""RFC 9457 problem+json for every error, naming the field and the reason where there is one."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+_log = logging.getLogger("blocks.api")
+
+
+class Problem(Exception):
+    """Raise from anywhere in a request to answer with this problem."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        code: str,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.code = code
+        self.errors = errors
+        self.headers = headers
+
+
+def not_found(what: str) -> Problem:
+    # The same answer whether the thing is missing or belongs to another organization.
+    return Problem(404, "Not Found", f"{what} not found", code="not_found")
+
+
+def problem_response(request: Request, problem: Problem) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{problem.code}",
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": request.url.path,
+        "code": problem.code,
+    }
+    if problem.errors:
+        body["errors"] = problem.errors
+    return JSONResponse(
+        body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
+    )
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_problem(errors: list[dict[str, Any]]) -> Problem:
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return Problem(
+            400, "Malformed JSON", "the request body is not valid JSON", code="malformed_json"
+        )
+    fields = [
+        {"field": _field_path(tuple(e.get("loc", ()))), "reason": str(e.get("msg", "invalid"))}
+        for e in errors
+    ]
+    summary = "; ".join(f"{f['field']}: {f['reason']}" for f in fields)
+    return Problem(422, "Invalid Request", summary, code="validation_error", errors=fields)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(request, validation_problem(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
+        return problem_response(
+            request,
+            Problem(exc.status_code, title, str(exc.detail), code=title.lower().replace(" ", "_")),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        _log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request,
+            Problem(500, "Internal Server Error", "an unexpected error occurred", code="internal"),
+        )

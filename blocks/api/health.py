@@ -1,0 +1,49 @@
+"""Liveness and readiness: ready only when PostgreSQL and Temporal both answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+router = APIRouter(tags=["health"])
+
+_CHECK_TIMEOUT = 3.0
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    checks = {"postgres": await _postgres(request), "temporal": await _temporal(request)}
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+async def _postgres(request: Request) -> str:
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT), request.app.state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as err:
+        return f"error: {type(err).__name__}"
+    return "ok"
+
+
+async def _temporal(request: Request) -> str:
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT):
+            await request.app.state.temporal.workflow_service.get_system_info(
+                GetSystemInfoRequest()
+            )
+    except Exception as err:
+        return f"error: {type(err).__name__}"
+    return "ok"

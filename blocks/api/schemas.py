@@ -1,0 +1,96 @@
+"""Request and response bodies; requests refuse unknown fields."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StartRunIn(StrictModel):
+    workflow: str = Field(min_length=1, max_length=200, description="A registered workflow name")
+    input: dict[str, Any] = Field(default_factory=dict, description="The workflow's parameters")
+
+
+class StepOut(BaseModel):
+    step_id: str
+    title: str
+    state: str
+    approvers: list[str]
+    opened_at: datetime
+    deadline: datetime | None
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str | None
+
+
+class RunOut(BaseModel):
+    id: uuid.UUID
+    workflow: str
+    status: str = Field(
+        description="starting, running, completed, failed, canceled, terminated, timed_out, start_failed"
+    )
+    stage: str | None = Field(
+        description="What the workflow says it is doing, e.g. awaiting_approval"
+    )
+    requested_by: uuid.UUID | None
+    created_at: datetime
+    pending_steps: list[StepOut]
+    result: dict[str, Any] | None
+
+
+class RunSummaryOut(BaseModel):
+    id: uuid.UUID
+    workflow: str
+    status: str
+    stage: str | None
+    started_at: datetime | None
+    closed_at: datetime | None
+
+
+class RunListOut(BaseModel):
+    runs: list[RunSummaryOut]
+
+
+class DecisionIn(StrictModel):
+    decision: Literal["approve", "reject"]
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class DecisionOut(BaseModel):
+    run_id: uuid.UUID
+    step_id: str
+    state: str
+    decision: str
+    decided_by: str
+
+
+class AuditEventOut(BaseModel):
+    id: uuid.UUID
+    seq: int
+    occurred_at: datetime
+    action: str
+    actor_type: str
+    actor_id: str | None
+    actor_email: str | None
+    target_type: str | None
+    target_id: str | None
+    run_id: str | None
+    outcome: str
+    reason: str | None
+    ip: str | None
+    user_agent: str | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditEventListOut(BaseModel):
+    events: list[AuditEventOut]
+    next_after_seq: int | None

@@ -1,0 +1,190 @@
+"""The `blocks` command: run the whole stack for development, or the API, worker and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Annotated
+
+import typer
+import uvicorn
+from pydantic import SecretStr
+from rich.console import Console
+from temporalio.client import Client
+
+from blocks.api.app import create_app
+from blocks.core.roles import Role
+from blocks.infra.db import create_engine, session_factory
+from blocks.infra.embedded_postgres import EmbeddedPostgres
+from blocks.infra.embedded_temporal import EmbeddedTemporal
+from blocks.infra.migrate import upgrade_database
+from blocks.infra.search_attributes import ensure_registered
+from blocks.infra.settings import Settings, get_settings
+from blocks.infra.temporal import connect
+from blocks.models.demo import DemoKeys, ensure_demo_org, issue_member_key
+from blocks.workers.main import run_worker
+
+app = typer.Typer(
+    help="Blocks: durable workflows with approvals and a verifiable audit trail.",
+    no_args_is_help=True,
+)
+console = Console()
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API."""
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run a Temporal worker for every registered workflow."""
+    asyncio.run(run_worker(get_settings()))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations and register Temporal search attributes."""
+    settings = get_settings()
+    upgrade_database(settings.require_database_url())
+    if settings.temporal_address:
+        asyncio.run(_register_search_attributes(settings))
+    console.print("[green]database and search attributes are up to date[/green]")
+
+
+@app.command()
+def dev() -> None:
+    """Start PostgreSQL, Temporal and its UI, migrations, the API, a worker and a demo organization."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    postgres: EmbeddedPostgres | None = None
+    temporal: EmbeddedTemporal | None = None
+    children: list[subprocess.Popen[bytes]] = []
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        env = dict(os.environ)
+        if settings.database_url is None:
+            console.print(f"starting PostgreSQL on 127.0.0.1:{settings.postgres_port} ...")
+            postgres = EmbeddedPostgres(settings.data_dir, port=settings.postgres_port)
+            env["BLOCKS_DATABASE_URL"] = postgres.start().url()
+        if settings.temporal_address is None:
+            console.print(f"starting Temporal on 127.0.0.1:{settings.temporal_port} ...")
+            temporal = EmbeddedTemporal(
+                settings.data_dir / "temporal",
+                port=settings.temporal_port,
+                ui_port=settings.temporal_ui_port,
+            )
+            temporal.start()
+            env["BLOCKS_TEMPORAL_ADDRESS"] = temporal.address
+        effective = settings.model_copy(
+            update={
+                "database_url": SecretStr(env["BLOCKS_DATABASE_URL"])
+                if "BLOCKS_DATABASE_URL" in env
+                else settings.database_url,
+                "temporal_address": env.get("BLOCKS_TEMPORAL_ADDRESS", settings.temporal_address),
+            }
+        )
+        upgrade_database(effective.require_database_url())
+        keys = asyncio.run(_prepare(effective))
+        for command in ("api", "worker"):
+            children.append(
+                subprocess.Popen([sys.executable, "-m", "blocks.cli", command], env=env)
+            )
+        _print_banner(effective, keys)
+        while not stop.wait(0.5):
+            if any(child.poll() is not None for child in children):
+                console.print("[red]a Blocks process exited; stopping everything[/red]")
+                break
+    finally:
+        for child in reversed(children):
+            _terminate(child)
+        if temporal is not None:
+            temporal.stop()
+        if postgres is not None:
+            postgres.stop()
+        console.print("stopped")
+
+
+@app.command("api-key")
+def api_key(
+    org: Annotated[str, typer.Option(help="organization slug")],
+    email: Annotated[str, typer.Option(help="the member the key acts as")],
+    role: Annotated[list[Role], typer.Option(help="roles the key may use (repeatable)")],
+    name: Annotated[str, typer.Option(help="a label for the key")] = "cli",
+) -> None:
+    """Create an API key for a member (operator tooling; the key is printed once)."""
+    key = asyncio.run(_create_key(get_settings(), org=org, email=email, roles=role, name=name))
+    console.print(key)
+
+
+async def _create_key(
+    settings: Settings, *, org: str, email: str, roles: list[Role], name: str
+) -> str:
+    engine = create_engine(settings.require_database_url(), pool_size=1)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            return await issue_member_key(
+                session, org_slug=org, email=email, roles=roles, name=name
+            )
+    except LookupError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from err
+    finally:
+        await engine.dispose()
+
+
+async def _register_search_attributes(settings: Settings) -> None:
+    client: Client = await connect(settings)
+    await ensure_registered(client)
+
+
+async def _prepare(settings: Settings) -> DemoKeys | None:
+    await _register_search_attributes(settings)
+    if not settings.demo_org:
+        return None
+    engine = create_engine(settings.require_database_url(), pool_size=1)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            return await ensure_demo_org(session)
+    finally:
+        await engine.dispose()
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _print_banner(settings: Settings, keys: DemoKeys | None) -> None:
+    console.rule("[bold]Blocks is running")
+    console.print(f"API          http://{settings.api_host}:{settings.api_port}  (docs at /docs)")
+    console.print(f"Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}")
+    console.print(f"Temporal     {settings.temporal_address}")
+    if keys is not None:
+        console.print("\n[bold]Demo organization created. These keys are shown once:[/bold]")
+        console.print(f"owner    ({keys.owner_email}):    {keys.owner_key}", soft_wrap=True)
+        console.print(f"approver ({keys.approver_email}): {keys.approver_key}", soft_wrap=True)
+    else:
+        console.print(
+            "\nDemo organization already exists; its keys were shown when it was created."
+        )
+    console.print("\nPress Ctrl-C to stop everything.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,48 @@
+"""What an audit event says, as plain data shared by the API, activities and workflows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class ActorType(StrEnum):
+    USER = "user"
+    API_KEY = "api_key"
+    WORKFLOW = "workflow"
+    SYSTEM = "system"
+    ANONYMOUS = "anonymous"
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    DENIED = "denied"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One event to append. `event_id` is set by workflows (deterministic) so retries dedupe."""
+
+    action: str
+    actor_type: ActorType
+    actor_id: str | None = None
+    actor_email: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    run_id: str | None = None
+    outcome: Outcome = Outcome.SUCCESS
+    reason: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    ip: str | None = None
+    user_agent: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditBatch:
+    """Events a workflow appends in one activity, each with its deterministic id."""
+
+    org_id: str
+    records: list[AuditRecord]

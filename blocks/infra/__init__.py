@@ -1,0 +1,1 @@
+"""Adapters to the outside: settings, database, Temporal, embedded servers, hashing."""

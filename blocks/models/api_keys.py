@@ -1,0 +1,126 @@
+"""API keys: stored as a lookup id and a hash of the secret, scoped to a member and a set of roles."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlmodel import Field, SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blocks.core.context import AuthMethod, OrgContext, OrgId
+from blocks.core.roles import Role, parse_roles
+from blocks.infra.db import bind_org
+from blocks.infra.hashing import (
+    IssuedKey,
+    hash_secret,
+    issue_api_key,
+    secret_matches,
+    split_api_key,
+)
+from blocks.models.base import (
+    new_id,
+    org_fk_column,
+    text_array_column,
+    timestamp_column,
+    user_fk_column,
+    utcnow,
+)
+from blocks.models.orgs import Membership, User
+
+# Writing last_used_at on every request would turn each read into a write; a minute is precise enough.
+_LAST_USED_GRANULARITY = timedelta(minutes=1)
+_DUMMY_HASH = hash_secret("timing-equaliser")
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    org_id: uuid.UUID = Field(sa_column=org_fk_column())
+    user_id: uuid.UUID = Field(sa_column=user_fk_column())
+    name: str = Field(max_length=200)
+    lookup: str = Field(unique=True, max_length=32)
+    secret_hash: str = Field(max_length=64)
+    roles: list[str] = Field(sa_column=text_array_column())
+    created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    expires_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    last_used_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+
+
+async def create_api_key(
+    ctx: OrgContext,
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    name: str,
+    roles: list[Role],
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Returns the row and the plaintext key, which is never stored and cannot be shown again."""
+    issued: IssuedKey = issue_api_key()
+    key = ApiKey(
+        org_id=ctx.org_id,
+        user_id=user_id,
+        name=name,
+        lookup=issued.lookup,
+        secret_hash=issued.secret_hash,
+        roles=[role.value for role in roles],
+        expires_at=expires_at,
+    )
+    session.add(key)
+    await session.flush()
+    return key, issued.plaintext
+
+
+async def revoke_api_key(ctx: OrgContext, session: AsyncSession, key_id: uuid.UUID) -> bool:
+    statement = select(ApiKey).where(ApiKey.org_id == ctx.org_id, ApiKey.id == key_id)
+    key = (await session.exec(statement)).first()
+    if key is None or key.revoked_at is not None:
+        return False
+    key.revoked_at = utcnow()
+    session.add(key)
+    await session.flush()
+    return True
+
+
+async def resolve_api_key(session: AsyncSession, token: str) -> OrgContext | None:
+    """The pre-tenant lookup: a valid, live key of an active member becomes an OrgContext."""
+    parts = split_api_key(token)
+    if parts is None:
+        return None
+    lookup, secret = parts
+    key = (await session.exec(select(ApiKey).where(ApiKey.lookup == lookup))).first()
+    # Compare against something even when the lookup misses, so timing says nothing about it.
+    if not secret_matches(secret, key.secret_hash if key else _DUMMY_HASH) or key is None:
+        return None
+    now = utcnow()
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        return None
+    user = await session.get(User, key.user_id)
+    if user is None or user.deactivated_at is not None:
+        return None
+    await bind_org(session, key.org_id)
+    membership = (
+        await session.exec(
+            select(Membership).where(
+                Membership.org_id == key.org_id, Membership.user_id == key.user_id
+            )
+        )
+    ).first()
+    if membership is None:
+        return None
+    # A key never grants more than its member holds today.
+    roles = tuple(r for r in parse_roles(membership.roles) if r.value in key.roles)
+    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_GRANULARITY:
+        key.last_used_at = now
+        session.add(key)
+    return OrgContext(
+        org_id=OrgId(key.org_id),
+        user_id=user.id,
+        roles=roles,
+        auth=AuthMethod.API_KEY,
+        actor_email=user.email,
+        credential_id=key.id,
+    )

@@ -1,0 +1,171 @@
+"""The audit log: one append path for API and activities, a per-organization hash chain, reads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, String, UniqueConstraint, insert, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blocks.core.audit import AuditRecord
+from blocks.core.audit_chain import GENESIS_HASH, chain_hash
+from blocks.core.context import OrgContext
+from blocks.infra.db import bind_org
+from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_events"
+    __table_args__ = (UniqueConstraint("org_id", "seq"),)
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    org_id: uuid.UUID = Field(sa_column=org_fk_column(index=False))
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    occurred_at: datetime = Field(sa_column=timestamp_column())
+    action: str = Field(max_length=100)
+    actor_type: str = Field(max_length=20)
+    actor_id: str | None = Field(default=None, max_length=100)
+    actor_email: str | None = Field(default=None, max_length=320)
+    target_type: str | None = Field(default=None, max_length=50)
+    target_id: str | None = Field(default=None, max_length=200)
+    run_id: str | None = Field(default=None, max_length=100, index=True)
+    outcome: str = Field(max_length=20)
+    reason: str | None = Field(default=None, max_length=500)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=500)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+class AuditChainHead(SQLModel, table=True):
+    """The last link of each organization's chain; its row lock serialises appends per org."""
+
+    __tablename__ = "audit_chain_heads"
+
+    org_id: uuid.UUID = Field(sa_column=org_fk_column(index=False, primary_key=True))
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+def hashed_payload(row: dict[str, Any]) -> dict[str, Any]:
+    """The fields the hash covers, in the encoding the verifier recomputes."""
+    return {
+        "id": str(row["id"]),
+        "org_id": str(row["org_id"]),
+        "seq": row["seq"],
+        "occurred_at": row["occurred_at"].astimezone(UTC).isoformat(timespec="microseconds"),
+        "action": row["action"],
+        "actor_type": row["actor_type"],
+        "actor_id": row["actor_id"],
+        "actor_email": row["actor_email"],
+        "target_type": row["target_type"],
+        "target_id": row["target_id"],
+        "run_id": row["run_id"],
+        "outcome": row["outcome"],
+        "reason": row["reason"],
+        "ip": row["ip"],
+        "user_agent": row["user_agent"],
+        "data": row["data"],
+    }
+
+
+_LOCK_HEAD = text(
+    "INSERT INTO audit_chain_heads (org_id, seq, hash) VALUES (:org_id, 0, :genesis) "
+    "ON CONFLICT (org_id) DO UPDATE SET seq = audit_chain_heads.seq "
+    "RETURNING seq, hash"
+)
+
+
+async def append_events(
+    ctx: OrgContext, session: AsyncSession, records: Sequence[AuditRecord]
+) -> list[uuid.UUID]:
+    """Append in order to the org's chain; events whose id already exists are skipped (retries).
+
+    Returns the ids of the events now in the log, written or found.
+    """
+    await bind_org(session, ctx.org_id)
+    # The upsert takes the head's row lock (creating the head on first use), so concurrent
+    # appends from any process queue here and the chain stays linear, without gaps or forks.
+    head = (
+        await session.exec(  # type: ignore[call-overload]
+            _LOCK_HEAD.bindparams(org_id=ctx.org_id, genesis=GENESIS_HASH)
+        )
+    ).one()
+    seq, prev_hash = int(head.seq), str(head.hash)
+
+    wanted = [uuid.UUID(r.event_id) for r in records if r.event_id is not None]
+    existing: set[uuid.UUID] = set()
+    if wanted:
+        found = await session.exec(
+            select(AuditEvent.id).where(
+                AuditEvent.org_id == ctx.org_id,
+                AuditEvent.id.in_(wanted),  # type: ignore[attr-defined]
+            )
+        )
+        existing = set(found.all())
+
+    rows: list[dict[str, Any]] = []
+    ids: list[uuid.UUID] = []
+    now = utcnow()
+    for record in records:
+        event_id = uuid.UUID(record.event_id) if record.event_id else new_id()
+        ids.append(event_id)
+        if event_id in existing:
+            continue
+        existing.add(event_id)
+        seq += 1
+        row: dict[str, Any] = {
+            "id": event_id,
+            "org_id": ctx.org_id,
+            "seq": seq,
+            "occurred_at": now,
+            "action": record.action,
+            "actor_type": record.actor_type.value,
+            "actor_id": record.actor_id,
+            "actor_email": record.actor_email,
+            "target_type": record.target_type,
+            "target_id": record.target_id,
+            "run_id": record.run_id,
+            "outcome": record.outcome.value,
+            "reason": record.reason,
+            "ip": record.ip,
+            "user_agent": record.user_agent,
+            "data": record.data,
+        }
+        row["prev_hash"] = prev_hash
+        row["hash"] = prev_hash = chain_hash(prev_hash, hashed_payload(row))
+        rows.append(row)
+
+    if rows:
+        await session.exec(insert(AuditEvent.__table__), params=rows)  # type: ignore[call-overload]
+        await session.exec(  # type: ignore[call-overload]
+            text(
+                "UPDATE audit_chain_heads SET seq = :seq, hash = :hash WHERE org_id = :org_id"
+            ).bindparams(seq=seq, hash=prev_hash, org_id=ctx.org_id)
+        )
+    return ids
+
+
+async def list_events(
+    ctx: OrgContext,
+    session: AsyncSession,
+    *,
+    run_id: str | None = None,
+    after_seq: int = 0,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    statement = (
+        select(AuditEvent)
+        .where(AuditEvent.org_id == ctx.org_id, AuditEvent.seq > after_seq)
+        .order_by(AuditEvent.seq)  # type: ignore[arg-type]
+        .limit(limit)
+    )
+    if run_id is not None:
+        statement = statement.where(AuditEvent.run_id == run_id)
+    return list((await session.exec(statement)).all())

@@ -1,0 +1,79 @@
+"""Operator tooling: the demo organization `blocks dev` creates once, and keys minted from the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blocks.core.context import AuthMethod, OrgContext, OrgId
+from blocks.core.roles import Role, parse_roles
+from blocks.infra.db import bind_org
+from blocks.models.api_keys import create_api_key
+from blocks.models.orgs import (
+    User,
+    add_member,
+    create_org_with_owner,
+    get_membership,
+    get_org_by_slug,
+)
+
+DEMO_SLUG = "demo"
+
+
+@dataclass(frozen=True)
+class DemoKeys:
+    owner_email: str
+    owner_key: str
+    approver_email: str
+    approver_key: str
+
+
+async def ensure_demo_org(session: AsyncSession) -> DemoKeys | None:
+    """Create the demo org and return its keys; None if it exists (keys are shown only once)."""
+    if await get_org_by_slug(session, DEMO_SLUG) is not None:
+        return None
+    org, owner, _ = await create_org_with_owner(
+        session,
+        slug=DEMO_SLUG,
+        name="Demo Org",
+        owner_email="owner@demo.example",
+        owner_name="Demo Owner",
+    )
+    ctx = OrgContext(
+        org_id=OrgId(org.id), user_id=owner.id, roles=(Role.OWNER,), auth=AuthMethod.SYSTEM
+    )
+    approver, _ = await add_member(
+        ctx,
+        session,
+        email="approver@demo.example",
+        display_name="Demo Approver",
+        roles=[Role.APPROVER],
+    )
+    _, owner_key = await create_api_key(
+        ctx, session, user_id=owner.id, name="demo owner", roles=[Role.OWNER]
+    )
+    _, approver_key = await create_api_key(
+        ctx, session, user_id=approver.id, name="demo approver", roles=[Role.APPROVER]
+    )
+    return DemoKeys(owner.email, owner_key, approver.email, approver_key)
+
+
+async def issue_member_key(
+    session: AsyncSession, *, org_slug: str, email: str, roles: list[Role], name: str
+) -> str:
+    org = await get_org_by_slug(session, org_slug)
+    if org is None:
+        raise LookupError(f"no organization {org_slug!r}")
+    await bind_org(session, org.id)
+    user = (await session.exec(select(User).where(User.email == email))).first()
+    ctx = OrgContext(org_id=OrgId(org.id), user_id=None, roles=(), auth=AuthMethod.SYSTEM)
+    membership = await get_membership(ctx, session, user.id) if user else None
+    if user is None or membership is None:
+        raise LookupError(f"{email} is not a member of {org_slug!r}")
+    held = set(parse_roles(membership.roles))
+    if not set(roles) <= held:
+        raise LookupError(f"{email} does not hold {sorted(set(roles) - held)} in {org_slug!r}")
+    _, plaintext = await create_api_key(ctx, session, user_id=user.id, name=name, roles=roles)
+    return plaintext

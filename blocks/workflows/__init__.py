@@ -1,0 +1,1 @@
+"""Temporal workflows and the author SDK (approval steps) they are written with."""

@@ -1,0 +1,43 @@
+"""The inputs and views every Blocks workflow shares: how a run starts and how it reports itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """What the API hands a workflow: the organization and requester it resolved, and the params."""
+
+    org_id: str
+    run_id: str
+    workflow_name: str
+    requested_by: str | None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepView:
+    step_id: str
+    title: str
+    state: str
+    approvers: list[str]
+    opened_at: datetime
+    deadline: datetime | None
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_comment: str | None
+
+
+@dataclass(frozen=True)
+class RunView:
+    status: str
+    steps: list[StepView]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    status: str
+    detail: dict[str, Any] = field(default_factory=dict)
