@@ -43,6 +43,7 @@ from blocks.core import search_attributes as sa
 from blocks.core.approvals import Decision, DecisionRequest, DecisionResult, RefusalReason
 from blocks.core.audit import AuditRecord, Outcome
 from blocks.core.context import OrgContext
+from blocks.infra.temporal import describe_execution
 from blocks.models.audit import append_events
 from blocks.models.runs import Run, StartState, create_run, get_run, set_start_state
 from blocks.workflows.registry import REGISTRY
@@ -192,16 +193,16 @@ async def read_run(
     if run.start_state != StartState.STARTED:
         return _run_out(run, status=run.start_state, stage=None, view=None, result=None)
     handle = client.get_workflow_handle(run.workflow_id, result_type=RunOutcome)
-    description = await handle.describe()
-    status = _status_name(description.status)
-    stage = description.typed_search_attributes.get(sa.STATUS)
+    state = await describe_execution(client, run.workflow_id)
     view: RunView | None = None
     result: RunOutcome | None = None
-    if description.status == Status.RUNNING:
+    if state.status == Status.RUNNING:
         view = await handle.query(STATUS_QUERY, result_type=RunView)
-    elif description.status == Status.COMPLETED:
+    elif state.status == Status.COMPLETED:
         result = await handle.result()
-    return _run_out(run, status=status, stage=stage, view=view, result=result)
+    return _run_out(
+        run, status=_status_name(state.status), stage=state.stage, view=view, result=result
+    )
 
 
 @router.post("/{run_id}/steps/{step_id}/decisions", response_model=DecisionOut)

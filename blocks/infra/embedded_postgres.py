@@ -8,10 +8,9 @@ import pwd
 import secrets
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import warnings
 
 import psycopg
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client
+from dataclasses import dataclass
+
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, PayloadConverter
 from temporalio.service import TLSConfig
 
+from blocks.core.search_attributes import STATUS
 from blocks.infra.settings import Settings
 
 DATA_CONVERTER: DataConverter = pydantic_data_converter
@@ -30,3 +35,26 @@ async def connect(settings: Settings) -> Client:
         tls=_tls(settings),
         api_key=api_key,
     )
+
+
+@dataclass(frozen=True)
+class ExecutionState:
+    status: WorkflowExecutionStatus
+    stage: str | None
+
+
+async def describe_execution(client: Client, workflow_id: str) -> ExecutionState:
+    """Status and the Blocks stage attribute of a workflow, read from the raw description.
+
+    The SDK's `describe()` decodes every search attribute, and the time-skipping test server
+    returns datetime attributes in a form it cannot parse; only the keyword we need is decoded.
+    """
+    response = await client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(
+            namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
+        )
+    )
+    info = response.workflow_execution_info
+    payload = info.search_attributes.indexed_fields.get(STATUS.name)
+    stage = PayloadConverter.default.from_payload(payload, str) if payload is not None else None
+    return ExecutionState(status=WorkflowExecutionStatus(info.status), stage=stage)

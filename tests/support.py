@@ -1,0 +1,160 @@
+"""Test helpers: free ports, organizations with a key per role, a running API + worker stack."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from blocks.api.app import create_app
+from blocks.core.context import AuthMethod, OrgContext, OrgId
+from blocks.core.roles import Role
+from blocks.infra.db import session_factory
+from blocks.infra.settings import Settings
+from blocks.models.api_keys import create_api_key
+from blocks.models.orgs import add_member, create_org_with_owner
+from blocks.workers.main import build_worker
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Member:
+    user_id: uuid.UUID
+    email: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@dataclass
+class Org:
+    id: uuid.UUID
+    slug: str
+    members: dict[str, Member] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Member:
+        return self.members[name]
+
+
+async def make_org(engine: AsyncEngine) -> Org:
+    """An organization with one member per role (named after it) plus a second approver."""
+    slug = f"org-{uuid.uuid4().hex[:12]}"
+    sessions = session_factory(engine)
+    async with sessions() as session, session.begin():
+        org, owner, _ = await create_org_with_owner(
+            session, slug=slug, name=slug, owner_email=f"owner@{slug}.test", owner_name="Owner"
+        )
+        ctx = OrgContext(
+            org_id=OrgId(org.id), user_id=owner.id, roles=(Role.OWNER,), auth=AuthMethod.SYSTEM
+        )
+        result = Org(id=org.id, slug=slug)
+        _, key = await create_api_key(
+            ctx, session, user_id=owner.id, name="owner", roles=[Role.OWNER]
+        )
+        result.members["owner"] = Member(owner.id, owner.email, key)
+        for name, roles in {
+            "admin": [Role.ADMIN],
+            "operator": [Role.OPERATOR],
+            "approver": [Role.APPROVER],
+            "approver2": [Role.APPROVER],
+            "auditor": [Role.AUDITOR],
+            "nobody": [],
+        }.items():
+            user, _ = await add_member(
+                ctx, session, email=f"{name}@{slug}.test", display_name=name, roles=roles
+            )
+            _, key = await create_api_key(ctx, session, user_id=user.id, name=name, roles=roles)
+            result.members[name] = Member(user.id, user.email, key)
+    return result
+
+
+@dataclass
+class Stack:
+    base_url: str
+    settings: Settings
+    temporal: Client
+    engine: AsyncEngine
+    worker: Worker | None
+
+    def http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=30)
+
+
+@asynccontextmanager
+async def running_stack(
+    *,
+    engine: AsyncEngine,
+    temporal: Client,
+    database_url: str,
+    task_queue: str,
+    with_worker: bool = True,
+) -> AsyncIterator[Stack]:
+    """The real API on a loopback port (uvicorn) and, optionally, an in-process worker."""
+    settings = Settings(
+        env="test",
+        database_url=database_url,
+        temporal_address=temporal.service_client.config.target_host,
+        task_queue=task_queue,
+        demo_org=False,
+    )
+    app = create_app(settings, engine=engine, temporal=temporal)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    server_task = asyncio.create_task(server.serve())
+    while not server.started:
+        if server_task.done():
+            server_task.result()
+        await asyncio.sleep(0.02)
+    worker = build_worker(temporal, engine, task_queue=task_queue) if with_worker else None
+    worker_task = asyncio.create_task(worker.run()) if worker else None
+    try:
+        yield Stack(f"http://127.0.0.1:{port}", settings, temporal, engine, worker)
+    finally:
+        if worker is not None and worker_task is not None:
+            await worker.shutdown()
+            await worker_task
+        server.should_exit = True
+        await server_task
+
+
+async def wait_for_status(
+    http: httpx.AsyncClient,
+    run_id: str,
+    headers: dict[str, str],
+    *,
+    status: str,
+    stage: str | None = None,
+    timeout: float = 20,
+) -> dict[str, object]:
+    """Poll a run until it reaches `status` (and `stage`), returning its last body."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await http.get(f"/v1/runs/{run_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["status"] == status and (stage is None or body["stage"] == stage):
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"run {run_id} stayed at {body['status']}/{body['stage']}")
+        await asyncio.sleep(0.05)
+
+
+EXPENSE = {"amount": "120.50", "currency": "EUR", "description": "Team lunch"}
