@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import uvicorn
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -18,7 +19,7 @@ from temporalio.worker import Worker
 from blocks.api.app import create_app
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
-from blocks.infra.db import session_factory
+from blocks.infra.db import bind_org, session_factory
 from blocks.infra.settings import Settings
 from blocks.models.api_keys import create_api_key
 from blocks.models.orgs import add_member, create_org_with_owner
@@ -74,6 +75,7 @@ async def make_org(engine: AsyncEngine) -> Org:
             "approver": [Role.APPROVER],
             "approver2": [Role.APPROVER],
             "auditor": [Role.AUDITOR],
+            "operator_approver": [Role.OPERATOR, Role.APPROVER],
             "nobody": [],
         }.items():
             user, _ = await add_member(
@@ -142,10 +144,10 @@ async def wait_for_status(
     *,
     status: str,
     stage: str | None = None,
-    timeout: float = 20,
+    within: float = 20,
 ) -> dict[str, object]:
     """Poll a run until it reaches `status` (and `stage`), returning its last body."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         response = await http.get(f"/v1/runs/{run_id}", headers=headers)
         assert response.status_code == 200, response.text
@@ -155,6 +157,27 @@ async def wait_for_status(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"run {run_id} stayed at {body['status']}/{body['stage']}")
         await asyncio.sleep(0.05)
+
+
+async def row_counts(engine: AsyncEngine, org_id: uuid.UUID) -> tuple[int, int]:
+    """(runs, audit events) of one organization, read as the application role under RLS."""
+    async with session_factory(engine)() as session, session.begin():
+        await bind_org(session, org_id)
+        runs = (await session.exec(text("SELECT count(*) FROM runs"))).one()[0]  # type: ignore[call-overload]
+        events = (await session.exec(text("SELECT count(*) FROM audit_events"))).one()[0]  # type: ignore[call-overload]
+    return int(runs), int(events)
+
+
+async def audit_actions(
+    engine: AsyncEngine, org_id: uuid.UUID
+) -> list[tuple[str, str, str | None]]:
+    """(action, outcome, reason) of every event of one organization, in chain order."""
+    async with session_factory(engine)() as session, session.begin():
+        await bind_org(session, org_id)
+        rows = await session.exec(  # type: ignore[call-overload]
+            text("SELECT action, outcome, reason FROM audit_events ORDER BY seq")
+        )
+        return [(r[0], r[1], r[2]) for r in rows.all()]
 
 
 EXPENSE = {"amount": "120.50", "currency": "EUR", "description": "Team lunch"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,7 +66,7 @@ async def test_start_pending_approve_completed_with_audit_in_order(
         everything = (await http.get("/v1/audit-events", headers=org["auditor"].headers)).json()[
             "events"
         ]
-        for previous, current in zip(everything, everything[1:], strict=False):
+        for previous, current in itertools.pairwise(everything):
             assert current["prev_hash"] == previous["hash"]
             assert current["seq"] == previous["seq"] + 1
 
@@ -121,8 +123,6 @@ async def _eventually_listed(http, headers, run_id):  # type: ignore[no-untyped-
         match = [r for r in runs if r["id"] == run_id]
         if match:
             return match[0]
-        import asyncio
-
         await asyncio.sleep(0.1)
     raise AssertionError("run never appeared in the list")
 

@@ -1,0 +1,118 @@
+"""Tenant isolation: every route that takes an id answers 404 to another organization, with no data."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from blocks.api.app import create_app
+from blocks.infra.db import bind_org, session_factory
+from tests.support import EXPENSE, Stack, make_org, wait_for_status
+
+# Every path parameter a route may take, with how to fill it from organization A's data.
+_PARAM_SOURCES = {"run_id", "step_id"}
+# A body that would be valid for each state-changing route, so only the tenant check can refuse.
+_BODIES = {"/v1/runs/{run_id}/steps/{step_id}/decisions": {"decision": "approve"}}
+
+
+def _id_routes(stack: Stack) -> list[tuple[str, str]]:
+    """Every (method, path) with a path parameter, from the app's own route table (OpenAPI)."""
+    app = create_app(stack.settings)
+    routes: list[tuple[str, str]] = []
+    for path, operations in app.openapi()["paths"].items():
+        params = set(re.findall(r"{(\w+)}", path))
+        if not params:
+            continue
+        unknown = params - _PARAM_SOURCES
+        assert not unknown, f"{path} takes {unknown}: teach this test how to fill them"
+        routes.extend((method.upper(), path) for method in sorted(operations))
+    return routes
+
+
+async def test_every_id_route_is_404_for_another_organization(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    org_a, org_b = await make_org(engine), await make_org(engine)
+    routes = _id_routes(stack)
+    assert ("POST", "/v1/runs/{run_id}/steps/{step_id}/decisions") in routes
+    assert ("GET", "/v1/runs/{run_id}") in routes
+    async with stack.http() as http:
+        started = await http.post(
+            "/v1/runs",
+            json={"workflow": "expense_approval", "input": EXPENSE},
+            headers=org_a["operator"].headers,
+        )
+        run_id = started.json()["id"]
+        await wait_for_status(
+            http, run_id, org_a["operator"].headers, status="running", stage="awaiting_approval"
+        )
+        secrets_of_a = [str(m.user_id) for m in org_a.members.values()] + ["Team lunch", org_a.slug]
+
+        for method, template in routes:
+            path = template.format(run_id=run_id, step_id="approve")
+            # B's owner holds every permission and B's approver may decide: only tenancy refuses.
+            members = ("owner", "approver") if method == "POST" else ("owner",)
+            for member in members:
+                response = await http.request(
+                    method, path, json=_BODIES.get(template), headers=org_b[member].headers
+                )
+                assert response.status_code == 404, (
+                    f"{method} {path} as B's {member}: {response.text}"
+                )
+                assert response.json()["code"] == "not_found"
+                for secret in secrets_of_a:
+                    assert secret not in response.text, f"{method} {path} leaked {secret}"
+
+        # The audit list filtered by A's run is refused to B too.
+        response = await http.get(
+            f"/v1/audit-events?run_id={run_id}", headers=org_b["owner"].headers
+        )
+        assert response.status_code == 404, response.text
+        # B's own audit log holds none of A's events.
+        events = (await http.get("/v1/audit-events", headers=org_b["owner"].headers)).json()[
+            "events"
+        ]
+        assert all(e["run_id"] != run_id for e in events)
+
+        # The same routes work for A, so the 404s above came from tenancy and not a wrong URL.
+        assert (
+            await http.get(f"/v1/runs/{run_id}", headers=org_a["operator"].headers)
+        ).status_code == 200
+        assert (
+            await http.get(f"/v1/runs/{run_id}/audit-events", headers=org_a["auditor"].headers)
+        ).status_code == 200
+        decided = await http.post(
+            f"/v1/runs/{run_id}/steps/approve/decisions",
+            json={"decision": "approve"},
+            headers=org_a["approver"].headers,
+        )
+        assert decided.status_code == 200, decided.text
+
+
+async def test_row_level_security_hides_other_organizations_rows(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    """The database's last line: a query with no org filter still sees only the bound org."""
+    org_a, org_b = await make_org(engine), await make_org(engine)
+    async with stack.http() as http:
+        for org in (org_a, org_b):
+            response = await http.post(
+                "/v1/runs",
+                json={"workflow": "expense_approval", "input": EXPENSE},
+                headers=org["operator"].headers,
+            )
+            assert response.status_code == 201
+    async with session_factory(engine)() as session, session.begin():
+        await bind_org(session, org_a.id)
+        orgs_seen = {
+            row[0]
+            for table in ("runs", "audit_events", "memberships", "audit_chain_heads")
+            for row in (await session.exec(text(f"SELECT DISTINCT org_id FROM {table}"))).all()  # type: ignore[call-overload]
+        }
+        assert orgs_seen == {org_a.id}
+    async with session_factory(engine)() as session, session.begin():
+        # With no org bound, tenant tables show nothing at all.
+        count = (await session.exec(text("SELECT count(*) FROM runs"))).one()[0]  # type: ignore[call-overload]
+        assert count == 0
