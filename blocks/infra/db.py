@@ -35,12 +35,19 @@ _ORG_KEY = "blocks_org_id"
 async def bind_org(session: AsyncSession, org_id: uuid.UUID) -> None:
     """Scope this session to one organization; RLS policies read it as the last line of defence.
 
-    The setting is transaction-local, so it is also re-applied at the start of every later
-    transaction of the same session (a route may commit before it starts a workflow).
+    Every tenant data-access function calls this with its context's org, so a session can never
+    serve two organizations. The setting is transaction-local, so it is also re-applied at the
+    start of every later transaction of the same session (a route may commit mid-way).
     """
-    session.info[_ORG_KEY] = str(org_id)
+    wanted = str(org_id)
+    bound = session.info.get(_ORG_KEY)
+    if bound == wanted:
+        return
+    if bound is not None:
+        raise RuntimeError("this database session is already bound to another organization")
+    session.info[_ORG_KEY] = wanted
     await session.exec(  # type: ignore[call-overload]
-        text("SELECT set_config('app.org_id', :org_id, true)").bindparams(org_id=str(org_id))
+        text("SELECT set_config('app.org_id', :org_id, true)").bindparams(org_id=wanted)
     )
 
 

@@ -59,6 +59,7 @@ async def create_api_key(
     expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """Returns the row and the plaintext key, which is never stored and cannot be shown again."""
+    await bind_org(session, ctx.org_id)
     issued: IssuedKey = issue_api_key()
     key = ApiKey(
         org_id=ctx.org_id,
@@ -75,6 +76,7 @@ async def create_api_key(
 
 
 async def revoke_api_key(ctx: OrgContext, session: AsyncSession, key_id: uuid.UUID) -> bool:
+    await bind_org(session, ctx.org_id)
     statement = select(ApiKey).where(ApiKey.org_id == ctx.org_id, ApiKey.id == key_id)
     key = (await session.exec(statement)).first()
     if key is None or key.revoked_at is not None:

@@ -160,6 +160,7 @@ async def list_events(
     after_seq: int = 0,
     limit: int = 100,
 ) -> list[AuditEvent]:
+    await bind_org(session, ctx.org_id)
     statement = (
         select(AuditEvent)
         .where(AuditEvent.org_id == ctx.org_id, AuditEvent.seq > after_seq)

@@ -77,6 +77,7 @@ async def create_org_with_owner(
 async def add_member(
     ctx: OrgContext, session: AsyncSession, *, email: str, display_name: str, roles: list[Role]
 ) -> tuple[User, Membership]:
+    await bind_org(session, ctx.org_id)
     user = (await session.exec(select(User).where(User.email == email))).first()
     if user is None:
         user = User(email=email, display_name=display_name)
@@ -91,6 +92,7 @@ async def add_member(
 async def get_membership(
     ctx: OrgContext, session: AsyncSession, user_id: uuid.UUID
 ) -> Membership | None:
+    await bind_org(session, ctx.org_id)
     statement = select(Membership).where(
         Membership.org_id == ctx.org_id, Membership.user_id == user_id
     )

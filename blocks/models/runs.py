@@ -11,6 +11,7 @@ from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext
+from blocks.infra.db import bind_org
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
 
 
@@ -37,6 +38,7 @@ def workflow_id_for(run_id: uuid.UUID) -> str:
 
 
 async def create_run(ctx: OrgContext, session: AsyncSession, *, workflow_name: str) -> Run:
+    await bind_org(session, ctx.org_id)
     run_id = new_id()
     run = Run(
         id=run_id,
@@ -52,6 +54,7 @@ async def create_run(ctx: OrgContext, session: AsyncSession, *, workflow_name: s
 
 
 async def get_run(ctx: OrgContext, session: AsyncSession, run_id: uuid.UUID) -> Run | None:
+    await bind_org(session, ctx.org_id)
     statement = select(Run).where(Run.org_id == ctx.org_id, Run.id == run_id)
     return (await session.exec(statement)).first()
 

@@ -1,0 +1,103 @@
+"""Durability: the worker process dies while a run waits; a new one finishes it once, audited once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
+
+from blocks.infra.embedded_postgres import PostgresCredentials
+from tests.support import EXPENSE, audit_actions, make_org, running_stack, wait_for_status
+
+
+@contextmanager
+def worker_process(
+    database_url: str, temporal_address: str, task_queue: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "BLOCKS_ENV": "test",
+        "BLOCKS_DATABASE_URL": database_url,
+        "BLOCKS_TEMPORAL_ADDRESS": temporal_address,
+        "BLOCKS_TASK_QUEUE": task_queue,
+    }
+    process = subprocess.Popen([sys.executable, "-m", "blocks.cli", "worker"], env=env)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+async def test_worker_killed_while_waiting_then_decided_completes_once(
+    engine: AsyncEngine, temporal_env: WorkflowEnvironment, postgres: PostgresCredentials
+) -> None:
+    org = await make_org(engine)
+    queue = f"restart-{uuid.uuid4().hex[:8]}"
+    address = temporal_env.client.service_client.config.target_host
+    async with (
+        running_stack(
+            engine=engine,
+            temporal=temporal_env.client,
+            database_url=postgres.url(),
+            task_queue=queue,
+            with_worker=False,
+        ) as stack,
+        stack.http() as http,
+    ):
+        with worker_process(postgres.url(), address, queue) as first:
+            started = await http.post(
+                "/v1/runs",
+                json={"workflow": "expense_approval", "input": EXPENSE},
+                headers=org["operator"].headers,
+            )
+            assert started.status_code == 201, started.text
+            run_id = started.json()["id"]
+            await wait_for_status(
+                http,
+                run_id,
+                org["operator"].headers,
+                status="running",
+                stage="awaiting_approval",
+                within=60,
+            )
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+
+        # The decision is sent while no worker runs; it lands once a new worker picks the run up.
+        decision = asyncio.create_task(
+            http.post(
+                f"/v1/runs/{run_id}/steps/approve/decisions",
+                json={"decision": "approve"},
+                headers=org["approver"].headers,
+                timeout=120,
+            )
+        )
+        await asyncio.sleep(1)
+        assert not decision.done()
+        with worker_process(postgres.url(), address, queue):
+            response = await decision
+            assert response.status_code == 200, response.text
+            done = await wait_for_status(
+                http, run_id, org["operator"].headers, status="completed", within=60
+            )
+            assert done["result"]["status"] == "approved"  # type: ignore[index]
+            # A retry of the same request after the restart is the same decision, not a second one.
+            again = await http.post(
+                f"/v1/runs/{run_id}/steps/approve/decisions",
+                json={"decision": "approve"},
+                headers=org["approver"].headers,
+            )
+            assert again.status_code == 200, again.text
+
+    actions = [a[0] for a in await audit_actions(engine, org.id)]
+    assert actions == ["run.started", "step.opened", "step.decided", "run.completed"]
