@@ -22,6 +22,7 @@ from blocks.infra.db import create_engine, session_factory
 from blocks.infra.embedded_postgres import EmbeddedPostgres
 from blocks.infra.embedded_temporal import EmbeddedTemporal
 from blocks.infra.migrate import upgrade_database
+from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.search_attributes import ensure_registered
 from blocks.infra.settings import Settings, get_settings
 from blocks.infra.temporal import connect
@@ -113,6 +114,12 @@ def dev() -> None:
         if postgres is not None:
             postgres.stop()
         console.print("stopped")
+
+
+@app.command("payload-key")
+def payload_key(key_id: Annotated[str, typer.Option(help="an id for the new key")] = "k1") -> None:
+    """Print a new AES-256 payload key as `id:base64`, for BLOCKS_PAYLOAD_KEYS."""
+    console.print(new_payload_key_spec(key_id), soft_wrap=True)
 
 
 @app.command("api-key")

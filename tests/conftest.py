@@ -17,8 +17,7 @@ from blocks.infra.embedded_postgres import EmbeddedPostgres, PostgresCredentials
 from blocks.infra.embedded_temporal import temporal_cli_path
 from blocks.infra.migrate import upgrade_database
 from blocks.infra.search_attributes import ensure_registered
-from blocks.infra.temporal import DATA_CONVERTER
-from tests.support import Stack, free_port, running_stack
+from tests.support import DATA_CONVERTER, Stack, free_port, running_stack
 
 
 @pytest.fixture(scope="session")

@@ -20,10 +20,16 @@ from blocks.api.app import create_app
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
+from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.settings import Settings
+from blocks.infra.temporal import encrypting_data_converter
 from blocks.models.api_keys import create_api_key
 from blocks.models.orgs import add_member, create_org_with_owner
 from blocks.workers.main import build_worker
+
+# One payload key for the whole session: API, in-process and subprocess workers share it.
+PAYLOAD_KEYS = new_payload_key_spec("test")
+DATA_CONVERTER = encrypting_data_converter(PAYLOAD_KEYS)
 
 
 def free_port() -> int:
@@ -114,6 +120,7 @@ async def running_stack(
         temporal_address=temporal.service_client.config.target_host,
         task_queue=task_queue,
         demo_org=False,
+        payload_keys=PAYLOAD_KEYS,
     )
     app = create_app(settings, engine=engine, temporal=temporal)
     port = free_port()

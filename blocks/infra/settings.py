@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,9 +43,36 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     demo_org: bool = True
 
+    # `key-id:base64(32 bytes)`, comma-separated; the first encrypts, all decrypt (rotation).
+    # Unset in dev and test: a key is generated once and kept in the data dir (mode 0600).
+    payload_keys: SecretStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_variables(cls, values: Any) -> Any:
+        # A misspelt BLOCKS_ variable would otherwise be ignored and a default used silently.
+        known = {f"BLOCKS_{name.upper()}" for name in cls.model_fields}
+        unknown = sorted(k for k in os.environ if k.startswith("BLOCKS_") and k not in known)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}")
+        return values
+
+    @model_validator(mode="after")
+    def _refuse_inconsistent(self) -> Settings:
+        for name in ("database_url", "temporal_address", "payload_keys", "temporal_api_key"):
+            value = getattr(self, name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if text is not None and not text.strip():
+                raise ValueError(f"BLOCKS_{name.upper()} is set but empty")
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("BLOCKS_TEMPORAL_TLS_CERT and BLOCKS_TEMPORAL_TLS_KEY go together")
+        return self
+
     @model_validator(mode="after")
     def _refuse_insecure_prod(self) -> Settings:
         if self.env is Environment.PROD:
+            if self.payload_keys is None:
+                raise ValueError("BLOCKS_PAYLOAD_KEYS is required when BLOCKS_ENV=prod")
             if self.database_url is None or self.temporal_address is None:
                 raise ValueError(
                     "BLOCKS_DATABASE_URL and BLOCKS_TEMPORAL_ADDRESS are required when BLOCKS_ENV=prod"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from temporalio.api.common.v1 import WorkflowExecution
@@ -12,9 +13,30 @@ from temporalio.converter import DataConverter, PayloadConverter
 from temporalio.service import TLSConfig
 
 from blocks.core.search_attributes import STATUS
-from blocks.infra.settings import Settings
+from blocks.infra.payload_codec import (
+    EncryptionCodec,
+    load_or_create_key_file,
+    parse_payload_keys,
+)
+from blocks.infra.settings import Environment, Settings
 
-DATA_CONVERTER: DataConverter = pydantic_data_converter
+# Without the codec: for reading raw history in tests, and what the codec wraps.
+PLAIN_DATA_CONVERTER: DataConverter = pydantic_data_converter
+
+
+def payload_key_spec(settings: Settings) -> str:
+    if settings.payload_keys is not None:
+        return settings.payload_keys.get_secret_value()
+    if settings.env is Environment.PROD:
+        raise RuntimeError("BLOCKS_PAYLOAD_KEYS is required when BLOCKS_ENV=prod")
+    return load_or_create_key_file(settings.data_dir / "payload-keys")
+
+
+def encrypting_data_converter(key_spec: str) -> DataConverter:
+    """Pydantic-aware JSON, then AES-256-GCM: history, inputs, results and updates are ciphertext."""
+    return dataclasses.replace(
+        PLAIN_DATA_CONVERTER, payload_codec=EncryptionCodec(*parse_payload_keys(key_spec))
+    )
 
 
 def _tls(settings: Settings) -> TLSConfig | bool:
@@ -31,7 +53,7 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.require_temporal_address(),
         namespace=settings.temporal_namespace,
-        data_converter=DATA_CONVERTER,
+        data_converter=encrypting_data_converter(payload_key_spec(settings)),
         tls=_tls(settings),
         api_key=api_key,
     )

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from datetime import timedelta
 
+from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.common.v1 import Payload, SearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support import EXPENSE, Stack, make_org, wait_for_status
@@ -162,3 +165,70 @@ async def test_sla_passes_before_any_decision(
             "step.sla_breached",
             "run.completed",
         ]
+
+
+async def test_temporal_history_holds_only_ciphertext(stack: Stack, engine: AsyncEngine) -> None:
+    org = await make_org(engine)
+    async with stack.http() as http:
+        run_id = (
+            await http.post(
+                "/v1/runs",
+                json={
+                    "workflow": "expense_approval",
+                    "input": {**EXPENSE, "description": "Secret merger dinner"},
+                },
+                headers=org["operator"].headers,
+            )
+        ).json()["id"]
+        await wait_for_status(
+            http, run_id, org["operator"].headers, status="running", stage="awaiting_approval"
+        )
+        decided = await http.post(
+            f"/v1/runs/{run_id}/steps/approve/decisions",
+            json={"decision": "approve", "comment": "Confidential note"},
+            headers=org["approver"].headers,
+        )
+        assert decided.status_code == 200
+        await wait_for_status(http, run_id, org["operator"].headers, status="completed")
+    history = await stack.temporal.get_workflow_handle(f"run-{run_id}").fetch_history()
+    payloads = [p for event in history.events for p in _payloads(event)]
+    assert len(payloads) >= 4  # input, update argument and result, activity input, run result
+    for payload in payloads:
+        # The SDK's own local-activity bookkeeping (seq, attempt, type, time) is the only plain JSON.
+        if payload.metadata["encoding"] == b"json/plain":
+            assert set(json.loads(payload.data)) <= {
+                "seq",
+                "attempt",
+                "activity_id",
+                "activity_type",
+                "complete_time",
+                "backoff",
+                "original_schedule_time",
+                "activation_index",
+            }
+            continue
+        assert payload.metadata["encoding"] == b"binary/encrypted"
+        for secret in ("Secret merger dinner", "Confidential note", str(org["approver"].user_id)):
+            assert secret.encode() not in payload.data
+
+
+def _payloads(message: Message) -> list[Payload]:
+    """Every Payload inside a history event, except search attributes (indexed, not encoded)."""
+    if isinstance(message, Payload):
+        return [message]
+    if isinstance(message, SearchAttributes):
+        return []
+    found: list[Payload] = []
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            items = list(value.values())
+        elif isinstance(value, Message):
+            items = [value]
+        else:  # a repeated field
+            items = list(value)
+        for item in items:
+            if isinstance(item, Message):
+                found.extend(_payloads(item))
+    return found

@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from blocks.infra.embedded_postgres import PostgresCredentials
-from tests.support import EXPENSE, audit_actions, make_org, running_stack, wait_for_status
+from tests.support import (
+    EXPENSE,
+    PAYLOAD_KEYS,
+    audit_actions,
+    make_org,
+    running_stack,
+    wait_for_status,
+)
 
 
 @contextmanager
@@ -28,6 +35,7 @@ def worker_process(
         "BLOCKS_DATABASE_URL": database_url,
         "BLOCKS_TEMPORAL_ADDRESS": temporal_address,
         "BLOCKS_TASK_QUEUE": task_queue,
+        "BLOCKS_PAYLOAD_KEYS": PAYLOAD_KEYS,
     }
     process = subprocess.Popen([sys.executable, "-m", "blocks.cli", "worker"], env=env)
     try:

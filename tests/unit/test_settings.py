@@ -1,33 +1,71 @@
-"""Settings: dev needs nothing, prod refuses to run on embedded defaults or with the demo org."""
+"""Settings: dev needs nothing; prod refuses embedded defaults; mistakes are refused, not ignored."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from pydantic import ValidationError
 
+from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.settings import Settings
 
 
-def test_dev_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("BLOCKS_DATABASE_URL", "BLOCKS_TEMPORAL_ADDRESS", "BLOCKS_ENV"):
-        monkeypatch.delenv(name, raising=False)
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("BLOCKS_")]:
+        monkeypatch.delenv(name)
+
+
+def test_dev_defaults_need_no_configuration() -> None:
     settings = Settings()
     assert settings.database_url is None
     assert settings.api_port == 8000
 
 
-def test_prod_requires_external_services_and_no_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prod_requires_external_services_keys_and_no_demo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BLOCKS_ENV", "prod")
+    monkeypatch.setenv("BLOCKS_DEMO_ORG", "false")
+    monkeypatch.setenv("BLOCKS_PAYLOAD_KEYS", new_payload_key_spec())
     with pytest.raises(ValidationError, match="BLOCKS_DATABASE_URL"):
         Settings()
     monkeypatch.setenv("BLOCKS_DATABASE_URL", "postgresql://u:p@db/blocks")
     monkeypatch.setenv("BLOCKS_TEMPORAL_ADDRESS", "temporal:7233")
+    assert Settings().database_url is not None
+    monkeypatch.setenv("BLOCKS_DEMO_ORG", "true")
     with pytest.raises(ValidationError, match="BLOCKS_DEMO_ORG"):
         Settings()
     monkeypatch.setenv("BLOCKS_DEMO_ORG", "false")
-    assert Settings().database_url is not None
+    monkeypatch.delenv("BLOCKS_PAYLOAD_KEYS")
+    with pytest.raises(ValidationError, match="BLOCKS_PAYLOAD_KEYS"):
+        Settings()
 
 
-def test_database_url_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_misspelt_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLOCKS_DATABSE_URL", "postgresql://u:p@db/blocks")
+    with pytest.raises(ValidationError, match="BLOCKS_DATABSE_URL"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    "name", ["BLOCKS_DATABASE_URL", "BLOCKS_TEMPORAL_ADDRESS", "BLOCKS_PAYLOAD_KEYS"]
+)
+def test_set_but_empty_is_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, " ")
+    with pytest.raises(ValidationError, match=f"{name} is set but empty"):
+        Settings()
+
+
+def test_tls_certificate_and_key_go_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLOCKS_TEMPORAL_TLS_CERT", "/etc/blocks/client.pem")
+    with pytest.raises(ValidationError, match="go together"):
+        Settings()
+
+
+def test_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BLOCKS_DATABASE_URL", "postgresql://u:hunter2@db/blocks")
-    assert "hunter2" not in repr(Settings())
+    spec = new_payload_key_spec()
+    monkeypatch.setenv("BLOCKS_PAYLOAD_KEYS", spec)
+    shown = repr(Settings()) + str(Settings())
+    assert "hunter2" not in shown
+    assert spec.split(":")[1] not in shown
