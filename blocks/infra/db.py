@@ -21,7 +21,7 @@ def sqlalchemy_url(url: str) -> str:
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
-        sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        sqlalchemy_url(url), pool_size=pool_size, max_overflow=0, pool_pre_ping=True
     )
 
 
@@ -32,22 +32,31 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 _ORG_KEY = "blocks_org_id"
 
 
-async def bind_org(session: AsyncSession, org_id: uuid.UUID) -> None:
-    """Scope this session to one organization; RLS policies read it as the last line of defence.
+def mark_bound(session: AsyncSession, org_id: uuid.UUID) -> bool:
+    """Record the session's organization; True if it was already bound to it.
 
-    Every tenant data-access function calls this with its context's org, so a session can never
-    serve two organizations. The setting is transaction-local, so it is also re-applied at the
-    start of every later transaction of the same session (a route may commit mid-way).
+    Refuses a second organization: a session never serves two tenants.
     """
     wanted = str(org_id)
     bound = session.info.get(_ORG_KEY)
-    if bound == wanted:
-        return
-    if bound is not None:
+    if bound is not None and bound != wanted:
         raise RuntimeError("this database session is already bound to another organization")
     session.info[_ORG_KEY] = wanted
+    return bound == wanted
+
+
+async def bind_org(session: AsyncSession, org_id: uuid.UUID) -> None:
+    """Scope this session to one organization; RLS policies read it as the last line of defence.
+
+    Every tenant data-access function calls this with its context's org. The setting is
+    transaction-local, so it is also re-applied at the start of every later transaction of the
+    same session (a route may commit mid-way). SQL functions that bind in the same round trip
+    as their work (API key resolution, audit appends) call `mark_bound` instead.
+    """
+    if mark_bound(session, org_id):
+        return
     await session.exec(  # type: ignore[call-overload]
-        text("SELECT set_config('app.org_id', :org_id, true)").bindparams(org_id=wanted)
+        text("SELECT set_config('app.org_id', :org_id, true)").bindparams(org_id=str(org_id))
     )
 
 

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     temporal_port: int = Field(default=7233, ge=1, le=65535)
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
 
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(default=20, ge=1)
     demo_org: bool = True
 
     # `key-id:base64(32 bytes)`, comma-separated; the first encrypts, all decrypt (rotation).

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy import text
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
-from blocks.infra.db import bind_org
+from blocks.infra.db import bind_org, mark_bound
 from blocks.infra.hashing import (
     IssuedKey,
     hash_secret,
@@ -26,7 +27,6 @@ from blocks.models.base import (
     user_fk_column,
     utcnow,
 )
-from blocks.models.orgs import Membership, User
 
 # Writing last_used_at on every request would turn each read into a write; a minute is precise enough.
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -87,42 +87,42 @@ async def revoke_api_key(ctx: OrgContext, session: AsyncSession, key_id: uuid.UU
     return True
 
 
+_RESOLVE = text("SELECT * FROM blocks_resolve_api_key(:lookup)")
+
+
 async def resolve_api_key(session: AsyncSession, token: str) -> OrgContext | None:
-    """The pre-tenant lookup: a valid, live key of an active member becomes an OrgContext."""
+    """The pre-tenant lookup: a valid, live key of an active member becomes an OrgContext.
+
+    One round trip fetches the key, its user and membership and binds the transaction to the
+    key's organization (row-level security needs that binding to read the membership).
+    """
     parts = split_api_key(token)
     if parts is None:
         return None
     lookup, secret = parts
-    key = (await session.exec(select(ApiKey).where(ApiKey.lookup == lookup))).first()
+    row = (await session.exec(_RESOLVE.bindparams(lookup=lookup))).first()  # type: ignore[call-overload]
     # Compare against something even when the lookup misses, so timing says nothing about it.
-    if not secret_matches(secret, key.secret_hash if key else _DUMMY_HASH) or key is None:
+    if not secret_matches(secret, row.secret_hash if row else _DUMMY_HASH) or row is None:
         return None
     now = utcnow()
-    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
-    user = await session.get(User, key.user_id)
-    if user is None or user.deactivated_at is not None:
+    if row.deactivated_at is not None or row.member_roles is None:
         return None
-    await bind_org(session, key.org_id)
-    membership = (
-        await session.exec(
-            select(Membership).where(
-                Membership.org_id == key.org_id, Membership.user_id == key.user_id
+    mark_bound(session, row.org_id)
+    # A key never grants more than its member holds today.
+    roles = tuple(r for r in parse_roles(row.member_roles) if r.value in row.key_roles)
+    if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
+        await session.exec(  # type: ignore[call-overload]
+            text("UPDATE api_keys SET last_used_at = :now WHERE id = :id").bindparams(
+                now=now, id=row.key_id
             )
         )
-    ).first()
-    if membership is None:
-        return None
-    # A key never grants more than its member holds today.
-    roles = tuple(r for r in parse_roles(membership.roles) if r.value in key.roles)
-    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_GRANULARITY:
-        key.last_used_at = now
-        session.add(key)
     return OrgContext(
-        org_id=OrgId(key.org_id),
-        user_id=user.id,
+        org_id=OrgId(row.org_id),
+        user_id=row.user_id,
         roles=roles,
         auth=AuthMethod.API_KEY,
-        actor_email=user.email,
-        credential_id=key.id,
+        actor_email=row.email,
+        credential_id=row.key_id,
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, String, UniqueConstraint, insert, text
+from sqlalchemy import BigInteger, Column, String, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.core.audit import AuditRecord
 from blocks.core.audit_chain import GENESIS_HASH, chain_hash
 from blocks.core.context import OrgContext
-from blocks.infra.db import bind_org
+from blocks.infra.db import bind_org, mark_bound
 from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
 
 
@@ -75,10 +76,23 @@ def hashed_payload(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Binds the transaction to the org, takes the head's row lock (so concurrent appends from any
+# process queue here and the chain stays linear, without gaps or forks) and finds retried ids.
 _LOCK_HEAD = text(
-    "INSERT INTO audit_chain_heads (org_id, seq, hash) VALUES (:org_id, 0, :genesis) "
-    "ON CONFLICT (org_id) DO UPDATE SET seq = audit_chain_heads.seq "
-    "RETURNING seq, hash"
+    "SELECT seq, hash, existing FROM blocks_audit_lock_head(:org_id, :genesis, CAST(:ids AS uuid[]))"
+)
+_COLUMNS = (
+    "id uuid, org_id uuid, seq bigint, occurred_at timestamptz, action text, actor_type text, "
+    "actor_id text, actor_email text, target_type text, target_id text, run_id text, "
+    "outcome text, reason text, ip text, user_agent text, data jsonb, prev_hash text, hash text"
+)
+_NAMES = ", ".join(column.split()[0] for column in _COLUMNS.split(", "))
+# Every new event and the new head in one statement, whatever the batch size. Built from the
+# constants above only; values always travel as bound parameters.
+_INSERT_AND_ADVANCE = text(
+    f"WITH added AS (INSERT INTO audit_events ({_NAMES}) "  # noqa: S608
+    f"SELECT {_NAMES} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_COLUMNS})) "
+    "UPDATE audit_chain_heads SET seq = :seq, hash = :hash WHERE org_id = :org_id"
 )
 
 
@@ -87,28 +101,18 @@ async def append_events(
 ) -> list[uuid.UUID]:
     """Append in order to the org's chain; events whose id already exists are skipped (retries).
 
-    Returns the ids of the events now in the log, written or found.
+    Two round trips whatever the number of records. Returns the ids of the events now in the
+    log, written or found.
     """
-    await bind_org(session, ctx.org_id)
-    # The upsert takes the head's row lock (creating the head on first use), so concurrent
-    # appends from any process queue here and the chain stays linear, without gaps or forks.
+    mark_bound(session, ctx.org_id)
+    wanted = [r.event_id for r in records if r.event_id is not None]
     head = (
         await session.exec(  # type: ignore[call-overload]
-            _LOCK_HEAD.bindparams(org_id=ctx.org_id, genesis=GENESIS_HASH)
+            _LOCK_HEAD.bindparams(org_id=ctx.org_id, genesis=GENESIS_HASH, ids=wanted)
         )
     ).one()
     seq, prev_hash = int(head.seq), str(head.hash)
-
-    wanted = [uuid.UUID(r.event_id) for r in records if r.event_id is not None]
-    existing: set[uuid.UUID] = set()
-    if wanted:
-        found = await session.exec(
-            select(AuditEvent.id).where(
-                AuditEvent.org_id == ctx.org_id,
-                AuditEvent.id.in_(wanted),  # type: ignore[attr-defined]
-            )
-        )
-        existing = set(found.all())
+    existing: set[uuid.UUID] = set(head.existing or ())
 
     rows: list[dict[str, Any]] = []
     ids: list[uuid.UUID] = []
@@ -143,13 +147,23 @@ async def append_events(
         rows.append(row)
 
     if rows:
-        await session.exec(insert(AuditEvent.__table__), params=rows)  # type: ignore[call-overload]
         await session.exec(  # type: ignore[call-overload]
-            text(
-                "UPDATE audit_chain_heads SET seq = :seq, hash = :hash WHERE org_id = :org_id"
-            ).bindparams(seq=seq, hash=prev_hash, org_id=ctx.org_id)
+            _INSERT_AND_ADVANCE.bindparams(
+                rows=json.dumps(rows, default=_json_default),
+                seq=seq,
+                hash=prev_hash,
+                org_id=ctx.org_id,
+            )
         )
     return ids
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__} in an audit row")
 
 
 async def list_events(

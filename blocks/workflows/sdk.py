@@ -9,9 +9,10 @@ replayed or retried activity never writes an event twice.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
 from blocks.core import search_attributes as sa
@@ -48,6 +49,7 @@ class BlocksWorkflow:
         self._steps: dict[str, ApprovalStep] = {}
         self._status = "running"
         self._pending_audit: list[AuditRecord] = []
+        self._pending_attributes: dict[str, SearchAttributeUpdate[Any]] = {}
 
     # --- decisions -------------------------------------------------------------------------
 
@@ -110,14 +112,12 @@ class BlocksWorkflow:
         )
         self._steps[step_id] = step
         self._status = "awaiting_approval"
-        workflow.upsert_search_attributes(
-            [
-                sa.STATUS.value_set(self._status),
-                sa.PENDING_APPROVERS.value_set(approvers.labels()),
-                sa.SLA_DEADLINE.value_set(step.deadline)
-                if step.deadline is not None
-                else sa.SLA_DEADLINE.value_unset(),
-            ]
+        self._set_attributes(
+            sa.STATUS.value_set(self._status),
+            sa.PENDING_APPROVERS.value_set(approvers.labels()),
+            sa.SLA_DEADLINE.value_set(step.deadline)
+            if step.deadline is not None
+            else sa.SLA_DEADLINE.value_unset(),
         )
         self._audit(
             f"step:{step_id}:opened",
@@ -129,7 +129,7 @@ class BlocksWorkflow:
                 "deadline": step.deadline.isoformat() if step.deadline else None,
             },
         )
-        await self._flush_audit()
+        await self._flush()
         try:
             await workflow.wait_condition(lambda: step.state is not StepState.PENDING, timeout=sla)
         except TimeoutError:
@@ -158,21 +158,19 @@ class BlocksWorkflow:
                 },
             )
         self._status = "running"
-        workflow.upsert_search_attributes(
-            [
-                sa.STATUS.value_set(self._status),
-                sa.PENDING_APPROVERS.value_unset(),
-                sa.SLA_DEADLINE.value_unset(),
-            ]
+        self._set_attributes(
+            sa.STATUS.value_set(self._status),
+            sa.PENDING_APPROVERS.value_unset(),
+            sa.SLA_DEADLINE.value_unset(),
         )
         return step
 
     async def finish(self, status: str, **detail: object) -> RunOutcome:
         """Record the run's outcome in the audit log and return it as the workflow result."""
         self._status = status
-        workflow.upsert_search_attributes([sa.STATUS.value_set(status)])
+        self._set_attributes(sa.STATUS.value_set(status))
         self._audit("run:finished", "run.completed", data={"status": status, **detail})
-        await self._flush_audit()
+        await self._flush()
         return RunOutcome(status=status, detail=dict(detail))
 
     # --- audit -----------------------------------------------------------------------------
@@ -210,7 +208,20 @@ class BlocksWorkflow:
             )
         )
 
-    async def _flush_audit(self) -> None:
+    def _set_attributes(self, *updates: SearchAttributeUpdate[Any]) -> None:
+        """Queue search attribute changes; the last value of each key is sent at the next flush."""
+        for update in updates:
+            self._pending_attributes[update.key.name] = update
+
+    async def _flush(self) -> None:
+        """Send queued search attributes (one command) and audit events (one local activity).
+
+        Called before every wait and at the end, so what an operator filters on and what the
+        audit log says are current whenever the run waits or ends.
+        """
+        if self._pending_attributes:
+            workflow.upsert_search_attributes(list(self._pending_attributes.values()))
+            self._pending_attributes = {}
         if not self._pending_audit:
             return
         batch, self._pending_audit = self._pending_audit, []
