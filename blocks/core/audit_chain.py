@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
+
+import rfc8785
 
 GENESIS_HASH = "0" * 64
 
 
 def canonical_json(value: Mapping[str, Any]) -> bytes:
-    """Sorted keys, no whitespace, UTF-8, no NaN: one byte string per logical value."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    """RFC 8785 (JSON Canonicalization Scheme): one byte string per logical JSON value, so any
+    verifier in any language recomputes the same hash."""
+    return rfc8785.dumps(value)
 
 
 def chain_hash(prev_hash: str, payload: Mapping[str, Any]) -> str:

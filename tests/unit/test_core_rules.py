@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import rfc8785
 
 from blocks.core.approvals import (
     ApprovalStep,
@@ -97,5 +98,7 @@ def test_canonical_encoding_is_order_independent_and_hash_depends_on_link() -> N
         == '{"a":"é","b":1}'.encode()
     )
     assert chain_hash("0" * 64, {"a": 1}) != chain_hash("1" * 64, {"a": 1})
-    with pytest.raises(ValueError, match="Out of range float"):
+    # RFC 8785 number form: integral floats lose their fraction, exponents follow ECMAScript.
+    assert canonical_json({"n": 1.0, "m": 1e21}) == b'{"m":1e+21,"n":1}'
+    with pytest.raises(rfc8785.FloatDomainError):
         canonical_json({"x": float("nan")})
