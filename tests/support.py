@@ -22,6 +22,7 @@ from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
 from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.settings import Settings
+from blocks.infra.signing import new_signing_key_spec
 from blocks.infra.temporal import encrypting_data_converter
 from blocks.models.api_keys import create_api_key
 from blocks.models.orgs import add_member, create_org_with_owner
@@ -30,6 +31,7 @@ from blocks.workers.main import build_worker
 # One payload key for the whole session: API, in-process and subprocess workers share it.
 PAYLOAD_KEYS = new_payload_key_spec("test")
 DATA_CONVERTER = encrypting_data_converter(PAYLOAD_KEYS)
+SIGNING_KEY = new_signing_key_spec("test")
 
 
 def free_port() -> int:
@@ -121,6 +123,7 @@ async def running_stack(
         task_queue=task_queue,
         demo_org=False,
         payload_keys=PAYLOAD_KEYS,
+        audit_signing_key=SIGNING_KEY,
     )
     app = create_app(settings, engine=engine, temporal=temporal)
     port = free_port()

@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from blocks import __version__
-from blocks.api import audit, health, runs
+from blocks.api import audit, checkpoints, health, runs
 from blocks.api.errors import install_error_handlers
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.settings import Settings
+from blocks.infra.signing import load_signer
 from blocks.infra.temporal import connect
 
 
@@ -38,8 +39,10 @@ def create_app(
 
     app = FastAPI(title="Blocks", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.signer = load_signer(settings)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(runs.router)
     app.include_router(audit.router)
+    app.include_router(checkpoints.router)
     return app

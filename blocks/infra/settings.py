@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # `key-id:base64(32 bytes)`, comma-separated; the first encrypts, all decrypt (rotation).
     # Unset in dev and test: a key is generated once and kept in the data dir (mode 0600).
     payload_keys: SecretStr | None = None
+    # `key-id:base64(32-byte Ed25519 seed)`: signs audit checkpoints. Generated in dev and test.
+    audit_signing_key: SecretStr | None = None
+    audit_checkpoint_minutes: int = Field(default=15, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -59,7 +62,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_inconsistent(self) -> Settings:
-        for name in ("database_url", "temporal_address", "payload_keys", "temporal_api_key"):
+        for name in (
+            "database_url",
+            "temporal_address",
+            "payload_keys",
+            "temporal_api_key",
+            "audit_signing_key",
+        ):
             value = getattr(self, name)
             text = value.get_secret_value() if isinstance(value, SecretStr) else value
             if text is not None and not text.strip():
@@ -73,6 +82,8 @@ class Settings(BaseSettings):
         if self.env is Environment.PROD:
             if self.payload_keys is None:
                 raise ValueError("BLOCKS_PAYLOAD_KEYS is required when BLOCKS_ENV=prod")
+            if self.audit_signing_key is None:
+                raise ValueError("BLOCKS_AUDIT_SIGNING_KEY is required when BLOCKS_ENV=prod")
             if self.database_url is None or self.temporal_address is None:
                 raise ValueError(
                     "BLOCKS_DATABASE_URL and BLOCKS_TEMPORAL_ADDRESS are required when BLOCKS_ENV=prod"

@@ -2,7 +2,17 @@
 
 from blocks.models.api_keys import ApiKey
 from blocks.models.audit import AuditChainHead, AuditEvent
+from blocks.models.checkpoints import AuditCheckpoint
 from blocks.models.orgs import Membership, Organization, User
 from blocks.models.runs import Run
 
-__all__ = ["ApiKey", "AuditChainHead", "AuditEvent", "Membership", "Organization", "Run", "User"]
+__all__ = [
+    "ApiKey",
+    "AuditChainHead",
+    "AuditCheckpoint",
+    "AuditEvent",
+    "Membership",
+    "Organization",
+    "Run",
+    "User",
+]

@@ -98,7 +98,7 @@ def upgrade() -> None:
         -- The audit log is append-only: no UPDATE, DELETE or TRUNCATE, whoever asks.
         CREATE FUNCTION blocks_refuse_audit_change() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            RAISE EXCEPTION 'audit_events is append-only (% refused)', TG_OP
+            RAISE EXCEPTION '% is append-only (% refused)', TG_TABLE_NAME, TG_OP
                 USING ERRCODE = 'insufficient_privilege';
         END;
         $$;

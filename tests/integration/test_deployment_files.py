@@ -28,7 +28,9 @@ ENV_PREFIX = "BLOCKS_"
 _INTERPOLATION = re.compile(
     r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_]\w*)"
 )
-_SECRET_KEY = re.compile(r"PASSWORD|PWD|SECRET|TOKEN|API_KEY|PAYLOAD_KEYS", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"PASSWORD|PWD|SECRET|TOKEN|API_KEY|PAYLOAD_KEYS|SIGNING_KEY", re.IGNORECASE
+)
 
 
 def _compose() -> dict[str, Any]:

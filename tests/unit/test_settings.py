@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.settings import Settings
+from blocks.infra.signing import new_signing_key_spec
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +28,7 @@ def test_prod_requires_external_services_keys_and_no_demo(monkeypatch: pytest.Mo
     monkeypatch.setenv("BLOCKS_ENV", "prod")
     monkeypatch.setenv("BLOCKS_DEMO_ORG", "false")
     monkeypatch.setenv("BLOCKS_PAYLOAD_KEYS", new_payload_key_spec())
+    monkeypatch.setenv("BLOCKS_AUDIT_SIGNING_KEY", new_signing_key_spec())
     with pytest.raises(ValidationError, match="BLOCKS_DATABASE_URL"):
         Settings()
     monkeypatch.setenv("BLOCKS_DATABASE_URL", "postgresql://u:p@db/blocks")
