@@ -23,11 +23,13 @@ from blocks.infra.embedded_postgres import EmbeddedPostgres
 from blocks.infra.embedded_temporal import EmbeddedTemporal
 from blocks.infra.migrate import upgrade_database
 from blocks.infra.payload_codec import new_payload_key_spec
+from blocks.infra.schedules import ensure_checkpoint_schedule
 from blocks.infra.search_attributes import ensure_registered
 from blocks.infra.settings import Settings, get_settings
 from blocks.infra.temporal import connect
 from blocks.models.demo import DemoKeys, ensure_demo_org, issue_member_key
 from blocks.workers.main import run_worker
+from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
 
 app = typer.Typer(
     help="Blocks: durable workflows with approvals and a verifiable audit trail.",
@@ -53,7 +55,7 @@ def worker() -> None:
 
 @app.command()
 def migrate() -> None:
-    """Apply database migrations and register Temporal search attributes."""
+    """Apply database migrations; register search attributes and the checkpoint schedule."""
     settings = get_settings()
     upgrade_database(settings.require_database_url())
     if settings.temporal_address:
@@ -151,8 +153,10 @@ async def _create_key(
 
 
 async def _register_search_attributes(settings: Settings) -> None:
+    """Search attributes and the checkpoint schedule: what Temporal must hold before workers run."""
     client: Client = await connect(settings)
     await ensure_registered(client)
+    await ensure_checkpoint_schedule(client, settings, CHECKPOINT_WORKFLOW)
 
 
 async def _prepare(settings: Settings) -> DemoKeys | None:

@@ -22,7 +22,7 @@ from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
 from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.settings import Settings
-from blocks.infra.signing import new_signing_key_spec
+from blocks.infra.signing import new_signing_key_spec, parse_signing_key
 from blocks.infra.temporal import encrypting_data_converter
 from blocks.models.api_keys import create_api_key
 from blocks.models.orgs import add_member, create_org_with_owner
@@ -135,7 +135,11 @@ async def running_stack(
         if server_task.done():
             server_task.result()
         await asyncio.sleep(0.02)
-    worker = build_worker(temporal, engine, task_queue=task_queue) if with_worker else None
+    worker = (
+        build_worker(temporal, engine, task_queue=task_queue, signer=parse_signing_key(SIGNING_KEY))
+        if with_worker
+        else None
+    )
     worker_task = asyncio.create_task(worker.run()) if worker else None
     try:
         yield Stack(f"http://127.0.0.1:{port}", settings, temporal, engine, worker)

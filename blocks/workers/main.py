@@ -8,9 +8,12 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from blocks.activities.audit import AuditActivities
+from blocks.activities.checkpoints import CheckpointActivities
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.settings import Settings
+from blocks.infra.signing import CheckpointSigner, load_signer
 from blocks.infra.temporal import connect
+from blocks.workflows.checkpoints import AuditCheckpointWorkflow
 from blocks.workflows.registry import REGISTRY
 
 # Blocks' own modules and pydantic are deterministic and hold no mutable state, so the sandbox may
@@ -23,13 +26,18 @@ SANDBOX = SandboxedWorkflowRunner(
 )
 
 
-def build_worker(client: Client, engine: AsyncEngine, *, task_queue: str) -> Worker:
-    audit = AuditActivities(session_factory(engine))
+def build_worker(
+    client: Client, engine: AsyncEngine, *, task_queue: str, signer: CheckpointSigner
+) -> Worker:
+    sessions = session_factory(engine)
+    audit = AuditActivities(sessions)
+    checkpoints = CheckpointActivities(sessions, signer)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[entry.workflow for entry in REGISTRY.values()],
-        activities=[audit.record],
+        # Workflows organizations start by name, plus the system ones they cannot start.
+        workflows=[*(entry.workflow for entry in REGISTRY.values()), AuditCheckpointWorkflow],
+        activities=[audit.record, checkpoints.checkpoint_all],
         workflow_runner=SANDBOX,
     )
 
@@ -38,6 +46,9 @@ async def run_worker(settings: Settings) -> None:
     client = await connect(settings)
     engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
     try:
-        await build_worker(client, engine, task_queue=settings.task_queue).run()
+        worker = build_worker(
+            client, engine, task_queue=settings.task_queue, signer=load_signer(settings)
+        )
+        await worker.run()
     finally:
         await engine.dispose()
