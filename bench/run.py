@@ -262,7 +262,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         server = EmbeddedPostgres(Path(tmp) / "pg", port=free_port())
         credentials = await asyncio.to_thread(server.start)
         try:
-            await asyncio.to_thread(upgrade_database, credentials.url())
+            await asyncio.to_thread(upgrade_database, credentials.url(owner=True))
             _phase("starting the Temporal dev server")
             env = await WorkflowEnvironment.start_local(
                 dev_server_existing_path=temporal_cli_path(),

@@ -57,7 +57,7 @@ def worker() -> None:
 def migrate() -> None:
     """Apply database migrations; register search attributes and the checkpoint schedule."""
     settings = get_settings()
-    upgrade_database(settings.require_database_url())
+    upgrade_database(settings.require_migration_database_url())
     if settings.temporal_address:
         asyncio.run(_register_search_attributes(settings))
     console.print("[green]database and search attributes are up to date[/green]")
@@ -71,6 +71,7 @@ def dev() -> None:
     postgres: EmbeddedPostgres | None = None
     temporal: EmbeddedTemporal | None = None
     children: list[subprocess.Popen[bytes]] = []
+    owner_url: str | None = None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -79,7 +80,10 @@ def dev() -> None:
         if settings.database_url is None:
             console.print(f"starting PostgreSQL on 127.0.0.1:{settings.postgres_port} ...")
             postgres = EmbeddedPostgres(settings.data_dir, port=settings.postgres_port)
-            env["BLOCKS_DATABASE_URL"] = postgres.start().url()
+            credentials = postgres.start()
+            env["BLOCKS_DATABASE_URL"] = credentials.url()
+            # Only this process migrates; the API and worker never see the owner's password.
+            owner_url = credentials.url(owner=True)
         if settings.temporal_address is None:
             console.print(f"starting Temporal on 127.0.0.1:{settings.temporal_port} ...")
             temporal = EmbeddedTemporal(
@@ -97,7 +101,7 @@ def dev() -> None:
                 "temporal_address": env.get("BLOCKS_TEMPORAL_ADDRESS", settings.temporal_address),
             }
         )
-        upgrade_database(effective.require_database_url())
+        upgrade_database(owner_url or effective.require_migration_database_url())
         keys = asyncio.run(_prepare(effective))
         for command in ("api", "worker"):
             children.append(

@@ -24,7 +24,7 @@ from tests.support import DATA_CONVERTER, Stack, free_port, running_stack
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCredentials]:
     server = EmbeddedPostgres(tmp_path_factory.mktemp("blocks-pg"), port=free_port())
     credentials = server.start()
-    upgrade_database(credentials.url())
+    upgrade_database(credentials.url(owner=True))
     yield credentials
     server.stop()
 

@@ -28,7 +28,12 @@ from psycopg import sql
 
 # PostgreSQL refuses to run as root; as root we run it as this system user (created if missing).
 SYSTEM_USER = "embedded_postgres"
+# Three roles, so the application cannot rewrite history: the owner runs migrations and owns the
+# tables; the app role logs in for the API and workers and holds `blocks_app`, whose privileges
+# on the audit tables are only INSERT and SELECT (granted by the migrations).
+OWNER_ROLE = "blocks_owner"
 APP_ROLE = "blocks"
+APP_GROUP = "blocks_app"
 APP_DATABASE = "blocks"
 
 
@@ -38,11 +43,17 @@ class PostgresCredentials:
     port: int
     superuser_password: str
     app_password: str
+    owner_password: str
 
-    def url(self, *, database: str = APP_DATABASE, superuser: bool = False) -> str:
-        user, password = (
-            ("postgres", self.superuser_password) if superuser else (APP_ROLE, self.app_password)
-        )
+    def url(
+        self, *, database: str = APP_DATABASE, superuser: bool = False, owner: bool = False
+    ) -> str:
+        if superuser:
+            user, password = "postgres", self.superuser_password
+        elif owner:
+            user, password = OWNER_ROLE, self.owner_password
+        else:
+            user, password = APP_ROLE, self.app_password
         return f"postgresql://{user}:{password}@{self.host}:{self.port}/{database}"
 
 
@@ -97,12 +108,14 @@ class EmbeddedPostgres:
                 port=self.port,
                 superuser_password=stored["superuser_password"],
                 app_password=stored["app_password"],
+                owner_password=stored["owner_password"],
             )
         credentials = PostgresCredentials(
             host=self.host,
             port=self.port,
             superuser_password=secrets.token_urlsafe(24),
             app_password=secrets.token_urlsafe(24),
+            owner_password=secrets.token_urlsafe(24),
         )
         # Written 0600 before any content lands in it.
         fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -111,6 +124,7 @@ class EmbeddedPostgres:
                 {
                     "superuser_password": credentials.superuser_password,
                     "app_password": credentials.app_password,
+                    "owner_password": credentials.owner_password,
                 },
                 handle,
             )
@@ -163,37 +177,51 @@ class EmbeddedPostgres:
                 time.sleep(0.2)
 
     def _ensure_app_role(self, credentials: PostgresCredentials) -> None:
-        """The application connects as a non-superuser role, so row-level security applies to it."""
+        """Owner, app and group roles and the database, created once (see OWNER_ROLE)."""
         with psycopg.connect(
             credentials.url(database="postgres", superuser=True), autocommit=True
         ) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)
-            ).fetchone()
-            if exists is None:
+            for role, password in (
+                (OWNER_ROLE, credentials.owner_password),
+                (APP_ROLE, credentials.app_password),
+            ):
+                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    continue
                 conn.execute(
                     sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                        sql.Identifier(APP_ROLE), sql.Literal(credentials.app_password)
+                        sql.Identifier(role), sql.Literal(password)
                     )
                 )
+            if not conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_GROUP,)
+            ).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(APP_GROUP)))
+            conn.execute(
+                sql.SQL("GRANT {} TO {}").format(
+                    sql.Identifier(APP_GROUP), sql.Identifier(APP_ROLE)
+                )
+            )
             has_db = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (APP_DATABASE,)
             ).fetchone()
             if has_db is None:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(APP_DATABASE), sql.Identifier(APP_ROLE)
-                    )
-                )
+                self._create_owned_database(conn, APP_DATABASE)
+
+    @staticmethod
+    def _create_owned_database(conn: psycopg.Connection[tuple[object, ...]], name: str) -> None:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(OWNER_ROLE)
+            )
+        )
 
     def create_database(self, credentials: PostgresCredentials, name: str) -> str:
-        """A fresh database owned by the app role (tests isolate suites this way)."""
+        """A fresh database owned by the owner role (tests and benches isolate suites this way).
+
+        Returns the app role's URL; run migrations with `credentials.url(database=name, owner=True)`.
+        """
         with psycopg.connect(
             credentials.url(database="postgres", superuser=True), autocommit=True
         ) as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(name), sql.Identifier(APP_ROLE)
-                )
-            )
+            self._create_owned_database(conn, name)
         return credentials.url(database=name)

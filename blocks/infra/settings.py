@@ -26,6 +26,9 @@ class Settings(BaseSettings):
 
     # Unset means `blocks dev` starts the embedded server and points these at it.
     database_url: SecretStr | None = None
+    # The table owner's URL, for `blocks migrate` only; unset means database_url. The API and
+    # workers should connect as a non-owner role so the audit grants bind them (see migrations).
+    migration_database_url: SecretStr | None = None
     temporal_address: str | None = None
     temporal_namespace: str = "default"
     temporal_tls: bool = False
@@ -64,6 +67,7 @@ class Settings(BaseSettings):
     def _refuse_inconsistent(self) -> Settings:
         for name in (
             "database_url",
+            "migration_database_url",
             "temporal_address",
             "payload_keys",
             "temporal_api_key",
@@ -96,6 +100,11 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise RuntimeError("BLOCKS_DATABASE_URL is not set and no embedded database is running")
         return self.database_url.get_secret_value()
+
+    def require_migration_database_url(self) -> str:
+        if self.migration_database_url is not None:
+            return self.migration_database_url.get_secret_value()
+        return self.require_database_url()
 
     def require_temporal_address(self) -> str:
         if self.temporal_address is None:

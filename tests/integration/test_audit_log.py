@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from blocks.core.audit import ActorType, AuditRecord
 from blocks.core.audit_chain import first_broken_link
 from blocks.core.context import AuthMethod, OrgContext, OrgId
-from blocks.infra.db import bind_org, session_factory
+from blocks.infra.db import bind_org, create_engine, session_factory
+from blocks.infra.embedded_postgres import PostgresCredentials
 from blocks.models.audit import AuditEvent, append_events, hashed_payload, list_events
 from tests.support import make_org
 
@@ -86,16 +87,25 @@ async def test_concurrent_appends_stay_one_linear_chain(engine: AsyncEngine) -> 
         "TRUNCATE audit_events",
     ],
 )
-async def test_the_audit_table_refuses_changes(engine: AsyncEngine, statement: str) -> None:
+async def test_the_audit_table_refuses_changes(
+    engine: AsyncEngine, postgres: PostgresCredentials, statement: str
+) -> None:
+    """Two layers: the app role lacks the privilege; the owner (who has it) meets the trigger."""
     org = await make_org(engine)
     async with session_factory(engine)() as session, session.begin():
         await append_events(_ctx(org.id), session, [_record("kept")])
 
-    async def attempt() -> None:
-        async with session_factory(engine)() as session, session.begin():
+    async def attempt(on: AsyncEngine) -> None:
+        async with session_factory(on)() as session, session.begin():
             await bind_org(session, org.id)
             await session.exec(text(statement))  # type: ignore[call-overload]
 
-    with pytest.raises(DBAPIError, match="append-only"):
-        await attempt()
+    with pytest.raises(DBAPIError, match="permission denied"):
+        await attempt(engine)
+    owner_engine = create_engine(postgres.url(owner=True), pool_size=1)
+    try:
+        with pytest.raises(DBAPIError, match="append-only"):
+            await attempt(owner_engine)
+    finally:
+        await owner_engine.dispose()
     assert [e.action for e in await _events(engine, org.id)] == ["kept"]
