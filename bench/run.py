@@ -34,6 +34,7 @@ from bench.audit import (
     plain_inserts,
 )
 from bench.cpu import CpuProbe
+from bench.verify import measure as measure_verify
 from blocks.core.search_attributes import ALL_KEYS
 from blocks.infra.db import create_engine
 from blocks.infra.embedded_postgres import EmbeddedPostgres, PostgresCredentials
@@ -78,6 +79,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         dest="diagnose",
         action="store_false",
         help="skip the extra Blocks round decided by a direct Update (no HTTP API)",
+    )
+    parser.add_argument(
+        "--verify-events",
+        type=int,
+        default=1_000_000,
+        help="synthetic events for the offline verifier's speed (0 to skip)",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write JSON")
     args = parser.parse_args(argv)
@@ -207,10 +214,11 @@ def _approval_ratios(blocks: RoundTrip, bare: RoundTrip) -> dict[str, Any]:
 
 
 async def audit_section(
-    engine: AsyncEngine, probe: CpuProbe, args: argparse.Namespace
+    engine: AsyncEngine, owner_engine: AsyncEngine, probe: CpuProbe, args: argparse.Namespace
 ) -> dict[str, Any]:
     org = await make_org(engine)
-    await create_plain_table(engine)
+    # Created by the table owner like every Blocks table; the app role inserts into both sides.
+    await create_plain_table(owner_engine)
     appended = 0
     next_seq = 1
 
@@ -277,19 +285,26 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 # so the pool has room for both and never opens and closes overflow connections.
                 stack_engine = create_engine(credentials.url(), pool_size=2 * args.concurrency + 4)
                 audit_engine = create_engine(credentials.url(), pool_size=max(args.writer_levels))
+                owner_engine = create_engine(credentials.url(owner=True), pool_size=1)
                 try:
                     postgres_version = await _postgres_version(audit_engine)
                     approval = await approval_section(stack_engine, credentials, env, probe, args)
-                    audit = await audit_section(audit_engine, probe, args)
+                    audit = await audit_section(audit_engine, owner_engine, probe, args)
                 finally:
                     await stack_engine.dispose()
                     await audit_engine.dispose()
+                    await owner_engine.dispose()
             finally:
                 _phase("stopping the Temporal dev server")
                 await env.shutdown()
         finally:
             _phase("stopping PostgreSQL")
             await asyncio.to_thread(server.stop)
+    verify: dict[str, Any] | None = None
+    if args.verify_events > 0:
+        # After the servers stop, so nothing else competes for the CPU.
+        _phase(f"offline verifier: {args.verify_events} synthetic events (generation not timed)")
+        verify = measure_verify(args.verify_events)
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_seconds": round(perf_counter() - began, 1),
@@ -311,9 +326,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "writers": args.writer_levels,
             "audit_warmup": args.audit_warmup,
             "diagnose": args.diagnose,
+            "verify_events": args.verify_events,
         },
         "approval": approval,
         "audit": audit,
+        "verify": verify,
     }
 
 
@@ -422,6 +439,12 @@ def render(results: dict[str, Any]) -> None:
     console.print(table)
     chain = "[green]linear and linked[/]" if audit["chain_verified"] else "[red]BROKEN[/]"
     console.print(f"audit chain after the run: {audit['events_in_chain']} events, {chain}")
+    verify = results.get("verify")
+    if verify:
+        console.print(
+            f"offline verify (verify_export): {verify['events']} events in {verify['seconds']} s, "
+            f"{verify['events_per_second']:,} events/s"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,6 +17,7 @@ from rich.console import Console
 from temporalio.client import Client
 
 from blocks.api.app import create_app
+from blocks.audit_cli import audit_app
 from blocks.core.roles import Role
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.embedded_postgres import EmbeddedPostgres
@@ -35,6 +36,7 @@ app = typer.Typer(
     help="Blocks: durable workflows with approvals and a verifiable audit trail.",
     no_args_is_help=True,
 )
+app.add_typer(audit_app, name="audit")
 console = Console()
 
 

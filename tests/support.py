@@ -26,12 +26,16 @@ from blocks.infra.signing import new_signing_key_spec, parse_signing_key
 from blocks.infra.temporal import encrypting_data_converter
 from blocks.models.api_keys import create_api_key
 from blocks.models.orgs import add_member, create_org_with_owner
+from blocks.models.personal_data import MasterKeys, install_master_keys
 from blocks.workers.main import build_worker
 
 # One payload key for the whole session: API, in-process and subprocess workers share it.
 PAYLOAD_KEYS = new_payload_key_spec("test")
 DATA_CONVERTER = encrypting_data_converter(PAYLOAD_KEYS)
 SIGNING_KEY = new_signing_key_spec("test")
+# One master key too, installed now so direct append_events calls and every stack agree on it.
+MASTER_KEYS = new_payload_key_spec("test-master")
+install_master_keys(MasterKeys.parse(MASTER_KEYS))
 
 
 def free_port() -> int:
@@ -124,6 +128,7 @@ async def running_stack(
         demo_org=False,
         payload_keys=PAYLOAD_KEYS,
         audit_signing_key=SIGNING_KEY,
+        master_keys=MASTER_KEYS,
     )
     app = create_app(settings, engine=engine, temporal=temporal)
     port = free_port()

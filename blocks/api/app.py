@@ -10,12 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from blocks import __version__
-from blocks.api import audit, checkpoints, health, runs
+from blocks.api import audit, audit_export, checkpoints, health, privacy, runs
 from blocks.api.errors import install_error_handlers
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.settings import Settings
 from blocks.infra.signing import load_signer
 from blocks.infra.temporal import connect
+from blocks.models.personal_data import install_master_keys, load_master_keys
 
 
 def create_app(
@@ -40,9 +41,13 @@ def create_app(
     app = FastAPI(title="Blocks", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.signer = load_signer(settings)
+    # Process-wide: append_events (API and in-process workers) seals personal fields with it.
+    install_master_keys(load_master_keys(settings))
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(runs.router)
     app.include_router(audit.router)
     app.include_router(checkpoints.router)
+    app.include_router(audit_export.router)
+    app.include_router(privacy.router)
     return app

@@ -6,11 +6,14 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.errors import not_found
 from blocks.api.schemas import AuditEventListOut, AuditEventOut
+from blocks.core.context import OrgContext
 from blocks.models.audit import AuditEvent, list_events
+from blocks.models.personal_data import reveal
 from blocks.models.runs import get_run
 
 router = APIRouter(prefix="/v1", tags=["audit"])
@@ -29,7 +32,7 @@ async def list_audit_events(
     events = await list_events(
         ctx, session, run_id=str(run_id) if run_id else None, after_seq=after_seq, limit=limit
     )
-    return _page(events, limit)
+    return await _page(ctx, session, events, limit)
 
 
 @router.get("/runs/{run_id}/audit-events", response_model=AuditEventListOut)
@@ -43,11 +46,26 @@ async def run_audit_events(
     if await get_run(ctx, session, run_id) is None:
         raise not_found("run")
     events = await list_events(ctx, session, run_id=str(run_id), after_seq=after_seq, limit=limit)
-    return _page(events, limit)
+    return await _page(ctx, session, events, limit)
 
 
-def _page(events: list[AuditEvent], limit: int) -> AuditEventListOut:
+async def _page(
+    ctx: OrgContext, session: AsyncSession, events: list[AuditEvent], limit: int
+) -> AuditEventListOut:
+    # Personal fields are shown decrypted (or "[erased]"); the stored rows are never modified.
+    shown = await reveal(ctx, session, events)
     return AuditEventListOut(
-        events=[AuditEventOut.model_validate(e, from_attributes=True) for e in events],
+        events=[
+            AuditEventOut.model_validate(
+                {
+                    **event.model_dump(),
+                    "actor_email": fields.actor_email,
+                    "ip": fields.ip,
+                    "user_agent": fields.user_agent,
+                    "personal_data_erased": fields.erased,
+                }
+            )
+            for event, fields in zip(events, shown, strict=True)
+        ],
         next_after_seq=events[-1].seq if len(events) == limit else None,
     )

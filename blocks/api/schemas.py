@@ -89,6 +89,9 @@ class AuditEventOut(BaseModel):
     data: dict[str, Any]
     prev_hash: str
     hash: str
+    # True when the actor's personal fields read "[erased]": their data key was destroyed. The
+    # hash covers the stored ciphertext, not these shown values (see models.personal_data).
+    personal_data_erased: bool = False
 
 
 class AuditEventListOut(BaseModel):

@@ -22,6 +22,8 @@ class Permission(StrEnum):
     ORG_READ = "org:read"
     MEMBER_MANAGE = "member:manage"
     API_KEY_MANAGE = "api_key:manage"
+    # Destroys a member's audit data key: irreversible, so owners and admins only (they hold all).
+    PRIVACY_ERASE = "privacy:erase"
 
 
 _ALL = frozenset(Permission)

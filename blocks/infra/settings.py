@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # `key-id:base64(32-byte Ed25519 seed)`: signs audit checkpoints. Generated in dev and test.
     audit_signing_key: SecretStr | None = None
     audit_checkpoint_minutes: int = Field(default=15, ge=1)
+    # `key-id:base64(32 bytes)`, comma-separated, like payload_keys: wrap the per-person keys that
+    # encrypt personal fields of audit events. Generated in dev and test (data dir, mode 0600).
+    master_keys: SecretStr | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -72,6 +75,7 @@ class Settings(BaseSettings):
             "payload_keys",
             "temporal_api_key",
             "audit_signing_key",
+            "master_keys",
         ):
             value = getattr(self, name)
             text = value.get_secret_value() if isinstance(value, SecretStr) else value
@@ -88,6 +92,8 @@ class Settings(BaseSettings):
                 raise ValueError("BLOCKS_PAYLOAD_KEYS is required when BLOCKS_ENV=prod")
             if self.audit_signing_key is None:
                 raise ValueError("BLOCKS_AUDIT_SIGNING_KEY is required when BLOCKS_ENV=prod")
+            if self.master_keys is None:
+                raise ValueError("BLOCKS_MASTER_KEYS is required when BLOCKS_ENV=prod")
             if self.database_url is None or self.temporal_address is None:
                 raise ValueError(
                     "BLOCKS_DATABASE_URL and BLOCKS_TEMPORAL_ADDRESS are required when BLOCKS_ENV=prod"

@@ -18,6 +18,7 @@ from blocks.core.audit_chain import GENESIS_HASH, chain_hash
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org, mark_bound
 from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
+from blocks.models.personal_data import STORED_LIMITS, Sealer, check_personal_fields, key_request
 
 
 class AuditEvent(SQLModel, table=True):
@@ -31,14 +32,15 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=100)
     actor_type: str = Field(max_length=20)
     actor_id: str | None = Field(default=None, max_length=100)
-    actor_email: str | None = Field(default=None, max_length=320)
+    # The personal fields hold `enc:v1:...` ciphertext for user actors (models.personal_data).
+    actor_email: str | None = Field(default=None, max_length=STORED_LIMITS["actor_email"])
     target_type: str | None = Field(default=None, max_length=50)
     target_id: str | None = Field(default=None, max_length=200)
     run_id: str | None = Field(default=None, max_length=100, index=True)
     outcome: str = Field(max_length=20)
     reason: str | None = Field(default=None, max_length=500)
-    ip: str | None = Field(default=None, max_length=64)
-    user_agent: str | None = Field(default=None, max_length=500)
+    ip: str | None = Field(default=None, max_length=STORED_LIMITS["ip"])
+    user_agent: str | None = Field(default=None, max_length=STORED_LIMITS["user_agent"])
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
     prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
     hash: str = Field(sa_column=Column(String(64), nullable=False))
@@ -81,6 +83,11 @@ def hashed_payload(row: dict[str, Any]) -> dict[str, Any]:
 _LOCK_HEAD = text(
     "SELECT seq, hash, existing FROM blocks_audit_lock_head(:org_id, :genesis, CAST(:ids AS uuid[]))"
 )
+# The same, after fetching (creating where missing) the data keys of the batch's people.
+_LOCK_HEAD_WITH_KEYS = text(
+    "SELECT seq, hash, existing, keys FROM blocks_audit_lock_head_with_keys("
+    ":org_id, :genesis, CAST(:ids AS uuid[]), CAST(:candidates AS jsonb))"
+)
 _COLUMNS = (
     "id uuid, org_id uuid, seq bigint, occurred_at timestamptz, action text, actor_type text, "
     "actor_id text, actor_email text, target_type text, target_id text, run_id text, "
@@ -101,16 +108,34 @@ async def append_events(
 ) -> list[uuid.UUID]:
     """Append in order to the org's chain; events whose id already exists are skipped (retries).
 
-    Two round trips whatever the number of records. Returns the ids of the events now in the
-    log, written or found.
+    Two round trips whatever the number of records. A user's personal fields are stored (and
+    hashed) encrypted under that user's data key, fetched in the first round trip.
+    Returns the ids of the events now in the log, written or found.
     """
     mark_bound(session, ctx.org_id)
+    for record in records:
+        check_personal_fields(record)
     wanted = [r.event_id for r in records if r.event_id is not None]
-    head = (
-        await session.exec(  # type: ignore[call-overload]
-            _LOCK_HEAD.bindparams(org_id=ctx.org_id, genesis=GENESIS_HASH, ids=wanted)
-        )
-    ).one()
+    keys = key_request(ctx, records)
+    sealer: Sealer | None = None
+    if keys is None:
+        head = (
+            await session.exec(  # type: ignore[call-overload]
+                _LOCK_HEAD.bindparams(org_id=ctx.org_id, genesis=GENESIS_HASH, ids=wanted)
+            )
+        ).one()
+    else:
+        head = (
+            await session.exec(  # type: ignore[call-overload]
+                _LOCK_HEAD_WITH_KEYS.bindparams(
+                    org_id=ctx.org_id,
+                    genesis=GENESIS_HASH,
+                    ids=wanted,
+                    candidates=keys.candidates_json(),
+                )
+            )
+        ).one()
+        sealer = await keys.sealer(session, head.keys)
     seq, prev_hash = int(head.seq), str(head.hash)
     existing: set[uuid.UUID] = set(head.existing or ())
 
@@ -142,6 +167,8 @@ async def append_events(
             "user_agent": record.user_agent,
             "data": record.data,
         }
+        if sealer is not None:
+            sealer.seal(record, row)
         row["prev_hash"] = prev_hash
         row["hash"] = prev_hash = chain_hash(prev_hash, hashed_payload(row))
         rows.append(row)

@@ -29,7 +29,7 @@ _INTERPOLATION = re.compile(
     r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_]\w*)"
 )
 _SECRET_KEY = re.compile(
-    r"PASSWORD|PWD|SECRET|TOKEN|API_KEY|PAYLOAD_KEYS|SIGNING_KEY", re.IGNORECASE
+    r"PASSWORD|PWD|SECRET|TOKEN|API_KEY|PAYLOAD_KEYS|SIGNING_KEY|MASTER_KEYS", re.IGNORECASE
 )
 
 

@@ -29,6 +29,7 @@ def test_prod_requires_external_services_keys_and_no_demo(monkeypatch: pytest.Mo
     monkeypatch.setenv("BLOCKS_DEMO_ORG", "false")
     monkeypatch.setenv("BLOCKS_PAYLOAD_KEYS", new_payload_key_spec())
     monkeypatch.setenv("BLOCKS_AUDIT_SIGNING_KEY", new_signing_key_spec())
+    monkeypatch.setenv("BLOCKS_MASTER_KEYS", new_payload_key_spec("m1"))
     with pytest.raises(ValidationError, match="BLOCKS_DATABASE_URL"):
         Settings()
     monkeypatch.setenv("BLOCKS_DATABASE_URL", "postgresql://u:p@db/blocks")
@@ -40,6 +41,10 @@ def test_prod_requires_external_services_keys_and_no_demo(monkeypatch: pytest.Mo
     monkeypatch.setenv("BLOCKS_DEMO_ORG", "false")
     monkeypatch.delenv("BLOCKS_PAYLOAD_KEYS")
     with pytest.raises(ValidationError, match="BLOCKS_PAYLOAD_KEYS"):
+        Settings()
+    monkeypatch.setenv("BLOCKS_PAYLOAD_KEYS", new_payload_key_spec())
+    monkeypatch.delenv("BLOCKS_MASTER_KEYS")
+    with pytest.raises(ValidationError, match="BLOCKS_MASTER_KEYS"):
         Settings()
 
 

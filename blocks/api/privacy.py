@@ -1,0 +1,91 @@
+"""Privacy routes: erase a member's personal data from this organization's audit log.
+
+Erasure destroys the person's data key in the caller's organization only (keys are per
+organization and user; each organization is a separate controller). Their past events keep
+their place and hash in the chain; the personal fields read "[erased]". Other organizations the
+person belongs to are untouched, and the person's account (users row) is not part of this.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from blocks.api.deps import DbSession, request_audit_fields, require
+from blocks.api.errors import not_found
+from blocks.core.audit import AuditRecord
+from blocks.core.context import OrgContext
+from blocks.core.roles import Permission
+from blocks.models.audit import append_events
+from blocks.models.personal_data import erase_subject, holds_personal_data_of
+
+router = APIRouter(prefix="/v1", tags=["privacy"])
+
+CanErase = Annotated[OrgContext, Depends(require(Permission.PRIVACY_ERASE))]
+
+
+class EraseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Only JSON `true` confirms (not 1, not "true"): erasure cannot be undone.
+    confirm: StrictBool = Field(description="must be true: erasure is irreversible")
+
+    @field_validator("confirm")
+    @classmethod
+    def _must_confirm(cls, value: bool) -> bool:
+        if value is not True:
+            raise ValueError("must be true to erase: erasure cannot be undone")
+        return value
+
+
+class ErasureOut(BaseModel):
+    user_id: uuid.UUID
+    keys_erased: int = Field(description="live data keys destroyed now (0 if already erased)")
+    events_unreadable: int = Field(description="this person's events whose fields now read erased")
+    events_in_plaintext: int = Field(
+        description="this person's events written before field encryption, still in plain text"
+    )
+    erased_at: datetime
+
+
+@router.post("/members/{user_id}/erase-personal-data", response_model=ErasureOut)
+async def erase_personal_data(
+    user_id: uuid.UUID,
+    body: EraseRequest,
+    ctx: CanErase,
+    session: DbSession,
+    request: Request,
+) -> ErasureOut:
+    # The same 404 for a stranger and for a member of another organization.
+    if not await holds_personal_data_of(ctx, session, user_id):
+        raise not_found("member")
+    erasure = await erase_subject(ctx, session, user_id)
+    # In the same transaction as the erasure, and free of the erased person's personal data.
+    await append_events(
+        ctx,
+        session,
+        [
+            AuditRecord(
+                action="privacy.erased",
+                target_type="user",
+                target_id=str(user_id),
+                data={
+                    "keys_erased": erasure.keys_erased,
+                    "events_unreadable": erasure.events_unreadable,
+                    "events_in_plaintext": erasure.events_in_plaintext,
+                },
+                **request_audit_fields(request, ctx),
+            )
+        ],
+    )
+    return ErasureOut(
+        user_id=user_id,
+        keys_erased=erasure.keys_erased,
+        events_unreadable=erasure.events_unreadable,
+        events_in_plaintext=erasure.events_in_plaintext,
+        erased_at=erasure.erased_at,
+    )
