@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Sequence
@@ -15,17 +14,11 @@ from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.audit import AuditRecord
-from blocks.core.audit_chain import GENESIS_HASH, canonical_json
+from blocks.core.audit_chain import GENESIS_HASH, chain_hash
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org, mark_bound
 from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
-from blocks.models.personal_data import (
-    STORED_LIMITS,
-    SUBJECT_KEYS_QUERY,
-    Sealer,
-    check_personal_fields,
-    key_request,
-)
+from blocks.models.personal_data import STORED_LIMITS, Sealer, check_personal_fields, key_request
 
 
 class AuditEvent(SQLModel, table=True):
@@ -86,31 +79,28 @@ def hashed_payload(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # Binds the transaction to the org, takes the head's row lock (so concurrent appends from any
-# process queue there and the chain stays linear, without gaps or forks), skips ids already in the
-# log (retries), links and inserts the events and advances the head: one statement (migration 0006).
-_APPEND = text(
-    "SELECT seq, hash, written FROM blocks_audit_append(:org_id, :genesis, CAST(:rows AS jsonb))"
+# process queue here and the chain stays linear, without gaps or forks) and finds retried ids.
+_LOCK_HEAD = text(
+    "SELECT seq, hash, existing FROM blocks_audit_lock_head(:org_id, :genesis, CAST(:ids AS uuid[]))"
 )
-# A `seq` value that cannot occur in a real chain, to split the canonical payload around.
-_SEQ_SENTINEL = 2**53 - 1
-_SEQ_MARK = f',"seq":{_SEQ_SENTINEL},'.encode()
-
-
-def _hash_parts(row: dict[str, Any]) -> tuple[str, str]:
-    """The canonical payload's bytes before and after the value of `seq`, base64-encoded.
-
-    `seq` is the only hashed field assigned under the chain lock, inside PostgreSQL. The top-level
-    `seq` is the last `"seq":` in the canonical form: keys are sorted, the only members after it
-    are strings (where a quote is always escaped), and nested `data` comes before it.
-    """
-    canonical = canonical_json(hashed_payload({**row, "seq": _SEQ_SENTINEL}))
-    before, mark, after = canonical.rpartition(_SEQ_MARK)
-    if not mark:
-        raise RuntimeError("canonical audit payload without a top-level seq")
-    return (
-        base64.b64encode(before + b',"seq":').decode(),
-        base64.b64encode(b"," + after).decode(),
-    )
+# The same, after fetching (creating where missing) the data keys of the batch's people.
+_LOCK_HEAD_WITH_KEYS = text(
+    "SELECT seq, hash, existing, keys FROM blocks_audit_lock_head_with_keys("
+    ":org_id, :genesis, CAST(:ids AS uuid[]), CAST(:candidates AS jsonb))"
+)
+_COLUMNS = (
+    "id uuid, org_id uuid, seq bigint, occurred_at timestamptz, action text, actor_type text, "
+    "actor_id text, actor_email text, target_type text, target_id text, run_id text, "
+    "outcome text, reason text, ip text, user_agent text, data jsonb, prev_hash text, hash text"
+)
+_NAMES = ", ".join(column.split()[0] for column in _COLUMNS.split(", "))
+# Every new event and the new head in one statement, whatever the batch size. Built from the
+# constants above only; values always travel as bound parameters.
+_INSERT_AND_ADVANCE = text(
+    f"WITH added AS (INSERT INTO audit_events ({_NAMES}) "  # noqa: S608
+    f"SELECT {_NAMES} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_COLUMNS})) "
+    "UPDATE audit_chain_heads SET seq = :seq, hash = :hash WHERE org_id = :org_id"
+)
 
 
 async def append_events(
@@ -118,45 +108,51 @@ async def append_events(
 ) -> list[uuid.UUID]:
     """Append in order to the org's chain; events whose id already exists are skipped (retries).
 
-    One round trip (two when a batch carries a person's personal fields, which are stored and
-    hashed encrypted under that person's data key, fetched first and outside the chain lock).
+    Two round trips whatever the number of records. A user's personal fields are stored (and
+    hashed) encrypted under that user's data key, fetched in the first round trip.
     Returns the ids of the events now in the log, written or found.
     """
     mark_bound(session, ctx.org_id)
     for record in records:
         check_personal_fields(record)
+    wanted = [r.event_id for r in records if r.event_id is not None]
     keys = key_request(ctx, records)
     sealer: Sealer | None = None
-    if keys is not None:
-        found = await session.exec(  # type: ignore[call-overload]
-            SUBJECT_KEYS_QUERY.bindparams(org_id=ctx.org_id, candidates=keys.candidates_json())
-        )
-        sealer = await keys.sealer(
-            session,
-            [
-                {
-                    "user_id": str(k.user_id),
-                    "key_id": str(k.key_id),
-                    "master_key_id": k.master_key_id,
-                    "wrapped_key": bytes(k.wrapped_key).hex(),
-                }
-                for k in found.all()
-            ],
-        )
+    if keys is None:
+        head = (
+            await session.exec(  # type: ignore[call-overload]
+                _LOCK_HEAD.bindparams(org_id=ctx.org_id, genesis=GENESIS_HASH, ids=wanted)
+            )
+        ).one()
+    else:
+        head = (
+            await session.exec(  # type: ignore[call-overload]
+                _LOCK_HEAD_WITH_KEYS.bindparams(
+                    org_id=ctx.org_id,
+                    genesis=GENESIS_HASH,
+                    ids=wanted,
+                    candidates=keys.candidates_json(),
+                )
+            )
+        ).one()
+        sealer = await keys.sealer(session, head.keys)
+    seq, prev_hash = int(head.seq), str(head.hash)
+    existing: set[uuid.UUID] = set(head.existing or ())
 
     rows: list[dict[str, Any]] = []
     ids: list[uuid.UUID] = []
-    seen: set[uuid.UUID] = set()
     now = utcnow()
     for record in records:
         event_id = uuid.UUID(record.event_id) if record.event_id else new_id()
         ids.append(event_id)
-        if event_id in seen:
+        if event_id in existing:
             continue
-        seen.add(event_id)
+        existing.add(event_id)
+        seq += 1
         row: dict[str, Any] = {
             "id": event_id,
             "org_id": ctx.org_id,
+            "seq": seq,
             "occurred_at": now,
             "action": record.action,
             "actor_type": record.actor_type.value,
@@ -173,15 +169,17 @@ async def append_events(
         }
         if sealer is not None:
             sealer.seal(record, row)
-        row["hash_prefix"], row["hash_suffix"] = _hash_parts(row)
+        row["prev_hash"] = prev_hash
+        row["hash"] = prev_hash = chain_hash(prev_hash, hashed_payload(row))
         rows.append(row)
 
     if rows:
         await session.exec(  # type: ignore[call-overload]
-            _APPEND.bindparams(
-                org_id=ctx.org_id,
-                genesis=GENESIS_HASH,
+            _INSERT_AND_ADVANCE.bindparams(
                 rows=json.dumps(rows, default=_json_default),
+                seq=seq,
+                hash=prev_hash,
+                org_id=ctx.org_id,
             )
         )
     return ids

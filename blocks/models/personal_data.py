@@ -218,7 +218,7 @@ class Sealer:
 
 
 # Only for the rare second pass (see KeyRequest.sealer); the first rides on the head's lock.
-SUBJECT_KEYS_QUERY = text(
+_SUBJECT_KEYS = text(
     "SELECT user_id, key_id, master_key_id, wrapped_key "
     "FROM blocks_audit_subject_keys(:org_id, CAST(:candidates AS jsonb))"
 )
@@ -256,7 +256,7 @@ class KeyRequest:
             # A live key was erased between the INSERT and the SELECT: ask once more, which
             # creates the fresh one.
             rows = await session.exec(  # type: ignore[call-overload]
-                SUBJECT_KEYS_QUERY.bindparams(
+                _SUBJECT_KEYS.bindparams(
                     org_id=self.org_id, candidates=self.candidates_json(missing)
                 )
             )
