@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
@@ -221,10 +221,24 @@ async def decide_step(
     decision = Decision(body.decision)
     handle = client.get_workflow_handle(run.workflow_id)
     try:
-        result = await _submit_decision(handle, ctx, step_id, decision, body.comment)
+        result = await _submit_decision(handle, ctx, step_id, decision, body.comment, body.form)
     except _Refused as refused:
         if refused.reason is RefusalReason.STEP_NOT_FOUND:
             raise not_found("step") from None
+        if refused.reason is RefusalReason.FORM_INVALID:
+            raise Problem(
+                422,
+                "Invalid Request",
+                "the decision form is invalid",
+                code="form_invalid",
+                errors=[
+                    {"field": f"form.{e['field']}", "reason": e["reason"]} for e in refused.details
+                ],
+            ) from None
+        if refused.reason is RefusalReason.ALREADY_VOTED:
+            raise Problem(
+                409, "Conflict", "you have already decided on this step", code="already_decided"
+            ) from None
         if refused.reason is RefusalReason.STEP_CLOSED:
             raise Problem(
                 409, "Conflict", "the step is already closed", code="step_closed"
@@ -233,6 +247,9 @@ async def decide_step(
         detail = {
             RefusalReason.SELF_APPROVAL: "the run's requester cannot approve their own request",
             RefusalReason.NOT_AN_APPROVER: "you are not an approver of this step",
+            RefusalReason.APPROVED_EARLIER_IN_CHAIN: (
+                "you approved an earlier step of this run; one person cannot approve twice"
+            ),
         }[refused.reason]
         raise forbidden(detail) from None
     if result.decision is not decision:
@@ -253,8 +270,9 @@ async def decide_step(
 
 
 class _Refused(Exception):
-    def __init__(self, reason: RefusalReason) -> None:
+    def __init__(self, reason: RefusalReason, details: list[dict[str, str]] | None = None) -> None:
         self.reason = reason
+        self.details = details or []
 
 
 async def _submit_decision(
@@ -263,6 +281,7 @@ async def _submit_decision(
     step_id: str,
     decision: Decision,
     comment: str | None,
+    form: dict[str, Any] | None,
 ) -> DecisionResult:
     request = DecisionRequest(
         step_id=step_id,
@@ -271,6 +290,7 @@ async def _submit_decision(
         decision=decision,
         comment=comment,
         channel="api",
+        form=form,
     )
     try:
         # One Update id per person and step: a retried request is the same decision, recorded once.
@@ -280,7 +300,8 @@ async def _submit_decision(
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type in RefusalReason._value2member_map_:
-            raise _Refused(RefusalReason(cause.type)) from err
+            details = list(cause.details[0]) if cause.details else []
+            raise _Refused(RefusalReason(cause.type), details) from err
         raise
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:

@@ -61,6 +61,9 @@ class RunListOut(BaseModel):
 class DecisionIn(StrictModel):
     decision: Literal["approve", "reject"]
     comment: str | None = Field(default=None, max_length=2000)
+    form: dict[str, Any] | None = Field(
+        default=None, description="The step's decision form, when its workflow defines one"
+    )
 
 
 class DecisionOut(BaseModel):

@@ -8,7 +8,8 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 
-from blocks.core.approvals import Approvers, StepState
+from blocks.core.approval_policy import ApprovalPolicy
+from blocks.core.approvals import StepState
 from blocks.workflows.sdk import BlocksWorkflow
 from blocks.workflows.types import RunInput, RunOutcome
 
@@ -31,11 +32,11 @@ class ExpenseApproval(BlocksWorkflow):
         step = await self.request_approval(
             "approve",
             title=f"Expense of {expense.amount} {expense.currency}: {expense.description}",
-            approvers=Approvers(roles=("approver",)),
+            policy=ApprovalPolicy.any_of(roles=["approver"]),
             sla=timedelta(hours=expense.sla_hours),
         )
         if step.state is StepState.APPROVED:
-            return await self.finish("approved", approved_by=step.decided_by)
+            return await self.finish("approved", approved_by=step.deciders[-1])
         if step.state is StepState.REJECTED:
-            return await self.finish("rejected", rejected_by=step.decided_by)
+            return await self.finish("rejected", rejected_by=step.deciders[-1])
         return await self.finish("expired")

@@ -1,31 +1,39 @@
 """The author SDK: subclass BlocksWorkflow and await `request_approval` for a durable approval step.
 
 Decisions arrive as the `blocks.decide` Update, whose validator applies the eligibility rule from
-`blocks.core.approvals` before anything reaches history, so the API can answer 403 or 409 at once.
-Every step opening, decision and SLA breach is audited with an id derived from the run, so a
-replayed or retried activity never writes an event twice.
+`blocks.core.approvals` before anything reaches history, so the API can answer 403, 409 or 422 at
+once. A step waits on durable timers for its reminders, escalation and SLA breach. Every step
+opening, vote, closing, reminder, escalation and breach is audited with an id derived from the
+run, so a replayed or retried activity never writes an event twice.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
 from blocks.core import search_attributes as sa
+from blocks.core.approval_policy import ApprovalPolicy, ApproverGroup
 from blocks.core.approvals import (
     ApprovalStep,
-    Approvers,
+    BreachAction,
+    CastVote,
+    Decision,
     DecisionRequest,
     DecisionResult,
+    Escalation,
+    OnBreach,
+    RefusalReason,
     StepState,
     refusal_for,
-    state_after,
 )
 from blocks.core.audit import ActorType, AuditBatch, AuditRecord, Outcome
+from blocks.core.business_hours import BusinessCalendar
 from blocks.core.ids import workflow_event_id
 from blocks.workflows.types import RunInput, RunOutcome, RunView, StepView
 
@@ -39,14 +47,19 @@ _AUDIT_TIMEOUT = timedelta(seconds=30)
 _AUDIT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
 )
+_MAX_REMINDERS = 100
 
 
 class BlocksWorkflow:
     """Base class of every Blocks workflow; `begin` must be the first call of `run`."""
 
+    VERSION = "1"  # recorded on every decision, so an auditor knows which rules were in force
+
     def __init__(self) -> None:
         self._input: RunInput | None = None
         self._steps: dict[str, ApprovalStep] = {}
+        self._forms: dict[str, type[BaseModel]] = {}
+        self._approved_in_chain: set[str] = set()
         self._status = "running"
         self._pending_audit: list[AuditRecord] = []
         self._pending_attributes: dict[str, SearchAttributeUpdate[Any]] = {}
@@ -56,12 +69,35 @@ class BlocksWorkflow:
     @workflow.update(name=DECIDE_UPDATE)
     async def decide(self, request: DecisionRequest) -> DecisionResult:
         step = self._steps[request.step_id]
-        step.state = state_after(request.decision)
-        step.decided_by = request.actor_user_id
-        step.decided_at = workflow.now()
-        step.comment = request.comment
-        step.channel = request.channel
-        step.voters.append(request.actor_user_id)
+        vote = CastVote(
+            user_id=request.actor_user_id,
+            roles=request.actor_roles,
+            decision=request.decision,
+            at=workflow.now(),
+            channel=request.channel,
+            comment=request.comment,
+            form=request.form,
+        )
+        step.record(vote)
+        if request.decision is Decision.APPROVE:
+            self._approved_in_chain.add(request.actor_user_id)
+        self._audit(
+            f"step:{step.step_id}:vote:{request.actor_user_id}",
+            "step.decided",
+            actor_type=ActorType.USER,
+            actor_id=request.actor_user_id,
+            target_id=step.step_id,
+            data={
+                "decision": request.decision.value,
+                "comment": request.comment,
+                "form": request.form,
+                "channel": request.channel,
+                "step_state": step.state.value,
+                "policy": step.policy.describe(),
+                "workflow": self.run_input.workflow_name,
+                "workflow_version": self.VERSION,
+            },
+        )
         return DecisionResult(
             step_id=step.step_id,
             state=step.state,
@@ -71,7 +107,23 @@ class BlocksWorkflow:
 
     @decide.validator
     def _validate_decide(self, request: DecisionRequest) -> None:
-        reason = refusal_for(self._steps.get(request.step_id), request)
+        step = self._steps.get(request.step_id)
+        reason = refusal_for(step, request, approved_earlier=frozenset(self._approved_in_chain))
+        if reason is None and step is not None and step.step_id in self._forms:
+            try:
+                self._forms[step.step_id].model_validate(request.form or {})
+            except ValidationError as err:
+                fields = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+                )
+                raise ApplicationError(
+                    f"decision refused: {RefusalReason.FORM_INVALID.value}: {fields}",
+                    [
+                        {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]}
+                        for e in err.errors()
+                    ],
+                    type=RefusalReason.FORM_INVALID.value,
+                ) from None
         if reason is not None:
             raise ApplicationError(f"decision refused: {reason.value}", type=reason.value)
 
@@ -95,68 +147,52 @@ class BlocksWorkflow:
         step_id: str,
         *,
         title: str,
-        approvers: Approvers,
+        policy: ApprovalPolicy,
         sla: timedelta | None = None,
+        calendar: BusinessCalendar | None = None,
+        remind_every: timedelta | None = None,
+        escalation: Escalation | None = None,
+        on_breach: OnBreach | None = None,
+        form: type[BaseModel] | None = None,
     ) -> ApprovalStep:
-        """Open a step and wait until it is decided or its SLA passes (then it is EXPIRED)."""
+        """Open a step and wait until its policy decides it, or its SLA passes.
+
+        `sla` counts wall-clock time, or working time in `calendar`. Reminders repeat every
+        `remind_every` while the step is open; `escalation` fires its `before` the deadline;
+        `on_breach` says what the deadline does (by default the step closes as expired).
+        `form`, a pydantic model, is what each decision must carry.
+        """
         if step_id in self._steps:
             raise ApplicationError(f"step {step_id!r} opened twice", non_retryable=True)
         now = workflow.now()
+        deadline = _deadline(now, sla, calendar)
         step = ApprovalStep(
             step_id=step_id,
             title=title,
-            approvers=approvers,
+            policy=policy,
             opened_at=now,
-            deadline=now + sla if sla is not None else None,
+            deadline=deadline,
             requester_id=self.run_input.requested_by,
         )
         self._steps[step_id] = step
+        if form is not None:
+            self._forms[step_id] = form
         self._status = "awaiting_approval"
-        self._set_attributes(
-            sa.STATUS.value_set(self._status),
-            sa.PENDING_APPROVERS.value_set(approvers.labels()),
-            sa.SLA_DEADLINE.value_set(step.deadline)
-            if step.deadline is not None
-            else sa.SLA_DEADLINE.value_unset(),
-        )
+        self._show_pending(step)
         self._audit(
             f"step:{step_id}:opened",
             "step.opened",
             target_id=step_id,
             data={
                 "title": title,
-                "approvers": approvers.labels(),
-                "deadline": step.deadline.isoformat() if step.deadline else None,
+                "policy": policy.describe(),
+                "opened_at": now.isoformat(),
+                "deadline": deadline.isoformat() if deadline else None,
+                "sla_seconds": sla.total_seconds() if sla else None,
+                "business_hours": calendar is not None,
             },
         )
-        await self._flush()
-        try:
-            await workflow.wait_condition(lambda: step.state is not StepState.PENDING, timeout=sla)
-        except TimeoutError:
-            step.state = StepState.EXPIRED
-            self._audit(
-                f"step:{step_id}:sla_breached",
-                "step.sla_breached",
-                target_id=step_id,
-                outcome=Outcome.FAILURE,
-                reason="SLA deadline passed without a decision",
-                data={"deadline": step.deadline.isoformat() if step.deadline else None},
-            )
-        else:
-            self._audit(
-                f"step:{step_id}:decided",
-                "step.decided",
-                actor_type=ActorType.USER,
-                actor_id=step.decided_by,
-                target_id=step_id,
-                data={
-                    "decision": step.state.value,
-                    "comment": step.comment,
-                    "channel": step.channel,
-                    "policy": {"approvers": approvers.labels(), "quorum": "any"},
-                    "workflow": self.run_input.workflow_name,
-                },
-            )
+        await self._wait_for_decision(step, remind_every, escalation, on_breach or OnBreach())
         self._status = "running"
         self._set_attributes(
             sa.STATUS.value_set(self._status),
@@ -173,7 +209,148 @@ class BlocksWorkflow:
         await self._flush()
         return RunOutcome(status=status, detail=dict(detail))
 
-    # --- audit -----------------------------------------------------------------------------
+    # --- the wait ----------------------------------------------------------------------------
+
+    async def _wait_for_decision(
+        self,
+        step: ApprovalStep,
+        remind_every: timedelta | None,
+        escalation: Escalation | None,
+        on_breach: OnBreach,
+    ) -> None:
+        next_reminder = step.opened_at + remind_every if remind_every else None
+        escalate_at = step.deadline - escalation.before if escalation and step.deadline else None
+        votes_seen = -1
+        while step.state is StepState.PENDING:
+            if len(step.votes) != votes_seen:
+                votes_seen = len(step.votes)
+                await self._flush()  # votes that did not close the step yet are audited now
+                continue
+            now = workflow.now()
+            moments = [m for m in (next_reminder, escalate_at, step.deadline) if m is not None]
+            wake = min(moments) if moments else None
+            timeout = max(wake - now, timedelta(0)) if wake else None
+            woke = await _wait(
+                lambda seen=votes_seen: (
+                    step.state is not StepState.PENDING or len(step.votes) != seen
+                ),
+                timeout,
+            )
+            if woke:
+                continue
+            now = workflow.now()
+            if step.deadline is not None and now >= step.deadline:
+                next_reminder = await self._breach(step, on_breach, remind_every)
+            elif escalate_at is not None and now >= escalate_at and escalation is not None:
+                self._escalate(step, escalation)
+                escalate_at = None
+            elif next_reminder is not None and now >= next_reminder:
+                self._remind(step)
+                next_reminder = (
+                    now + remind_every
+                    if remind_every and step.reminders_sent < _MAX_REMINDERS
+                    else None
+                )
+            await self._flush()
+        self._audit(
+            f"step:{step.step_id}:closed",
+            "step.closed",
+            target_id=step.step_id,
+            outcome=Outcome.FAILURE if step.state is StepState.EXPIRED else Outcome.SUCCESS,
+            data={
+                "state": step.state.value,
+                "deciders": step.deciders,
+                "decided_at": step.decided_at.isoformat() if step.decided_at else None,
+                "deadline": step.deadline.isoformat() if step.deadline else None,
+                "reminders": step.reminders_sent,
+                "escalated": step.escalated,
+            },
+        )
+
+    def _remind(self, step: ApprovalStep) -> None:
+        step.reminders_sent += 1
+        self._audit(
+            f"step:{step.step_id}:reminded:{step.reminders_sent}",
+            "step.reminded",
+            target_id=step.step_id,
+            data={"reminder": step.reminders_sent, "pending_approvers": step.policy.labels()},
+        )
+
+    def _escalate(self, step: ApprovalStep, escalation: Escalation) -> None:
+        before = step.policy.labels()
+        if escalation.replace:
+            step.policy = ApprovalPolicy(
+                (ApproverGroup("escalation", escalation.users, escalation.roles, 1),),
+                step.policy.rejection,
+                step.policy.rejections_required,
+            )
+        else:
+            step.policy = step.policy.widened(users=escalation.users, roles=escalation.roles)
+        step.escalated = True
+        self._show_pending(step)
+        self._audit(
+            f"step:{step.step_id}:escalated",
+            "step.escalated",
+            target_id=step.step_id,
+            data={
+                "approvers_before": before,
+                "approvers_after": step.policy.labels(),
+                "reassigned": escalation.replace,
+                "deadline": step.deadline.isoformat() if step.deadline else None,
+            },
+        )
+
+    async def _breach(
+        self, step: ApprovalStep, on_breach: OnBreach, remind_every: timedelta | None
+    ) -> datetime | None:
+        """Apply the breach action; returns when the next reminder is due (if the step stays open)."""
+        step.breaches += 1
+        # A second breach after an escalating one expires the step: escalation is not endless.
+        action = on_breach.action if step.breaches == 1 else BreachAction.EXPIRE
+        self._audit(
+            f"step:{step.step_id}:sla_breached:{step.breaches}",
+            "step.sla_breached",
+            target_id=step.step_id,
+            outcome=Outcome.FAILURE,
+            reason="SLA deadline passed without a decision",
+            data={
+                "deadline": step.deadline.isoformat() if step.deadline else None,
+                "action": action.value,
+            },
+        )
+        now = workflow.now()
+        if action is BreachAction.ESCALATE and on_breach.extend is not None:
+            step.policy = step.policy.widened(users=on_breach.users, roles=on_breach.roles)
+            step.deadline = now + on_breach.extend
+            step.escalated = True
+            self._show_pending(step)
+            return now + remind_every if remind_every else None
+        step.state = StepState.REJECTED if action is BreachAction.REJECT else StepState.EXPIRED
+        step.decided_at = now
+        if action is BreachAction.FAIL:
+            self._audit(
+                f"step:{step.step_id}:closed",
+                "step.closed",
+                target_id=step.step_id,
+                outcome=Outcome.FAILURE,
+                data={"state": step.state.value, "deciders": step.deciders},
+            )
+            await self.finish("failed", reason="sla_breached", step=step.step_id)
+            raise ApplicationError(
+                f"step {step.step_id!r} breached its SLA", type="sla_breached", non_retryable=True
+            )
+        return None
+
+    def _show_pending(self, step: ApprovalStep) -> None:
+        self._set_attributes(
+            sa.STATUS.value_set(self._status),
+            sa.PENDING_APPROVERS.value_set(step.policy.labels()),
+            sa.SLA_DEADLINE.value_set(step.deadline)
+            if step.deadline is not None
+            else sa.SLA_DEADLINE.value_unset(),
+        )
+
+    # --- audit and attributes ------------------------------------------------------------------
 
     def _audit(
         self,
@@ -233,15 +410,33 @@ class BlocksWorkflow:
         )
 
 
+async def _wait(condition: Any, within: timedelta | None) -> bool:
+    """True if the condition came true, False if the time passed first."""
+    try:
+        await workflow.wait_condition(condition, timeout=within)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _deadline(
+    now: datetime, sla: timedelta | None, calendar: BusinessCalendar | None
+) -> datetime | None:
+    if sla is None:
+        return None
+    return calendar.add(now, sla) if calendar is not None else now + sla
+
+
 def _view(step: ApprovalStep) -> StepView:
+    last = step.votes[-1] if step.votes else None
     return StepView(
         step_id=step.step_id,
         title=step.title,
         state=step.state.value,
-        approvers=step.approvers.labels(),
+        approvers=step.policy.labels(),
         opened_at=step.opened_at,
         deadline=step.deadline,
-        decided_by=step.decided_by,
+        decided_by=last.user_id if last else None,
         decided_at=step.decided_at,
-        decision_comment=step.comment,
+        decision_comment=last.comment if last else None,
     )

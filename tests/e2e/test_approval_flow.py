@@ -56,11 +56,14 @@ async def test_start_pending_approve_completed_with_audit_in_order(
             "run.started",
             "step.opened",
             "step.decided",
+            "step.closed",
             "run.completed",
         ]
         assert events[0]["actor_id"] == str(org["operator"].user_id)
         assert events[2]["actor_id"] == str(org["approver"].user_id)
-        assert events[2]["data"]["decision"] == "approved"
+        assert events[2]["data"]["decision"] == "approve"
+        assert events[2]["data"]["step_state"] == "approved"
+        assert events[3]["data"]["state"] == "approved"
         assert events[2]["data"]["channel"] == "api"
         assert events[2]["data"]["comment"] == "fine"
         seqs = [e["seq"] for e in events]
@@ -163,6 +166,7 @@ async def test_sla_passes_before_any_decision(
             "run.started",
             "step.opened",
             "step.sla_breached",
+            "step.closed",
             "run.completed",
         ]
 

@@ -25,7 +25,7 @@ from blocks.models.audit import append_events
 from tests.support import EXPENSE, Org, Stack, make_org, wait_for_status
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN_ACTIONS = ["run.started", "step.opened", "step.decided", "run.completed"]
+RUN_ACTIONS = ["run.started", "step.opened", "step.decided", "step.closed", "run.completed"]
 
 
 async def _approved_run(http: httpx.AsyncClient, org: Org) -> str:
@@ -99,7 +99,7 @@ async def test_a_run_exports_as_jsonl_and_csv_with_filters_and_verifies(
         assert (header["first_seq"], header["last_seq"]) == (events[0]["seq"], events[-1]["seq"])
         report = verify_export(lines)
         assert report.ok, report.problem
-        assert (report.events_checked, report.complete) == (4, False)
+        assert (report.events_checked, report.complete) == (len(RUN_ACTIONS), False)
 
         decided = events[2]
         _, only, _, lines = await _export(http, org, run_id=run_id, action="step.decided")
@@ -137,14 +137,16 @@ async def test_a_run_exports_as_jsonl_and_csv_with_filters_and_verifies(
         assert response.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(response.text)))
         assert tuple(rows[0].keys()) == CSV_COLUMNS
-        assert [r["type"] for r in rows] == ["event"] * 5
+        assert [r["type"] for r in rows] == ["event"] * (len(RUN_ACTIONS) + 1)
         assert [r["action"] for r in rows] == [*RUN_ACTIONS, "note.added"]
-        assert [r["id"] for r in rows[:4]] == [e["id"] for e in events]
-        assert [int(r["seq"]) for r in rows[:4]] == [e["seq"] for e in events]
-        assert [r["hash"] for r in rows[:4]] == [e["hash"] for e in events]
-        assert [json.loads(r["data"]) for r in rows[:4]] == [e["data"] for e in events]
+        assert [r["id"] for r in rows[: len(RUN_ACTIONS)]] == [e["id"] for e in events]
+        assert [int(r["seq"]) for r in rows[: len(RUN_ACTIONS)]] == [e["seq"] for e in events]
+        assert [r["hash"] for r in rows[: len(RUN_ACTIONS)]] == [e["hash"] for e in events]
+        assert [json.loads(r["data"]) for r in rows[: len(RUN_ACTIONS)]] == [
+            e["data"] for e in events
+        ]
         assert json.loads(rows[2]["data"])["comment"].startswith("=HYPERLINK")  # JSON text: as is
-        assert (rows[0]["reason"], rows[4]["reason"]) == ("", "'=1+2")  # null; defused formula
+        assert (rows[0]["reason"], rows[-1]["reason"]) == ("", "'=1+2")  # null; defused formula
 
 
 async def test_a_checkpoint_is_exported_and_verified_and_a_forged_signature_caught(

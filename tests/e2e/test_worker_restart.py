@@ -108,4 +108,4 @@ async def test_worker_killed_while_waiting_then_decided_completes_once(
             assert again.status_code == 200, again.text
 
     actions = [a[0] for a in await audit_actions(engine, org.id)]
-    assert actions == ["run.started", "step.opened", "step.decided", "run.completed"]
+    assert actions == ["run.started", "step.opened", "step.decided", "step.closed", "run.completed"]

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 import rfc8785
 
+from blocks.core.approval_policy import ApprovalPolicy
 from blocks.core.approvals import (
     ApprovalStep,
-    Approvers,
+    CastVote,
     Decision,
     DecisionRequest,
     RefusalReason,
@@ -49,7 +50,7 @@ def _step(**overrides: object) -> ApprovalStep:
     values: dict[str, object] = {
         "step_id": "s",
         "title": "t",
-        "approvers": Approvers(user_ids=("u-named",), roles=("approver",)),
+        "policy": ApprovalPolicy.any_of(users=["u-named"], roles=["approver"]),
         "opened_at": datetime.now(UTC),
         "deadline": None,
         "requester_id": "u-requester",
@@ -76,6 +77,17 @@ def test_eligibility() -> None:
     assert refusal_for(_step(), _request("u-other", ("operator",))) is RefusalReason.NOT_AN_APPROVER
     assert refusal_for(_step(), _request("u-named")) is None
     assert refusal_for(_step(), _request("u-other", ("approver",))) is None
+    voted = _step()
+    voted.record(CastVote("u-named", (), Decision.REJECT, datetime.now(UTC), "api"))
+    assert voted.state is StepState.REJECTED
+    two = _step(policy=ApprovalPolicy.n_of(2, roles=["approver"]))
+    two.record(CastVote("u-a", ("approver",), Decision.APPROVE, datetime.now(UTC), "api"))
+    assert two.state is StepState.PENDING
+    assert refusal_for(two, _request("u-a", ("approver",))) is RefusalReason.ALREADY_VOTED
+    assert (
+        refusal_for(two, _request("u-b", ("approver",)), approved_earlier=frozenset({"u-b"}))
+        is RefusalReason.APPROVED_EARLIER_IN_CHAIN
+    )
 
 
 def test_api_keys_round_trip_and_reject_tampering() -> None:
