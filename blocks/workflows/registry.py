@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from blocks.workflows.expense import ExpenseApproval, ExpenseRequest
+from blocks.workflows.purchase import PurchaseApproval, PurchaseRequest
 from blocks.workflows.sdk import BlocksWorkflow
 
 
@@ -26,6 +27,16 @@ REGISTRY: dict[str, RegisteredWorkflow] = {
             workflow=ExpenseApproval,
             params_model=ExpenseRequest,
             description="An expense waits for one approver's decision within an SLA.",
+        ),
+        RegisteredWorkflow(
+            name="purchase_approval",
+            workflow=PurchaseApproval,
+            params_model=PurchaseRequest,
+            description=(
+                "Two of finance and one of legal (reminders every 8 h, escalation to the director"
+                " 4 h before the SLA, rejection at breach), then the director signs off with a"
+                " budget code."
+            ),
         ),
     )
 }

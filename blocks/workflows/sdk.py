@@ -88,6 +88,7 @@ class BlocksWorkflow:
             actor_id=request.actor_user_id,
             target_id=step.step_id,
             data={
+                "at": vote.at.isoformat(),
                 "decision": request.decision.value,
                 "comment": request.comment,
                 "form": request.form,
@@ -273,7 +274,11 @@ class BlocksWorkflow:
             f"step:{step.step_id}:reminded:{step.reminders_sent}",
             "step.reminded",
             target_id=step.step_id,
-            data={"reminder": step.reminders_sent, "pending_approvers": step.policy.labels()},
+            data={
+                "reminder": step.reminders_sent,
+                "at": workflow.now().isoformat(),
+                "pending_approvers": step.policy.labels(),
+            },
         )
 
     def _escalate(self, step: ApprovalStep, escalation: Escalation) -> None:
@@ -293,6 +298,7 @@ class BlocksWorkflow:
             "step.escalated",
             target_id=step.step_id,
             data={
+                "at": workflow.now().isoformat(),
                 "approvers_before": before,
                 "approvers_after": step.policy.labels(),
                 "reassigned": escalation.replace,
@@ -314,6 +320,7 @@ class BlocksWorkflow:
             outcome=Outcome.FAILURE,
             reason="SLA deadline passed without a decision",
             data={
+                "at": workflow.now().isoformat(),
                 "deadline": step.deadline.isoformat() if step.deadline else None,
                 "action": action.value,
             },

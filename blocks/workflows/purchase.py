@@ -1,0 +1,79 @@
+"""Example workflow: a purchase needs finance and legal (quorum across groups), then a director."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import workflow
+
+from blocks.core.approval_policy import ApprovalPolicy, ApproverGroup
+from blocks.core.approvals import BreachAction, Escalation, OnBreach, StepState
+from blocks.core.business_hours import BusinessCalendar
+from blocks.workflows.sdk import BlocksWorkflow
+from blocks.workflows.types import RunInput, RunOutcome
+
+
+class PurchaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
+    description: str = Field(min_length=1, max_length=500)
+    # Approvers computed from the run's input: member ids chosen by the requester's tooling.
+    finance: list[str] = Field(min_length=2, max_length=50)
+    legal: list[str] = Field(min_length=1, max_length=50)
+    director: str = Field(min_length=1)
+    sla_hours: float = Field(default=24.0, gt=0, le=24 * 90)
+    business_hours_time_zone: str | None = Field(
+        default=None, description="Count the SLA in working hours (Mon-Fri 9-17) of this zone"
+    )
+
+
+class DirectorSignOff(BaseModel):
+    """What the director's decision must carry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget_code: str = Field(pattern=r"^[A-Z]{2}-\d{4}$")
+
+
+@workflow.defn(name="purchase_approval")
+class PurchaseApproval(BlocksWorkflow):
+    @workflow.run
+    async def run(self, run_input: RunInput) -> RunOutcome:
+        self.begin(run_input)
+        request = PurchaseRequest.model_validate(run_input.params)
+        calendar = (
+            BusinessCalendar(time_zone=request.business_hours_time_zone)
+            if request.business_hours_time_zone
+            else None
+        )
+        review = await self.request_approval(
+            "review",
+            title=f"Purchase of {request.amount}: {request.description}",
+            policy=ApprovalPolicy(
+                (
+                    ApproverGroup("finance", tuple(request.finance), required=2),
+                    ApproverGroup("legal", tuple(request.legal), required=1),
+                )
+            ),
+            sla=timedelta(hours=request.sla_hours),
+            calendar=calendar,
+            remind_every=timedelta(hours=8),
+            escalation=Escalation(before=timedelta(hours=4), users=(request.director,)),
+            on_breach=OnBreach(BreachAction.REJECT),
+        )
+        if review.state is not StepState.APPROVED:
+            return await self.finish(review.state.value, step="review")
+        sign_off = await self.request_approval(
+            "director",
+            title=f"Sign off the purchase of {request.amount}",
+            policy=ApprovalPolicy.any_of(users=[request.director]),
+            sla=timedelta(hours=48),
+            form=DirectorSignOff,
+        )
+        if sign_off.state is not StepState.APPROVED:
+            return await self.finish(sign_off.state.value, step="director")
+        budget_code = (sign_off.votes[-1].form or {}).get("budget_code")
+        return await self.finish("approved", budget_code=budget_code)
