@@ -130,7 +130,12 @@ class BlocksWorkflow:
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> RunView:
-        return RunView(status=self._status, steps=[_view(s) for s in self._steps.values()])
+        return RunView(
+            status=self._status,
+            steps=[_view(s) for s in self._steps.values()],
+            requested_by=self._input.requested_by if self._input else None,
+            workflow_name=self._input.workflow_name if self._input else None,
+        )
 
     # --- author API ------------------------------------------------------------------------
 
@@ -446,4 +451,5 @@ def _view(step: ApprovalStep) -> StepView:
         decided_by=last.user_id if last else None,
         decided_at=step.decided_at,
         decision_comment=last.comment if last else None,
+        deciders=step.deciders,
     )

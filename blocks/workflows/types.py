@@ -29,12 +29,15 @@ class StepView:
     decided_by: str | None
     decided_at: datetime | None
     decision_comment: str | None
+    deciders: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class RunView:
     status: str
     steps: list[StepView]
+    requested_by: str | None = None
+    workflow_name: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ and reminders, escalation and breach on durable timers (time-skipping server).""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -218,3 +219,57 @@ async def test_business_hours_sla_counts_working_time_only(
         berlin = deadline.astimezone(ZoneInfo("Europe/Berlin"))
         assert berlin.weekday() < 5
         assert (9, 0) <= (berlin.hour, berlin.minute) <= (17, 0)
+
+
+async def _inbox(http: httpx.AsyncClient, org: Org, who: str) -> list[tuple[str, str]]:
+    response = await http.get("/v1/inbox", headers=org[who].headers)
+    assert response.status_code == 200, response.text
+    return [(item["run_id"], item["step_id"]) for item in response.json()["items"]]
+
+
+async def _eventually(check: Any) -> None:
+    # Visibility (what the inbox searches) catches up with workflow state within moments.
+    for _ in range(100):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the inbox never showed the expected items")
+
+
+async def test_inbox_lists_what_each_person_may_decide_now(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    org, other = await make_org(engine), await make_org(engine)
+    async with stack.http() as http:
+        purchase = await _start(http, org)
+        expense = (
+            await http.post(
+                "/v1/runs",
+                json={
+                    "workflow": "expense_approval",
+                    "input": {"amount": "5", "currency": "EUR", "description": "x"},
+                },
+                headers=org["operator_approver"].headers,
+            )
+        ).json()["id"]
+        await wait_for_status(
+            http, expense, org["operator"].headers, status="running", stage="awaiting_approval"
+        )
+
+        async def approver_sees_both() -> bool:
+            return set(await _inbox(http, org, "approver")) == {
+                (purchase, "review"),
+                (expense, "approve"),
+            }
+
+        await _eventually(approver_sees_both)
+        # The requester of the expense does not see it, though they hold the approver role.
+        assert (expense, "approve") not in await _inbox(http, org, "operator_approver")
+        assert await _inbox(http, org, "admin") == [(purchase, "review")]  # named in legal
+
+        assert (await _decide(http, org, purchase, "review", "approver")).status_code == 200
+        assert (purchase, "review") not in await _inbox(http, org, "approver")  # already voted
+        assert (purchase, "review") in await _inbox(http, org, "approver2")
+
+        assert await _inbox(http, other, "approver") == []
+        assert (await http.get("/v1/inbox", headers=org["auditor"].headers)).status_code == 403

@@ -1,0 +1,90 @@
+"""The approver's inbox: every pending step, across the organization's runs, they may decide now."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from blocks.api.deps import CanDecide, TemporalClient
+from blocks.core import search_attributes as sa
+from blocks.core.context import OrgContext
+from blocks.workflows.sdk import STATUS_QUERY
+from blocks.workflows.types import RunView
+
+router = APIRouter(prefix="/v1", tags=["approvals"])
+
+# Queries run concurrently, a few at a time, so a large inbox neither crawls nor floods Temporal.
+_QUERY_CONCURRENCY = 8
+
+
+class InboxItem(BaseModel):
+    run_id: uuid.UUID
+    workflow: str | None
+    step_id: str
+    title: str
+    approvers: list[str]
+    opened_at: datetime
+    deadline: datetime | None
+    votes_so_far: int
+
+
+class InboxOut(BaseModel):
+    items: list[InboxItem]
+
+
+def _my_labels(ctx: OrgContext) -> list[str]:
+    return [f"user:{ctx.user_id}", *(f"role:{role.value}" for role in ctx.roles)]
+
+
+@router.get("/inbox", response_model=InboxOut)
+async def inbox(
+    ctx: CanDecide, client: TemporalClient, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> InboxOut:
+    labels = _my_labels(ctx)
+    # Both values come from the resolved context (a UUID and role names), never from the caller.
+    wanted = ", ".join(f'"{label}"' for label in labels)
+    query = (
+        f'{sa.ORG_ID.name} = "{ctx.org_id}" AND ExecutionStatus = "Running" '
+        f"AND {sa.PENDING_APPROVERS.name} IN ({wanted})"
+    )
+    workflow_ids = [execution.id async for execution in client.list_workflows(query, limit=limit)]
+    gate = asyncio.Semaphore(_QUERY_CONCURRENCY)
+    views = await asyncio.gather(*(_view(client, gate, wid) for wid in workflow_ids))
+    items: list[InboxItem] = []
+    for workflow_id, view in zip(workflow_ids, views, strict=True):
+        if view is None or view.requested_by == str(ctx.user_id):
+            continue  # closed meanwhile, or the caller's own request (they may not approve it)
+        for step in view.steps:
+            mine = any(label in step.approvers for label in labels)
+            if step.state == "pending" and mine and str(ctx.user_id) not in step.deciders:
+                items.append(
+                    InboxItem(
+                        run_id=uuid.UUID(workflow_id.removeprefix("run-")),
+                        workflow=view.workflow_name,
+                        step_id=step.step_id,
+                        title=step.title,
+                        approvers=step.approvers,
+                        opened_at=step.opened_at,
+                        deadline=step.deadline,
+                        votes_so_far=len(step.deciders),
+                    )
+                )
+    items.sort(key=lambda item: (item.deadline is None, item.deadline or item.opened_at))
+    return InboxOut(items=items)
+
+
+async def _view(client: Client, gate: asyncio.Semaphore, workflow_id: str) -> RunView | None:
+    async with gate:
+        try:
+            return await client.get_workflow_handle(workflow_id).query(
+                STATUS_QUERY, result_type=RunView
+            )
+        except RPCError:
+            return None
