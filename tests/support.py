@@ -20,13 +20,13 @@ from blocks.api.app import create_app
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
+from blocks.infra.field_crypto import MasterKeys, install_master_keys
 from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.settings import Settings
 from blocks.infra.signing import new_signing_key_spec, parse_signing_key
 from blocks.infra.temporal import encrypting_data_converter
 from blocks.models.api_keys import create_api_key
 from blocks.models.orgs import add_member, create_org_with_owner
-from blocks.models.personal_data import MasterKeys, install_master_keys
 from blocks.workers.main import build_worker
 
 # One payload key for the whole session: API, in-process and subprocess workers share it.

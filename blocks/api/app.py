@@ -13,10 +13,10 @@ from blocks import __version__
 from blocks.api import audit, audit_export, checkpoints, health, inbox, privacy, runs
 from blocks.api.errors import install_error_handlers
 from blocks.infra.db import create_engine, session_factory
+from blocks.infra.field_crypto import install_master_keys, load_master_keys
 from blocks.infra.settings import Settings
 from blocks.infra.signing import load_signer
 from blocks.infra.temporal import connect
-from blocks.models.personal_data import install_master_keys, load_master_keys
 
 
 def create_app(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,10 +74,17 @@ class DecisionOut(BaseModel):
     decided_by: str
 
 
-class AuditEventOut(BaseModel):
-    id: uuid.UUID
+EventIdT = TypeVar("EventIdT")
+OccurredAtT = TypeVar("OccurredAtT")
+
+
+class AuditEventFields(BaseModel, Generic[EventIdT, OccurredAtT]):
+    """An audit event's stored fields and hashes. The id and time are typed where the event is
+    shown, and strings exactly as hashed where its hash is checked (a run's chain of custody)."""
+
+    id: EventIdT
     seq: int
-    occurred_at: datetime
+    occurred_at: OccurredAtT
     action: str
     actor_type: str
     actor_id: str | None
@@ -92,6 +99,9 @@ class AuditEventOut(BaseModel):
     data: dict[str, Any]
     prev_hash: str
     hash: str
+
+
+class AuditEventOut(AuditEventFields[uuid.UUID, datetime]):
     # True when the actor's personal fields read "[erased]": their data key was destroyed. The
     # hash covers the stored ciphertext, not these shown values (see models.personal_data).
     personal_data_erased: bool = False

@@ -10,6 +10,9 @@ rows verify without any key. Erasure destroys the person's data key: their past 
 Keys are per (organization, user), not per user: each organization is its own controller of
 what its members did there, so an admin erases a person's data in their organization only, and
 row-level security keeps one organization's keys out of another's reach.
+
+The sealed form, the associated data and the master keys are in `infra.field_crypto`; this
+module holds the keys' table, fetches and erases keys, and reveals fields on read.
 """
 
 from __future__ import annotations
@@ -17,15 +20,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Column, Index, LargeBinary, String, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
@@ -34,8 +34,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.core.audit import ActorType, AuditRecord
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
-from blocks.infra.payload_codec import PayloadKeyError, load_or_create_key_file, parse_payload_keys
-from blocks.infra.settings import Environment, Settings, get_settings
+from blocks.infra.field_crypto import (
+    DataKey,
+    MasterKeys,
+    current_master_keys,
+    new_data_key,
+    parse_sealed,
+)
 from blocks.models.base import org_fk_column, timestamp_column, user_fk_column, utcnow
 
 _log = logging.getLogger("blocks.privacy")
@@ -48,13 +53,6 @@ STORED_LIMITS: Mapping[str, int] = {"actor_email": 2048, "ip": 512, "user_agent"
 ERASED = "[erased]"
 # A value that should decrypt but cannot (key missing, wrong person, tampered): never shown raw.
 UNREADABLE = "[unreadable]"
-
-_PREFIX = "enc:v1:"
-_NONCE_BYTES = 12
-
-
-class MasterKeyError(ValueError):
-    """BLOCKS_MASTER_KEYS is malformed, or a wrapped key names a master key we do not hold."""
 
 
 class AuditSubjectKey(SQLModel, table=True):
@@ -79,84 +77,6 @@ class AuditSubjectKey(SQLModel, table=True):
     wrapped_key: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = Field(sa_column=timestamp_column())
     erased_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
-
-
-# --- master keys ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MasterKeys:
-    """Key-encryption keys: the first wraps new data keys, all unwrap (rotation)."""
-
-    active_id: str
-    ciphers: Mapping[str, AESGCM] = field(repr=False)
-
-    @classmethod
-    def parse(cls, spec: str) -> MasterKeys:
-        try:
-            active, keys = parse_payload_keys(spec)
-        except PayloadKeyError as err:
-            raise MasterKeyError(f"BLOCKS_MASTER_KEYS: {err}") from None
-        if any(len(key_id) > 64 for key_id in keys):
-            raise MasterKeyError("BLOCKS_MASTER_KEYS: key ids are at most 64 characters")
-        return cls(active, {key_id: AESGCM(key) for key_id, key in keys.items()})
-
-    def wrap(self, org_id: uuid.UUID, user_id: uuid.UUID, key_id: uuid.UUID, key: bytes) -> bytes:
-        nonce = os.urandom(_NONCE_BYTES)
-        aad = _wrap_aad(self.active_id, org_id, user_id, key_id)
-        return nonce + self.ciphers[self.active_id].encrypt(nonce, key, aad)
-
-    def unwrap(
-        self,
-        master_key_id: str,
-        org_id: uuid.UUID,
-        user_id: uuid.UUID,
-        key_id: uuid.UUID,
-        wrapped: bytes,
-    ) -> bytes:
-        cipher = self.ciphers.get(master_key_id)
-        if cipher is None:
-            raise MasterKeyError(f"a data key is wrapped by unknown master key {master_key_id!r}")
-        aad = _wrap_aad(master_key_id, org_id, user_id, key_id)
-        return cipher.decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], aad)
-
-
-def _wrap_aad(
-    master_key_id: str, org_id: uuid.UUID, user_id: uuid.UUID, key_id: uuid.UUID
-) -> bytes:
-    # A wrapped key only opens as the key of the person, organization and key id it was made for.
-    return f"blocks.subject-key.v1|{master_key_id}|{org_id}|{user_id}|{key_id}".encode()
-
-
-def master_key_spec(settings: Settings) -> str:
-    if settings.master_keys is not None:
-        return settings.master_keys.get_secret_value()
-    if settings.env is Environment.PROD:
-        raise MasterKeyError("BLOCKS_MASTER_KEYS is required when BLOCKS_ENV=prod")
-    return load_or_create_key_file(settings.data_dir / "master-keys")
-
-
-def load_master_keys(settings: Settings) -> MasterKeys:
-    return MasterKeys.parse(master_key_spec(settings))
-
-
-# `append_events(ctx, session, records)` is the one append path for the API, activities and
-# tools, and the master key is process configuration (like the payload codec's keys), so it is
-# installed once per process: by `create_app`, or on first use from the process's settings.
-_installed: MasterKeys | None = None
-
-
-def install_master_keys(keys: MasterKeys) -> None:
-    global _installed
-    _installed = keys
-
-
-def current_master_keys() -> MasterKeys:
-    keys = _installed
-    if keys is None:
-        keys = load_master_keys(get_settings())
-        install_master_keys(keys)
-    return keys
 
 
 # --- sealing on append ---------------------------------------------------------------------
@@ -184,22 +104,11 @@ def subject_of(record: AuditRecord) -> uuid.UUID | None:
 
 
 @dataclass(frozen=True)
-class _DataKey:
-    key_id: uuid.UUID
-    cipher: AESGCM
-
-
-def _field_aad(org_id: uuid.UUID, event_id: uuid.UUID, name: str) -> bytes:
-    # Bound to its organization, event and field: a ciphertext moved anywhere else fails to open.
-    return f"blocks.audit.personal.v1|{org_id}|{event_id}|{name}".encode()
-
-
-@dataclass(frozen=True)
 class Sealer:
     """The live data keys of one batch's people; replaces their personal fields by ciphertext."""
 
     org_id: uuid.UUID
-    keys: Mapping[uuid.UUID, _DataKey]
+    keys: Mapping[uuid.UUID, DataKey]
 
     def seal(self, record: AuditRecord, row: dict[str, Any]) -> None:
         subject = subject_of(record)
@@ -210,11 +119,7 @@ class Sealer:
             value = row[name]
             if value is None:
                 continue
-            nonce = os.urandom(_NONCE_BYTES)
-            sealed = key.cipher.encrypt(
-                nonce, value.encode(), _field_aad(self.org_id, row["id"], name)
-            )
-            row[name] = f"{_PREFIX}{key.key_id.hex}:{base64.b64encode(nonce + sealed).decode()}"
+            row[name] = key.seal(self.org_id, row["id"], name, value)
 
 
 # Only for the rare second pass (see KeyRequest.sealer); the first rides on the head's lock.
@@ -242,7 +147,7 @@ class KeyRequest:
 
     async def sealer(self, session: AsyncSession, returned: Sequence[Mapping[str, str]]) -> Sealer:
         """Unwrap the live keys the database returned for this request."""
-        keys: dict[uuid.UUID, _DataKey] = {}
+        keys: dict[uuid.UUID, DataKey] = {}
         for item in returned:
             self._add(
                 keys,
@@ -268,14 +173,15 @@ class KeyRequest:
 
     def _add(
         self,
-        keys: dict[uuid.UUID, _DataKey],
+        keys: dict[uuid.UUID, DataKey],
         user_id: uuid.UUID,
         key_id: uuid.UUID,
         master_key_id: str,
         wrapped: bytes,
     ) -> None:
-        data_key = self.master.unwrap(master_key_id, self.org_id, user_id, key_id, wrapped)
-        keys[user_id] = _DataKey(key_id, AESGCM(data_key))
+        keys[user_id] = self.master.unwrap_data_key(
+            master_key_id, self.org_id, user_id, key_id, wrapped
+        )
 
 
 def key_request(ctx: OrgContext, records: Iterable[AuditRecord]) -> KeyRequest | None:
@@ -287,7 +193,7 @@ def key_request(ctx: OrgContext, records: Iterable[AuditRecord]) -> KeyRequest |
     candidates: dict[uuid.UUID, dict[str, str]] = {}
     for user_id in subjects:
         key_id = uuid.uuid4()
-        wrapped = master.wrap(ctx.org_id, user_id, key_id, AESGCM.generate_key(bit_length=256))
+        wrapped = master.wrap(ctx.org_id, user_id, key_id, new_data_key())
         candidates[user_id] = {
             "user_id": str(user_id),
             "key_id": str(key_id),
@@ -327,18 +233,6 @@ class Revealed:
     erased: bool
 
 
-def _parse(value: str) -> tuple[uuid.UUID, bytes] | None:
-    if not value.startswith(_PREFIX):
-        return None
-    key_hex, sep, encoded = value[len(_PREFIX) :].partition(":")
-    if not sep:
-        return None
-    try:
-        return uuid.UUID(hex=key_hex), base64.b64decode(encoded, validate=True)
-    except ValueError:
-        return None
-
-
 def _actor_uuid(event: StoredEvent) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(event.actor_id))
@@ -360,9 +254,10 @@ async def reveal(
         for event in events
         if _is_sealed(event)
         for name in PERSONAL_FIELDS
-        if (value := getattr(event, name)) is not None and (parsed := _parse(value)) is not None
+        if (value := getattr(event, name)) is not None
+        and (parsed := parse_sealed(value)) is not None
     }
-    keys: dict[uuid.UUID, AESGCM | None] = {}
+    keys: dict[uuid.UUID, DataKey | None] = {}
     owners: dict[uuid.UUID, uuid.UUID] = {}
     if wanted:
         await bind_org(session, ctx.org_id)
@@ -378,14 +273,8 @@ async def reveal(
             keys[row.key_id] = (
                 None
                 if row.wrapped_key is None
-                else AESGCM(
-                    master.unwrap(
-                        row.master_key_id,
-                        ctx.org_id,
-                        row.user_id,
-                        row.key_id,
-                        bytes(row.wrapped_key),
-                    )
+                else master.unwrap_data_key(
+                    row.master_key_id, ctx.org_id, row.user_id, row.key_id, bytes(row.wrapped_key)
                 )
             )
 
@@ -395,7 +284,7 @@ async def reveal(
         erased = False
         for name in PERSONAL_FIELDS:
             value = getattr(event, name)
-            parsed = _parse(value) if value is not None and _is_sealed(event) else None
+            parsed = parse_sealed(value) if value is not None and _is_sealed(event) else None
             if parsed is None:
                 shown[name] = value  # plain: not a person's field, or written before 0004
                 continue
@@ -421,18 +310,17 @@ def _open(
     name: str,
     key_id: uuid.UUID,
     blob: bytes,
-    cipher: AESGCM | None,
+    key: DataKey | None,
     owners: Mapping[uuid.UUID, uuid.UUID],
 ) -> str:
-    if cipher is None or owners.get(key_id) != _actor_uuid(event):
+    if key is None or owners.get(key_id) != _actor_uuid(event):
         _log.error("audit event %s: %s names a key this organization does not hold", event.id, name)
         return UNREADABLE
-    try:
-        aad = _field_aad(ctx.org_id, event.id, name)
-        return cipher.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], aad).decode()
-    except (InvalidTag, UnicodeDecodeError):
+    opened = key.open(ctx.org_id, event.id, name, blob)
+    if opened is None:
         _log.error("audit event %s: %s does not decrypt (altered or moved)", event.id, name)
         return UNREADABLE
+    return opened
 
 
 # --- erasure -------------------------------------------------------------------------------

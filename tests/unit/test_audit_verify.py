@@ -14,18 +14,16 @@ import pytest
 import rfc8785
 
 from blocks.core.audit_chain import GENESIS_HASH, chain_hash
-from blocks.core.audit_verify import (
-    ChainVerifier,
+from blocks.core.audit_chain_verifier import ChainVerifier, VerificationReport
+from blocks.core.audit_event_hash import event_hash
+from blocks.core.audit_export_format import (
     Link,
     SignedCheckpoint,
-    VerificationReport,
-    event_hash,
     event_line,
     header_line,
     signed_checkpoint,
-    verify_export,
-    verify_rows,
 )
+from blocks.core.audit_verify import verify_export, verify_rows
 from blocks.core.checkpoints import CheckpointClaim
 from blocks.infra.signing import CheckpointSigner, new_signing_key_spec, parse_signing_key
 

@@ -1,0 +1,197 @@
+"""The audit export's JSON Lines format: its line types, writing them, and reading them back.
+
+An export is one JSON object per line:
+
+1. a header: ``{"type": "header", "format": "blocks.audit.export.v1", "org_id", "exported_at",
+   "filters", "complete", "first_seq", "last_seq", "head": {"seq", "hash"} | null,
+   "public_keys": {key_id: base64 raw Ed25519}}``;
+2. one ``{"type": "event", <the hashed fields>, "prev_hash", "hash"}`` per event, in seq order;
+   the hashed fields are exactly what ``models.audit.hashed_payload`` returns;
+3. one ``{"type": "checkpoint", "org_id", "seq", "hash", "signed_at", "key_id", "signature"}``
+   per signed checkpoint.
+
+`audit_verify.verify_export` checks such a file. Imports only the standard library and
+`blocks.core`, so an auditor can run it with nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from blocks.core.checkpoints import CheckpointClaim
+
+EXPORT_FORMAT = "blocks.audit.export.v1"
+
+# (hashed payload, prev_hash, hash): the shape `audit_chain.first_broken_link` takes too.
+Link = tuple[dict[str, Any], str, str]
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """A checkpoint as exported; the signature covers `signed_at` in its UTC microsecond form."""
+
+    org_id: str
+    seq: int
+    hash: str
+    signed_at: str
+    key_id: str
+    signature: str
+
+    def message(self) -> bytes:
+        signed_at = datetime.fromisoformat(self.signed_at)
+        if signed_at.tzinfo is None:
+            raise ValueError("signed_at has no time zone")
+        claim = CheckpointClaim(self.org_id, self.seq, self.hash, signed_at, self.key_id)
+        return claim.message()
+
+    def line(self) -> str:
+        return dumps_line({"type": "checkpoint", **asdict(self)})
+
+
+def format_signed_at(value: datetime) -> str:
+    """The form `CheckpointClaim.message` signs, so the exported string round-trips exactly."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def signed_checkpoint(
+    *, org_id: str, seq: int, hash_: str, signed_at: datetime, key_id: str, signature: str
+) -> SignedCheckpoint:
+    return SignedCheckpoint(org_id, seq, hash_, format_signed_at(signed_at), key_id, signature)
+
+
+# ------------------------------------------------------------------------------ writing lines
+
+
+def dumps_line(value: Mapping[str, Any]) -> str:
+    # ASCII-only lines: a raw U+2028 or NEL in a value would split the line for readers that
+    # break on every Unicode line separator (str.splitlines does).
+    return json.dumps(value, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def header_line(
+    *,
+    org_id: str,
+    exported_at: datetime,
+    filters: Mapping[str, str | None],
+    complete: bool,
+    first_seq: int | None,
+    last_seq: int | None,
+    head: tuple[int, str] | None,
+    public_keys: Mapping[str, str],
+) -> str:
+    return dumps_line(
+        {
+            "type": "header",
+            "format": EXPORT_FORMAT,
+            "org_id": org_id,
+            "exported_at": exported_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "filters": dict(filters),
+            "complete": complete,
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "head": {"seq": head[0], "hash": head[1]} if head is not None else None,
+            "public_keys": dict(public_keys),
+        }
+    )
+
+
+def event_line(payload: Mapping[str, Any], prev_hash: str, hash_: str) -> str:
+    return dumps_line({"type": "event", **payload, "prev_hash": prev_hash, "hash": hash_})
+
+
+# ------------------------------------------------------------------------------ reading lines
+
+
+class UnreadableLine(Exception):
+    """A line of an export that cannot be read; `line` is its number, from 1."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+def _require(condition: bool, message: str, line: int) -> None:
+    if not condition:
+        raise UnreadableLine(message, line)
+
+
+def parse_checkpoint(value: Mapping[str, Any], line: int = 0) -> SignedCheckpoint:
+    fields = ("org_id", "seq", "hash", "signed_at", "key_id", "signature")
+    _require(all(name in value for name in fields), "a checkpoint line lacks a field", line)
+    _require(type(value["seq"]) is int, "a checkpoint's seq is not an integer", line)
+    for name in ("org_id", "hash", "signed_at", "key_id", "signature"):
+        _require(isinstance(value[name], str), f"a checkpoint's {name} is not a string", line)
+    return SignedCheckpoint(**{name: value[name] for name in fields})
+
+
+def parse_header(line: str | bytes, number: int) -> dict[str, Any]:
+    """The header line as a dict whose fields have the types the format says."""
+    try:
+        header = json.loads(line)
+    except ValueError as err:
+        raise UnreadableLine("the first line is not JSON", number) from err
+    _require(isinstance(header, dict) and header.get("type") == "header", "no header", number)
+    _require(header.get("format") == EXPORT_FORMAT, f"the format is not {EXPORT_FORMAT}", number)
+    _require(isinstance(header.get("org_id"), str), "the header has no org_id", number)
+    _require(type(header.get("complete")) is bool, "the header has no complete flag", number)
+    keys = header.get("public_keys", {})
+    _require(
+        isinstance(keys, dict) and all(isinstance(v, str) for v in keys.values()),
+        "the header's public_keys is not an object of strings",
+        number,
+    )
+    for name in ("first_seq", "last_seq"):
+        _require(
+            header.get(name) is None or type(header.get(name)) is int,
+            f"the header's {name} is not an integer",
+            number,
+        )
+    head = header.get("head")
+    _require(
+        head is None
+        or (
+            isinstance(head, dict)
+            and type(head.get("seq")) is int
+            and type(head.get("hash")) is str
+        ),
+        "the header's head is not {seq, hash}",
+        number,
+    )
+    return header
+
+
+def read_links(
+    lines: Iterator[tuple[int, str | bytes]], on_checkpoint: Callable[[SignedCheckpoint], None]
+) -> Iterator[Link]:
+    """The event lines after the header as links; checkpoint lines go to `on_checkpoint` as
+    they pass."""
+    loads = json.loads
+    for number, line in lines:
+        try:
+            value = loads(line)
+        except ValueError as err:
+            if not line.strip():
+                continue
+            raise UnreadableLine("not JSON", number) from err
+        _require(type(value) is dict, "a line is not a JSON object", number)
+        kind = value.pop("type", None)
+        if kind == "event":
+            prev_hash, stored = value.pop("prev_hash", None), value.pop("hash", None)
+            _require(
+                type(prev_hash) is str
+                and type(stored) is str
+                and type(value.get("seq")) is int
+                and type(value.get("id")) is str,
+                "an event line lacks seq, id, prev_hash or hash",
+                number,
+            )
+            yield value, prev_hash, stored
+        elif kind == "checkpoint":
+            on_checkpoint(parse_checkpoint(value, number))
+        else:
+            raise UnreadableLine(f"unexpected line type {kind!r}", number)

@@ -1,0 +1,251 @@
+"""Consistent, paged reads of an organization's audit chain for export, verification and custody.
+
+Every read of one export or verification happens in one REPEATABLE READ, read-only transaction
+(`snapshot`) bound to the caller's organization, so the head, the events and the checkpoints
+describe the same moment while appends go on; events are read in pages of `PAGE` by seq, never
+all at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, func, select, text, tuple_
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blocks.core.audit_chain import GENESIS_HASH
+from blocks.core.audit_chain_verifier import ChainVerifier, VerificationReport
+from blocks.core.audit_export_format import Link, SignedCheckpoint, format_signed_at
+from blocks.core.context import OrgContext
+from blocks.infra.db import bind_org
+from blocks.models.audit import AuditEvent, hashed_payload
+from blocks.models.checkpoints import AuditCheckpoint
+
+PAGE = 1000
+_EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
+_CHECKPOINTS: Table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
+_HEAD = text("SELECT seq, hash FROM audit_chain_heads WHERE org_id = :org_id")
+_CERTIFIED_BY = text(
+    "SELECT e.seq AS event_seq, c.seq, c.signed_at, c.key_id "
+    "FROM unnest(CAST(:seqs AS bigint[])) AS e(seq) "
+    "LEFT JOIN LATERAL (SELECT seq, signed_at, key_id FROM audit_checkpoints "
+    "WHERE org_id = :org_id AND seq >= e.seq ORDER BY seq, signed_at LIMIT 1) c ON true"
+).bindparams(bindparam("seqs"), bindparam("org_id"))
+
+
+@dataclass(frozen=True)
+class ExportFilters:
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+    actor_id: str | None = None
+    action: str | None = None
+    run_id: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return not any(
+            v is not None
+            for v in (self.occurred_from, self.occurred_to, self.actor_id, self.action, self.run_id)
+        )
+
+    def as_header(self) -> dict[str, str | None]:
+        return {
+            "from": self.occurred_from.isoformat() if self.occurred_from else None,
+            "to": self.occurred_to.isoformat() if self.occurred_to else None,
+            "actor_id": self.actor_id,
+            "action": self.action,
+            "run_id": self.run_id,
+        }
+
+    def where(self) -> list[Any]:
+        clauses: list[Any] = []
+        if self.occurred_from is not None:
+            clauses.append(_EVENTS.c.occurred_at >= self.occurred_from)
+        if self.occurred_to is not None:
+            clauses.append(_EVENTS.c.occurred_at < self.occurred_to)
+        if self.actor_id is not None:
+            clauses.append(_EVENTS.c.actor_id == self.actor_id)
+        if self.action is not None:
+            clauses.append(_EVENTS.c.action == self.action)
+        if self.run_id is not None:
+            clauses.append(_EVENTS.c.run_id == self.run_id)
+        return clauses
+
+
+@asynccontextmanager
+async def snapshot(
+    ctx: OrgContext, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[AsyncSession]:
+    """A session of its own (a streamed body outlives the request's session), bound to the
+    caller's organization, in one REPEATABLE READ read-only transaction."""
+    async with sessions() as session:
+        await session.connection(
+            execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        )
+        await bind_org(session, ctx.org_id)
+        try:
+            yield session
+        finally:
+            await session.rollback()
+
+
+async def chain_head(ctx: OrgContext, session: AsyncSession) -> tuple[int, str]:
+    await bind_org(session, ctx.org_id)
+    row = (await session.exec(_HEAD.bindparams(org_id=ctx.org_id))).first()  # type: ignore[call-overload]
+    return (int(row.seq), str(row.hash)) if row is not None else (0, GENESIS_HASH)
+
+
+def _link(row: Mapping[str, Any]) -> Link:
+    return hashed_payload(dict(row)), row["prev_hash"], row["hash"]
+
+
+async def event_pages(
+    ctx: OrgContext, session: AsyncSession, filters: ExportFilters
+) -> AsyncIterator[list[Link]]:
+    """The org's events in seq order as links, `PAGE` at a time (keyset pagination on seq)."""
+    await bind_org(session, ctx.org_id)
+    after = -(2**63)
+    while True:
+        statement = (
+            select(_EVENTS)
+            .where(_EVENTS.c.org_id == ctx.org_id, _EVENTS.c.seq > after, *filters.where())
+            .order_by(_EVENTS.c.seq)
+            .limit(PAGE)
+        )
+        rows = (await session.exec(statement)).mappings().all()  # type: ignore[call-overload]
+        if rows:
+            yield [_link(row) for row in rows]
+        if len(rows) < PAGE:
+            return
+        after = rows[-1]["seq"]
+
+
+async def seq_range(
+    ctx: OrgContext, session: AsyncSession, filters: ExportFilters
+) -> tuple[int | None, int | None]:
+    await bind_org(session, ctx.org_id)
+    statement = select(func.min(_EVENTS.c.seq), func.max(_EVENTS.c.seq)).where(
+        _EVENTS.c.org_id == ctx.org_id, *filters.where()
+    )
+    low, high = (await session.exec(statement)).one()  # type: ignore[call-overload]
+    return low, high
+
+
+def _signed(row: Mapping[str, Any]) -> SignedCheckpoint:
+    return SignedCheckpoint(
+        org_id=str(row["org_id"]),
+        seq=int(row["seq"]),
+        hash=str(row["hash"]),
+        signed_at=format_signed_at(row["signed_at"]),
+        key_id=str(row["key_id"]),
+        signature=str(row["signature"]),
+    )
+
+
+async def checkpoint_pages(
+    ctx: OrgContext, session: AsyncSession, *, above: int, up_to: int | None
+) -> AsyncIterator[list[SignedCheckpoint]]:
+    """Checkpoints with `above < seq <= up_to`, in seq order, paged on (seq, id)."""
+    await bind_org(session, ctx.org_id)
+    after: tuple[int, uuid.UUID] = (above, uuid.UUID(int=(1 << 128) - 1))
+    while True:
+        statement = (
+            select(_CHECKPOINTS)
+            .where(
+                _CHECKPOINTS.c.org_id == ctx.org_id,
+                tuple_(_CHECKPOINTS.c.seq, _CHECKPOINTS.c.id) > tuple_(*after),
+            )
+            .order_by(_CHECKPOINTS.c.seq, _CHECKPOINTS.c.id)
+            .limit(PAGE)
+        )
+        if up_to is not None:
+            statement = statement.where(_CHECKPOINTS.c.seq <= up_to)
+        rows = (await session.exec(statement)).mappings().all()  # type: ignore[call-overload]
+        if rows:
+            yield [_signed(row) for row in rows]
+        if len(rows) < PAGE:
+            return
+        after = (rows[-1]["seq"], rows[-1]["id"])
+
+
+def export_checkpoint_pages(
+    ctx: OrgContext,
+    session: AsyncSession,
+    filters: ExportFilters,
+    first_seq: int | None,
+    last_seq: int | None,
+) -> AsyncIterator[list[SignedCheckpoint]]:
+    """The checkpoints an export holds: all of them when it is complete, else those in range."""
+    if filters.complete:
+        # All of them: one past the last event shows that events at the end were removed.
+        return checkpoint_pages(ctx, session, above=-1, up_to=None)
+    if first_seq is None or last_seq is None:
+        return _no_checkpoints()
+    return checkpoint_pages(ctx, session, above=first_seq - 1, up_to=last_seq)
+
+
+async def _no_checkpoints() -> AsyncIterator[list[SignedCheckpoint]]:
+    return
+    yield
+
+
+@dataclass(frozen=True)
+class CertifyingCheckpoint:
+    """The first signed checkpoint at or after an event: it certifies the chain through it."""
+
+    seq: int
+    signed_at: datetime
+    key_id: str
+
+
+async def certifying_checkpoints(
+    ctx: OrgContext, session: AsyncSession, seqs: Sequence[int]
+) -> dict[int, CertifyingCheckpoint]:
+    """For each of these event seqs that a checkpoint certifies, that checkpoint."""
+    if not seqs:
+        return {}
+    await bind_org(session, ctx.org_id)
+    rows = await session.exec(  # type: ignore[call-overload]
+        _CERTIFIED_BY.bindparams(seqs=list(seqs), org_id=ctx.org_id)
+    )
+    return {
+        row.event_seq: CertifyingCheckpoint(row.seq, row.signed_at, row.key_id)
+        for row in rows.all()
+        if row.seq is not None
+    }
+
+
+async def verify_chain(
+    ctx: OrgContext, session: AsyncSession, public_keys: Mapping[str, str]
+) -> VerificationReport:
+    """The live chain, streamed page by page through the verifier the offline tool uses."""
+    verifier = ChainVerifier(
+        org_id=str(ctx.org_id),
+        complete=True,
+        head=await chain_head(ctx, session),
+        public_keys=public_keys,
+        remember_hashes=False,
+    )
+    checked_up_to = -1
+    async for links in event_pages(ctx, session, ExportFilters()):
+        # Checkpoints go in before the events they certify, so they are matched as those pass.
+        up_to = int(links[-1][0]["seq"])
+        async for checkpoints in checkpoint_pages(ctx, session, above=checked_up_to, up_to=up_to):
+            for checkpoint in checkpoints:
+                verifier.add_checkpoint(checkpoint)
+        checked_up_to = max(checked_up_to, up_to)
+        verifier.feed(links)
+        if verifier.settled:
+            break
+    else:
+        # Checkpoints beyond the last event certify events that are no longer there.
+        async for checkpoints in checkpoint_pages(ctx, session, above=checked_up_to, up_to=None):
+            for checkpoint in checkpoints:
+                verifier.add_checkpoint(checkpoint)
+    return verifier.finish()
