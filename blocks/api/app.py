@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from blocks import __version__
-from blocks.api import audit, audit_export, checkpoints, health, inbox, privacy, runs
+from blocks.api import audit, audit_export, checkpoints, delegations, health, inbox, privacy, runs
 from blocks.api.errors import install_error_handlers
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.field_crypto import install_master_keys, load_master_keys
@@ -47,6 +47,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(runs.router)
     app.include_router(inbox.router)
+    app.include_router(delegations.router)
     app.include_router(audit.router)
     app.include_router(checkpoints.router)
     app.include_router(audit_export.router)

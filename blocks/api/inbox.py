@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated
 
@@ -12,9 +13,9 @@ from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from blocks.api.deps import CanDecide, TemporalClient
+from blocks.api.deps import CanDecide, DbSession, TemporalClient
 from blocks.core import search_attributes as sa
-from blocks.core.context import OrgContext
+from blocks.models.delegations import active_delegators
 from blocks.workflows.sdk import STATUS_QUERY
 from blocks.workflows.types import RunView
 
@@ -39,15 +40,22 @@ class InboxOut(BaseModel):
     items: list[InboxItem]
 
 
-def _my_labels(ctx: OrgContext) -> list[str]:
-    return [f"user:{ctx.user_id}", *(f"role:{role.value}" for role in ctx.roles)]
+def _labels(user_id: str, roles: Iterable[str]) -> list[str]:
+    return [f"user:{user_id}", *(f"role:{role}" for role in roles)]
 
 
 @router.get("/inbox", response_model=InboxOut)
 async def inbox(
-    ctx: CanDecide, client: TemporalClient, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    ctx: CanDecide,
+    client: TemporalClient,
+    session: DbSession,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> InboxOut:
-    labels = _my_labels(ctx)
+    # The caller's own seats, then those of members who delegated to them right now.
+    people = [(str(ctx.user_id), [r.value for r in ctx.roles])] + [
+        (d.user_id, list(d.roles)) for d in await active_delegators(ctx, session)
+    ]
+    labels = list(dict.fromkeys(label for p in people for label in _labels(*p)))
     # Both values come from the resolved context (a UUID and role names), never from the caller.
     wanted = ", ".join(f'"{label}"' for label in labels)
     query = (
@@ -62,8 +70,14 @@ async def inbox(
         if view is None or view.requested_by == str(ctx.user_id):
             continue  # closed meanwhile, or the caller's own request (they may not approve it)
         for step in view.steps:
-            mine = any(label in step.approvers for label in labels)
-            if step.state == "pending" and mine and str(ctx.user_id) not in step.deciders:
+            seats = [
+                user
+                for user, roles in people
+                if user != view.requested_by
+                and user not in step.deciders
+                and any(label in step.approvers for label in _labels(user, roles))
+            ]
+            if step.state == "pending" and seats:
                 items.append(
                     InboxItem(
                         run_id=uuid.UUID(workflow_id.removeprefix("run-")),

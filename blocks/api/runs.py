@@ -40,11 +40,18 @@ from blocks.api.schemas import (
     StepOut,
 )
 from blocks.core import search_attributes as sa
-from blocks.core.approvals import Decision, DecisionRequest, DecisionResult, RefusalReason
+from blocks.core.approvals import (
+    Decision,
+    DecisionRequest,
+    DecisionResult,
+    Delegator,
+    RefusalReason,
+)
 from blocks.core.audit import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.infra.temporal import describe_execution
 from blocks.models.audit import append_events
+from blocks.models.delegations import active_delegators
 from blocks.models.runs import Run, StartState, create_run, get_run, set_start_state
 from blocks.workflows.registry import REGISTRY
 from blocks.workflows.sdk import DECIDE_UPDATE, STATUS_QUERY
@@ -220,8 +227,11 @@ async def decide_step(
         raise forbidden("only a member can decide a step")
     decision = Decision(body.decision)
     handle = client.get_workflow_handle(run.workflow_id)
+    delegators = tuple(await active_delegators(ctx, session))
     try:
-        result = await _submit_decision(handle, ctx, step_id, decision, body.comment, body.form)
+        result = await _submit_decision(
+            handle, ctx, step_id, decision, body.comment, body.form, delegators
+        )
     except _Refused as refused:
         if refused.reason is RefusalReason.STEP_NOT_FOUND:
             raise not_found("step") from None
@@ -282,6 +292,7 @@ async def _submit_decision(
     decision: Decision,
     comment: str | None,
     form: dict[str, Any] | None,
+    delegators: tuple[Delegator, ...],
 ) -> DecisionResult:
     request = DecisionRequest(
         step_id=step_id,
@@ -291,6 +302,7 @@ async def _submit_decision(
         comment=comment,
         channel="api",
         form=form,
+        delegators=delegators,
     )
     try:
         # One Update id per person and step: a retried request is the same decision, recorded once.

@@ -67,13 +67,14 @@ class OnBreach:
 
 @dataclass(frozen=True)
 class CastVote:
-    user_id: str
+    user_id: str  # whose seat: the approver, or the delegator a delegate acted for
     roles: tuple[str, ...]
     decision: Decision
     at: datetime
     channel: str
     comment: str | None = None
     form: dict[str, Any] | None = None
+    by_delegate: str | None = None
 
 
 @dataclass
@@ -108,6 +109,14 @@ class ApprovalStep:
 
 
 @dataclass(frozen=True)
+class Delegator:
+    """A member whose approvals the actor may give now, by an active delegation."""
+
+    user_id: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DecisionRequest:
     """What an approver submits, with the identity the API resolved (never what the client says)."""
 
@@ -118,6 +127,7 @@ class DecisionRequest:
     comment: str | None = None
     channel: str = "api"
     form: dict[str, Any] | None = None
+    delegators: tuple[Delegator, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,16 +138,27 @@ class DecisionResult:
     decided_by: str
 
 
-def refusal_for(
+@dataclass(frozen=True)
+class Acting:
+    """Whose seat a decision fills: the actor's own, or (by delegation) a delegator's."""
+
+    user_id: str
+    roles: tuple[str, ...]
+    on_behalf_of: str | None = None
+
+
+def resolve_decider(
     step: ApprovalStep | None,
     request: DecisionRequest,
     *,
     approved_earlier: frozenset[str] = frozenset(),
-) -> RefusalReason | None:
-    """The single eligibility check: None when the decision may be recorded.
+) -> Acting | RefusalReason:
+    """The single eligibility check, shared by every channel: whose decision this is, or why not.
 
-    `approved_earlier` holds who approved an earlier step of the same run: one person may not
-    approve twice in one chain.
+    The actor decides in their own name when the policy names them; otherwise in the name of the
+    first person who delegated to them and is eligible. `approved_earlier` holds who approved an
+    earlier step of the same run: one person may not approve twice in one chain, in person or
+    through a delegate. The run's requester can approve neither in person nor as a delegate.
     """
     if step is None:
         return RefusalReason.STEP_NOT_FOUND
@@ -145,10 +166,33 @@ def refusal_for(
         return RefusalReason.STEP_CLOSED
     if step.requester_id is not None and step.requester_id == request.actor_user_id:
         return RefusalReason.SELF_APPROVAL
-    if not step.policy.eligible(request.actor_user_id, request.actor_roles):
+    candidates = [Acting(request.actor_user_id, request.actor_roles)] + [
+        Acting(d.user_id, d.roles, on_behalf_of=d.user_id)
+        for d in request.delegators
+        if d.user_id != step.requester_id
+    ]
+    eligible = [c for c in candidates if step.policy.eligible(c.user_id, c.roles)]
+    if not eligible:
         return RefusalReason.NOT_AN_APPROVER
-    if request.actor_user_id in step.deciders:
+    open_seats = [c for c in eligible if c.user_id not in step.deciders]
+    if not open_seats:
         return RefusalReason.ALREADY_VOTED
-    if request.decision is Decision.APPROVE and request.actor_user_id in approved_earlier:
-        return RefusalReason.APPROVED_EARLIER_IN_CHAIN
-    return None
+    if request.decision is Decision.APPROVE:
+        if request.actor_user_id in approved_earlier:
+            return RefusalReason.APPROVED_EARLIER_IN_CHAIN
+        allowed = [c for c in open_seats if c.user_id not in approved_earlier]
+        if not allowed:
+            return RefusalReason.APPROVED_EARLIER_IN_CHAIN
+        return allowed[0]
+    return open_seats[0]
+
+
+def refusal_for(
+    step: ApprovalStep | None,
+    request: DecisionRequest,
+    *,
+    approved_earlier: frozenset[str] = frozenset(),
+) -> RefusalReason | None:
+    """None when the decision may be recorded (see `resolve_decider`)."""
+    resolved = resolve_decider(step, request, approved_earlier=approved_earlier)
+    return resolved if isinstance(resolved, RefusalReason) else None

@@ -31,6 +31,7 @@ from blocks.core.approvals import (
     RefusalReason,
     StepState,
     refusal_for,
+    resolve_decider,
 )
 from blocks.core.audit import ActorType, AuditBatch, AuditRecord, Outcome
 from blocks.core.business_hours import BusinessCalendar
@@ -69,20 +70,25 @@ class BlocksWorkflow:
     @workflow.update(name=DECIDE_UPDATE)
     async def decide(self, request: DecisionRequest) -> DecisionResult:
         step = self._steps[request.step_id]
+        acting = resolve_decider(step, request, approved_earlier=frozenset(self._approved_in_chain))
+        if isinstance(acting, RefusalReason):  # the validator ran the same check; cannot happen
+            raise ApplicationError(f"decision refused: {acting.value}", type=acting.value)
         vote = CastVote(
-            user_id=request.actor_user_id,
-            roles=request.actor_roles,
+            user_id=acting.user_id,
+            roles=acting.roles,
             decision=request.decision,
             at=workflow.now(),
             channel=request.channel,
             comment=request.comment,
             form=request.form,
+            by_delegate=request.actor_user_id if acting.on_behalf_of else None,
         )
         step.record(vote)
         if request.decision is Decision.APPROVE:
-            self._approved_in_chain.add(request.actor_user_id)
+            # Both count as having approved in this chain: the seat's owner and whoever acted.
+            self._approved_in_chain.update({acting.user_id, request.actor_user_id})
         self._audit(
-            f"step:{step.step_id}:vote:{request.actor_user_id}",
+            f"step:{step.step_id}:vote:{acting.user_id}",
             "step.decided",
             actor_type=ActorType.USER,
             actor_id=request.actor_user_id,
@@ -90,6 +96,7 @@ class BlocksWorkflow:
             data={
                 "at": vote.at.isoformat(),
                 "decision": request.decision.value,
+                "on_behalf_of": acting.on_behalf_of,
                 "comment": request.comment,
                 "form": request.form,
                 "channel": request.channel,

@@ -273,3 +273,110 @@ async def test_inbox_lists_what_each_person_may_decide_now(
 
         assert await _inbox(http, other, "approver") == []
         assert (await http.get("/v1/inbox", headers=org["auditor"].headers)).status_code == 403
+
+
+async def _expense(http: httpx.AsyncClient, org: Org) -> str:
+    response = await http.post(
+        "/v1/runs",
+        json={
+            "workflow": "expense_approval",
+            "input": {"amount": "5", "currency": "EUR", "description": "x"},
+        },
+        headers=org["operator"].headers,
+    )
+    run_id: str = response.json()["id"]
+    await wait_for_status(
+        http, run_id, org["operator"].headers, status="running", stage="awaiting_approval"
+    )
+    return run_id
+
+
+async def test_a_delegate_decides_for_the_delegator_until_revoked(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    org, other = await make_org(engine), await make_org(engine)
+    async with stack.http() as http:
+        run_id = await _expense(http, org)
+        # The owner may decide steps in general but is not an approver of this one.
+        assert (await _decide(http, org, run_id, "approve", "owner")).status_code == 403
+
+        bad = [
+            (
+                {
+                    "delegate_user_id": str(org["approver"].user_id),
+                    "ends_at": "2099-01-01T00:00:00Z",
+                },
+                422,
+            ),
+            (
+                {"delegate_user_id": str(org["owner"].user_id), "ends_at": "2001-01-01T00:00:00Z"},
+                422,
+            ),
+            (
+                {"delegate_user_id": str(org["owner"].user_id), "ends_at": "2099-01-01T00:00:00"},
+                422,
+            ),
+            (
+                {
+                    "delegate_user_id": str(other["owner"].user_id),
+                    "ends_at": "2099-01-01T00:00:00Z",
+                },
+                404,
+            ),
+            (
+                {
+                    "delegate_user_id": str(org["owner"].user_id),
+                    "ends_at": "2099-01-01T00:00:00Z",
+                    "x": 1,
+                },
+                422,
+            ),
+        ]
+        for body, status in bad:
+            response = await http.post(
+                "/v1/delegations", json=body, headers=org["approver"].headers
+            )
+            assert response.status_code == status, (body, response.text)
+
+        made = await http.post(
+            "/v1/delegations",
+            json={"delegate_user_id": str(org["owner"].user_id), "ends_at": "2099-01-01T00:00:00Z"},
+            headers=org["approver"].headers,
+        )
+        assert made.status_code == 201, made.text
+        delegation_id = made.json()["id"]
+
+        async def owner_sees_it() -> bool:
+            return (run_id, "approve") in await _inbox(http, org, "owner")
+
+        await _eventually(owner_sees_it)
+        decided = await _decide(
+            http, org, run_id, "approve", "owner", comment="covering for approver"
+        )
+        assert decided.status_code == 200, decided.text
+        await wait_for_status(http, run_id, org["operator"].headers, status="completed")
+        vote = next(e for e in await _events(http, org, run_id) if e["action"] == "step.decided")
+        assert vote["actor_id"] == str(org["owner"].user_id)
+        assert vote["data"]["on_behalf_of"] == str(org["approver"].user_id)
+
+        # Only the delegator revokes; then the delegate is back to being no approver.
+        assert (
+            await http.delete(f"/v1/delegations/{delegation_id}", headers=org["owner"].headers)
+        ).status_code == 404
+        revoked = await http.delete(
+            f"/v1/delegations/{delegation_id}", headers=org["approver"].headers
+        )
+        assert revoked.status_code == 200
+        assert revoked.json()["revoked_at"] is not None
+        second = await _expense(http, org)
+        assert (await _decide(http, org, second, "approve", "owner")).status_code == 403
+
+    actions = [e["action"] for e in await _all_events(stack, org)]
+    assert actions.count("delegation.created") == 1
+    assert actions.count("delegation.revoked") == 1
+
+
+async def _all_events(stack: Stack, org: Org) -> list[dict[str, Any]]:
+    async with stack.http() as http:
+        response = await http.get("/v1/audit-events?limit=1000", headers=org["auditor"].headers)
+        return response.json()["events"]  # type: ignore[no-any-return]

@@ -12,7 +12,7 @@ from blocks.infra.db import bind_org, session_factory
 from tests.support import EXPENSE, Stack, make_org, wait_for_status
 
 # Every path parameter a route may take, with how to fill it from organization A's data.
-_PARAM_SOURCES = {"run_id", "step_id", "user_id"}
+_PARAM_SOURCES = {"run_id", "step_id", "user_id", "delegation_id"}
 # A body that would be valid for each state-changing route, so only the tenant check can refuse.
 _BODIES = {
     "/v1/runs/{run_id}/steps/{step_id}/decisions": {"decision": "approve"},
@@ -53,11 +53,24 @@ async def test_every_id_route_is_404_for_another_organization(
         await wait_for_status(
             http, run_id, org_a["operator"].headers, status="running", stage="awaiting_approval"
         )
+        delegated = await http.post(
+            "/v1/delegations",
+            json={
+                "delegate_user_id": str(org_a["approver2"].user_id),
+                "ends_at": "2099-01-01T00:00:00Z",
+            },
+            headers=org_a["approver"].headers,
+        )
+        assert delegated.status_code == 201, delegated.text
+        delegation_id = delegated.json()["id"]
         secrets_of_a = [str(m.user_id) for m in org_a.members.values()] + ["Team lunch", org_a.slug]
 
         for method, template in routes:
             path = template.format(
-                run_id=run_id, step_id="approve", user_id=org_a["operator"].user_id
+                run_id=run_id,
+                step_id="approve",
+                user_id=org_a["operator"].user_id,
+                delegation_id=delegation_id,
             )
             # B's owner holds every permission and B's approver may decide: only tenancy refuses.
             members = _MEMBERS.get(template) or (
