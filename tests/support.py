@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from blocks.activities.notifications import NoticeSender
 from blocks.api.app import create_app
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
@@ -118,6 +119,7 @@ async def running_stack(
     database_url: str,
     task_queue: str,
     with_worker: bool = True,
+    notice_senders: Sequence[NoticeSender] = (),
 ) -> AsyncIterator[Stack]:
     """The real API on a loopback port (uvicorn) and, optionally, an in-process worker."""
     settings = Settings(
@@ -141,7 +143,13 @@ async def running_stack(
             server_task.result()
         await asyncio.sleep(0.02)
     worker = (
-        build_worker(temporal, engine, task_queue=task_queue, signer=parse_signing_key(SIGNING_KEY))
+        build_worker(
+            temporal,
+            engine,
+            task_queue=task_queue,
+            signer=parse_signing_key(SIGNING_KEY),
+            notice_senders=notice_senders,
+        )
         if with_worker
         else None
     )

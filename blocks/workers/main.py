@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -9,6 +11,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from blocks.activities.audit import AuditActivities
 from blocks.activities.checkpoints import CheckpointActivities
+from blocks.activities.notifications import NoticeSender, NotificationActivities
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.settings import Settings
 from blocks.infra.signing import CheckpointSigner, load_signer
@@ -27,17 +30,23 @@ SANDBOX = SandboxedWorkflowRunner(
 
 
 def build_worker(
-    client: Client, engine: AsyncEngine, *, task_queue: str, signer: CheckpointSigner
+    client: Client,
+    engine: AsyncEngine,
+    *,
+    task_queue: str,
+    signer: CheckpointSigner,
+    notice_senders: Sequence[NoticeSender] = (),
 ) -> Worker:
     sessions = session_factory(engine)
     audit = AuditActivities(sessions)
     checkpoints = CheckpointActivities(sessions, signer)
+    notifications = NotificationActivities(notice_senders)
     return Worker(
         client,
         task_queue=task_queue,
         # Workflows organizations start by name, plus the system ones they cannot start.
         workflows=[*(entry.workflow for entry in REGISTRY.values()), AuditCheckpointWorkflow],
-        activities=[audit.record, checkpoints.checkpoint_all],
+        activities=[audit.record, checkpoints.checkpoint_all, notifications.notify_step],
         workflow_runner=SANDBOX,
     )
 

@@ -36,10 +36,12 @@ from blocks.core.approvals import (
 from blocks.core.audit import ActorType, AuditBatch, AuditRecord, Outcome
 from blocks.core.business_hours import BusinessCalendar
 from blocks.core.ids import workflow_event_id
+from blocks.core.notifications import NoticeKind, StepNotice
 from blocks.workflows.types import RunInput, RunOutcome, RunView, StepView
 
 with workflow.unsafe.imports_passed_through():
     from blocks.activities.audit import AuditActivities
+    from blocks.activities.notifications import NotificationActivities
 
 DECIDE_UPDATE = "blocks.decide"
 STATUS_QUERY = "blocks.status"
@@ -49,6 +51,13 @@ _AUDIT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
 )
 _MAX_REMINDERS = 100
+_NOTIFY_TIMEOUT = timedelta(seconds=30)
+# Delivery is retried for a while, then given up: an unreachable chat service must not hold a run.
+_NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=10,
+)
 
 
 class BlocksWorkflow:
@@ -64,6 +73,7 @@ class BlocksWorkflow:
         self._status = "running"
         self._pending_audit: list[AuditRecord] = []
         self._pending_attributes: dict[str, SearchAttributeUpdate[Any]] = {}
+        self._pending_notices: list[StepNotice] = []
 
     # --- decisions -------------------------------------------------------------------------
 
@@ -205,6 +215,7 @@ class BlocksWorkflow:
                 "business_hours": calendar is not None,
             },
         )
+        self._notify(step, NoticeKind.OPENED)
         await self._wait_for_decision(step, remind_every, escalation, on_breach or OnBreach())
         self._status = "running"
         self._set_attributes(
@@ -282,6 +293,7 @@ class BlocksWorkflow:
 
     def _remind(self, step: ApprovalStep) -> None:
         step.reminders_sent += 1
+        self._notify(step, NoticeKind.REMINDER, str(step.reminders_sent))
         self._audit(
             f"step:{step.step_id}:reminded:{step.reminders_sent}",
             "step.reminded",
@@ -305,6 +317,7 @@ class BlocksWorkflow:
             step.policy = step.policy.widened(users=escalation.users, roles=escalation.roles)
         step.escalated = True
         self._show_pending(step)
+        self._notify(step, NoticeKind.ESCALATED)
         self._audit(
             f"step:{step.step_id}:escalated",
             "step.escalated",
@@ -404,6 +417,26 @@ class BlocksWorkflow:
             )
         )
 
+    def _notify(self, step: ApprovalStep, kind: NoticeKind, occasion: str = "") -> None:
+        """Queue a notice to the step's approvers; it is sent at the next flush."""
+        self._pending_notices.append(
+            StepNotice(
+                org_id=self.run_input.org_id,
+                run_id=self.run_input.run_id,
+                workflow_name=self.run_input.workflow_name,
+                step_id=step.step_id,
+                title=step.title,
+                kind=kind,
+                approvers=step.policy.labels(),
+                deadline=step.deadline,
+                notice_id=str(
+                    workflow_event_id(
+                        workflow.info().workflow_id, f"notice:{step.step_id}:{kind}:{occasion}"
+                    )
+                ),
+            )
+        )
+
     def _set_attributes(self, *updates: SearchAttributeUpdate[Any]) -> None:
         """Queue search attribute changes; the last value of each key is sent at the next flush."""
         for update in updates:
@@ -418,6 +451,15 @@ class BlocksWorkflow:
         if self._pending_attributes:
             workflow.upsert_search_attributes(list(self._pending_attributes.values()))
             self._pending_attributes = {}
+        for notice in self._pending_notices:
+            # Started, not awaited: the step waits for decisions, not for chat delivery.
+            workflow.start_activity_method(
+                NotificationActivities.notify_step,
+                notice,
+                start_to_close_timeout=_NOTIFY_TIMEOUT,
+                retry_policy=_NOTIFY_RETRY,
+            )
+        self._pending_notices = []
         if not self._pending_audit:
             return
         batch, self._pending_audit = self._pending_audit, []
