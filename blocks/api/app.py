@@ -12,6 +12,7 @@ from temporalio.client import Client
 from blocks import __version__
 from blocks.api import audit, audit_export, checkpoints, delegations, health, inbox, privacy, runs
 from blocks.api.errors import install_error_handlers
+from blocks.api.sla_reports import router as sla_reports_router
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.field_crypto import install_master_keys, load_master_keys
 from blocks.infra.settings import Settings
@@ -52,4 +53,5 @@ def create_app(
     app.include_router(checkpoints.router)
     app.include_router(audit_export.router)
     app.include_router(privacy.router)
+    app.include_router(sla_reports_router)
     return app
