@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from blocks.workflows.contract import ContractRequest, ContractReview
 from blocks.workflows.expense import ExpenseApproval, ExpenseRequest
 from blocks.workflows.purchase import PurchaseApproval, PurchaseRequest
 from blocks.workflows.sdk import BlocksWorkflow
@@ -37,6 +38,12 @@ REGISTRY: dict[str, RegisteredWorkflow] = {
                 " 4 h before the SLA, rejection at breach), then the director signs off with a"
                 " budget code."
             ),
+        ),
+        RegisteredWorkflow(
+            name="contract_review",
+            workflow=ContractReview,
+            params_model=ContractRequest,
+            description="Legal and security review a contract in parallel; both must approve.",
         ),
     )
 }

@@ -200,8 +200,7 @@ class BlocksWorkflow:
         self._steps[step_id] = step
         if form is not None:
             self._forms[step_id] = form
-        self._status = "awaiting_approval"
-        self._show_pending(step)
+        self._show_pending()
         self._audit(
             f"step:{step_id}:opened",
             "step.opened",
@@ -217,12 +216,7 @@ class BlocksWorkflow:
         )
         self._notify(step, NoticeKind.OPENED)
         await self._wait_for_decision(step, remind_every, escalation, on_breach or OnBreach())
-        self._status = "running"
-        self._set_attributes(
-            sa.STATUS.value_set(self._status),
-            sa.PENDING_APPROVERS.value_unset(),
-            sa.SLA_DEADLINE.value_unset(),
-        )
+        self._show_pending()
         return step
 
     async def finish(self, status: str, **detail: object) -> RunOutcome:
@@ -316,7 +310,7 @@ class BlocksWorkflow:
         else:
             step.policy = step.policy.widened(users=escalation.users, roles=escalation.roles)
         step.escalated = True
-        self._show_pending(step)
+        self._show_pending()
         self._notify(step, NoticeKind.ESCALATED)
         self._audit(
             f"step:{step.step_id}:escalated",
@@ -355,7 +349,7 @@ class BlocksWorkflow:
             step.policy = step.policy.widened(users=on_breach.users, roles=on_breach.roles)
             step.deadline = now + on_breach.extend
             step.escalated = True
-            self._show_pending(step)
+            self._show_pending()
             return now + remind_every if remind_every else None
         step.state = StepState.REJECTED if action is BreachAction.REJECT else StepState.EXPIRED
         step.decided_at = now
@@ -373,12 +367,20 @@ class BlocksWorkflow:
             )
         return None
 
-    def _show_pending(self, step: ApprovalStep) -> None:
+    def _show_pending(self) -> None:
+        """Status, pending approvers and nearest deadline over every open step (steps may run
+        in parallel), as the search attributes operators filter on."""
+        pending = [s for s in self._steps.values() if s.state is StepState.PENDING]
+        self._status = "awaiting_approval" if pending else "running"
+        labels = list(dict.fromkeys(label for s in pending for label in s.policy.labels()))
+        deadlines = [s.deadline for s in pending if s.deadline is not None]
         self._set_attributes(
             sa.STATUS.value_set(self._status),
-            sa.PENDING_APPROVERS.value_set(step.policy.labels()),
-            sa.SLA_DEADLINE.value_set(step.deadline)
-            if step.deadline is not None
+            sa.PENDING_APPROVERS.value_set(labels)
+            if labels
+            else sa.PENDING_APPROVERS.value_unset(),
+            sa.SLA_DEADLINE.value_set(min(deadlines))
+            if deadlines
             else sa.SLA_DEADLINE.value_unset(),
         )
 

@@ -380,3 +380,44 @@ async def _all_events(stack: Stack, org: Org) -> list[dict[str, Any]]:
     async with stack.http() as http:
         response = await http.get("/v1/audit-events?limit=1000", headers=org["auditor"].headers)
         return response.json()["events"]  # type: ignore[no-any-return]
+
+
+async def test_parallel_steps_wait_together_and_both_must_approve(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    org = await make_org(engine)
+    async with stack.http() as http:
+        started = await http.post(
+            "/v1/runs",
+            json={
+                "workflow": "contract_review",
+                "input": {
+                    "counterparty": "Acme",
+                    "legal": [str(org["admin"].user_id)],
+                    "security": [str(org["approver"].user_id)],
+                },
+            },
+            headers=org["operator"].headers,
+        )
+        assert started.status_code == 201, started.text
+        run_id = started.json()["id"]
+        for _ in range(100):
+            body = (await http.get(f"/v1/runs/{run_id}", headers=org["operator"].headers)).json()
+            if len(body["pending_steps"]) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert {s["step_id"] for s in body["pending_steps"]} == {"legal", "security"}
+
+        async def both_inboxes() -> bool:
+            return await _inbox(http, org, "admin") == [(run_id, "legal")] and await _inbox(
+                http, org, "approver"
+            ) == [(run_id, "security")]
+
+        await _eventually(both_inboxes)  # the pending-approvers attribute holds both steps' people
+
+        assert (await _decide(http, org, run_id, "security", "approver")).status_code == 200
+        body = (await http.get(f"/v1/runs/{run_id}", headers=org["operator"].headers)).json()
+        assert body["status"] == "running"
+        assert (await _decide(http, org, run_id, "legal", "admin")).status_code == 200
+        done = await wait_for_status(http, run_id, org["operator"].headers, status="completed")
+        assert done["result"] == {"status": "approved", "legal": "approved", "security": "approved"}
