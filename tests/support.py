@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import uvicorn
@@ -120,8 +121,11 @@ async def running_stack(
     task_queue: str,
     with_worker: bool = True,
     notice_senders: Sequence[NoticeSender] = (),
+    extra_settings: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
-    """The real API on a loopback port (uvicorn) and, optionally, an in-process worker."""
+    """The real API on a loopback port (uvicorn) and, optionally, an in-process worker.
+
+    `extra_settings` are further Settings fields (e.g. `slack_signing_secret`)."""
     settings = Settings(
         env="test",
         database_url=database_url,
@@ -131,6 +135,7 @@ async def running_stack(
         payload_keys=PAYLOAD_KEYS,
         audit_signing_key=SIGNING_KEY,
         master_keys=MASTER_KEYS,
+        **(extra_settings or {}),
     )
     app = create_app(settings, engine=engine, temporal=temporal)
     port = free_port()

@@ -10,9 +10,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from blocks import __version__
-from blocks.api import audit, audit_export, checkpoints, delegations, health, inbox, privacy, runs
+from blocks.api import (
+    audit,
+    audit_export,
+    checkpoints,
+    decision_links,
+    delegations,
+    health,
+    inbox,
+    privacy,
+    runs,
+)
 from blocks.api.errors import install_error_handlers
 from blocks.api.sla_reports import router as sla_reports_router
+from blocks.api.slack import router as slack_router
+from blocks.api.slack_interactions import router as slack_interactions_router
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.field_crypto import install_master_keys, load_master_keys
 from blocks.infra.settings import Settings
@@ -49,9 +61,12 @@ def create_app(
     app.include_router(runs.router)
     app.include_router(inbox.router)
     app.include_router(delegations.router)
+    app.include_router(decision_links.router)
     app.include_router(audit.router)
     app.include_router(checkpoints.router)
     app.include_router(audit_export.router)
     app.include_router(privacy.router)
     app.include_router(sla_reports_router)
+    app.include_router(slack_router)
+    app.include_router(slack_interactions_router)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
@@ -11,22 +11,16 @@ from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import (
     WorkflowExecutionStatus as Status,
 )
-from temporalio.client import (
-    WorkflowHandle,
-    WorkflowUpdateFailedError,
-)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
+from blocks.api.decisions import submit_decision
 from blocks.api.deps import (
     CanDecide,
     CanReadRuns,
     CanStartRuns,
     DbSession,
     TemporalClient,
-    forbidden,
-    record_denial,
     request_audit_fields,
 )
 from blocks.api.errors import Problem, not_found, validation_problem
@@ -40,21 +34,14 @@ from blocks.api.schemas import (
     StepOut,
 )
 from blocks.core import search_attributes as sa
-from blocks.core.approvals import (
-    Decision,
-    DecisionRequest,
-    DecisionResult,
-    Delegator,
-    RefusalReason,
-)
+from blocks.core.approvals import Decision
 from blocks.core.audit import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.infra.temporal import describe_execution
 from blocks.models.audit import append_events
-from blocks.models.delegations import active_delegators
 from blocks.models.runs import Run, StartState, create_run, get_run, set_start_state
 from blocks.workflows.registry import REGISTRY
-from blocks.workflows.sdk import DECIDE_UPDATE, STATUS_QUERY
+from blocks.workflows.sdk import STATUS_QUERY
 from blocks.workflows.types import RunInput, RunOutcome, RunView
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -222,104 +209,18 @@ async def decide_step(
     session: DbSession,
     client: TemporalClient,
 ) -> DecisionOut:
-    run = await _run_or_404(ctx, session, run_id)
-    if ctx.user_id is None:
-        raise forbidden("only a member can decide a step")
-    decision = Decision(body.decision)
-    handle = client.get_workflow_handle(run.workflow_id)
-    delegators = tuple(await active_delegators(ctx, session))
-    try:
-        result = await _submit_decision(
-            handle, ctx, step_id, decision, body.comment, body.form, delegators
-        )
-    except _Refused as refused:
-        if refused.reason is RefusalReason.STEP_NOT_FOUND:
-            raise not_found("step") from None
-        if refused.reason is RefusalReason.FORM_INVALID:
-            raise Problem(
-                422,
-                "Invalid Request",
-                "the decision form is invalid",
-                code="form_invalid",
-                errors=[
-                    {"field": f"form.{e['field']}", "reason": e["reason"]} for e in refused.details
-                ],
-            ) from None
-        if refused.reason is RefusalReason.ALREADY_VOTED:
-            raise Problem(
-                409, "Conflict", "you have already decided on this step", code="already_decided"
-            ) from None
-        if refused.reason is RefusalReason.STEP_CLOSED:
-            raise Problem(
-                409, "Conflict", "the step is already closed", code="step_closed"
-            ) from None
-        await record_denial(request, ctx, f"decision refused: {refused.reason.value}")
-        detail = {
-            RefusalReason.SELF_APPROVAL: "the run's requester cannot approve their own request",
-            RefusalReason.NOT_AN_APPROVER: "you are not an approver of this step",
-            RefusalReason.APPROVED_EARLIER_IN_CHAIN: (
-                "you approved an earlier step of this run; one person cannot approve twice"
-            ),
-        }[refused.reason]
-        raise forbidden(detail) from None
-    if result.decision is not decision:
-        # Same person, same step, other answer: the first decision stands (the Update id dedupes).
-        raise Problem(
-            409,
-            "Conflict",
-            f"you already decided {result.decision.value} on this step",
-            code="already_decided",
-        )
-    return DecisionOut(
-        run_id=run.id,
-        step_id=result.step_id,
-        state=result.state.value,
-        decision=result.decision.value,
-        decided_by=result.decided_by,
-    )
-
-
-class _Refused(Exception):
-    def __init__(self, reason: RefusalReason, details: list[dict[str, str]] | None = None) -> None:
-        self.reason = reason
-        self.details = details or []
-
-
-async def _submit_decision(
-    handle: WorkflowHandle[object, object],
-    ctx: OrgContext,
-    step_id: str,
-    decision: Decision,
-    comment: str | None,
-    form: dict[str, Any] | None,
-    delegators: tuple[Delegator, ...],
-) -> DecisionResult:
-    request = DecisionRequest(
-        step_id=step_id,
-        actor_user_id=str(ctx.user_id),
-        actor_roles=tuple(role.value for role in ctx.roles),
-        decision=decision,
-        comment=comment,
+    return await submit_decision(
+        request,
+        ctx,
+        session,
+        client,
+        run_id,
+        step_id,
+        Decision(body.decision),
         channel="api",
-        form=form,
-        delegators=delegators,
+        comment=body.comment,
+        form=body.form,
     )
-    try:
-        # One Update id per person and step: a retried request is the same decision, recorded once.
-        return await handle.execute_update(
-            DECIDE_UPDATE, request, id=f"decide:{step_id}:{ctx.user_id}", result_type=DecisionResult
-        )
-    except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type in RefusalReason._value2member_map_:
-            details = list(cause.details[0]) if cause.details else []
-            raise _Refused(RefusalReason(cause.type), details) from err
-        raise
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            # The workflow has already closed: every step of it is closed too.
-            raise _Refused(RefusalReason.STEP_CLOSED) from err
-        raise
 
 
 async def _run_or_404(ctx: OrgContext, session: DbSession, run_id: uuid.UUID) -> Run:

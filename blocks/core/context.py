@@ -17,6 +17,8 @@ OrgId = NewType("OrgId", uuid.UUID)
 class AuthMethod(StrEnum):
     API_KEY = "api_key"
     SESSION = "session"
+    SLACK = "slack"  # a signed Slack interaction from a Slack user linked to the member
+    LINK = "link"  # a single-use decision link sent to the member by email
     WORKFLOW = "workflow"
     SYSTEM = "system"
 

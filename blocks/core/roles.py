@@ -24,6 +24,8 @@ class Permission(StrEnum):
     API_KEY_MANAGE = "api_key:manage"
     # Destroys a member's audit data key: irreversible, so owners and admins only (they hold all).
     PRIVACY_ERASE = "privacy:erase"
+    # Connects chat workspaces and maps their users to members: owners and admins (they hold all).
+    INTEGRATION_MANAGE = "integration:manage"
 
 
 _ALL = frozenset(Permission)

@@ -68,6 +68,30 @@ class MasterKeys:
         key = cipher.decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], aad)
         return DataKey(key_id, AESGCM(key))
 
+    def seal_secret(self, binding: str, secret: str) -> tuple[str, bytes]:
+        """(master key id, nonce + ciphertext) of a stored credential, such as a chat bot token.
+
+        `binding` names what the secret belongs to (its kind and owner); it is associated data,
+        so a sealed secret copied to another row or purpose does not open.
+        """
+        nonce = os.urandom(_NONCE_BYTES)
+        aad = _secret_aad(self.active_id, binding)
+        return self.active_id, nonce + self.ciphers[self.active_id].encrypt(
+            nonce, secret.encode(), aad
+        )
+
+    def open_secret(self, master_key_id: str, binding: str, sealed: bytes) -> str:
+        """The plaintext of `seal_secret`'s output; raises InvalidTag if it was moved or altered."""
+        cipher = self.ciphers.get(master_key_id)
+        if cipher is None:
+            raise MasterKeyError(f"a secret is sealed by unknown master key {master_key_id!r}")
+        aad = _secret_aad(master_key_id, binding)
+        return cipher.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad).decode()
+
+
+def _secret_aad(master_key_id: str, binding: str) -> bytes:
+    return f"blocks.secret.v1|{master_key_id}|{binding}".encode()
+
 
 def _wrap_aad(
     master_key_id: str, org_id: uuid.UUID, user_id: uuid.UUID, key_id: uuid.UUID

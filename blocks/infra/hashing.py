@@ -18,11 +18,16 @@ class IssuedKey:
 
 
 def issue_api_key() -> IssuedKey:
+    return issue_token(KEY_PREFIX)
+
+
+def issue_token(prefix: str) -> IssuedKey:
+    """`<prefix>_<lookup>_<secret>`: the lookup finds the row, the secret is stored hashed."""
     # 256 random bits: a fast hash is safe for secrets of this strength (unlike passwords).
     lookup = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     return IssuedKey(
-        lookup=lookup, secret_hash=hash_secret(secret), plaintext=f"{KEY_PREFIX}_{lookup}_{secret}"
+        lookup=lookup, secret_hash=hash_secret(secret), plaintext=f"{prefix}_{lookup}_{secret}"
     )
 
 
@@ -31,8 +36,12 @@ def hash_secret(secret: str) -> str:
 
 
 def split_api_key(token: str) -> tuple[str, str] | None:
+    return split_token(token, KEY_PREFIX)
+
+
+def split_token(token: str, prefix: str) -> tuple[str, str] | None:
     parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+    if len(parts) != 3 or parts[0] != prefix or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
 

@@ -49,12 +49,28 @@ class Settings(BaseSettings):
     # `key-id:base64(32 bytes)`, comma-separated; the first encrypts, all decrypt (rotation).
     # Unset in dev and test: a key is generated once and kept in the data dir (mode 0600).
     payload_keys: SecretStr | None = None
+
+    # Email (decision links to approvers). Unset host: no email is sent.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_from: str = "Blocks <blocks@localhost>"
+    # Where people reach the API, for links in emails.
+    public_url: str = "http://127.0.0.1:8000"
+    decision_link_hours: int = Field(default=72, ge=1, le=24 * 30)
     # `key-id:base64(32-byte Ed25519 seed)`: signs audit checkpoints. Generated in dev and test.
     audit_signing_key: SecretStr | None = None
     audit_checkpoint_minutes: int = Field(default=15, ge=1)
     # `key-id:base64(32 bytes)`, comma-separated, like payload_keys: wrap the per-person keys that
     # encrypt personal fields of audit events. Generated in dev and test (data dir, mode 0600).
     master_keys: SecretStr | None = None
+
+    # The Slack app's signing secret (one app per deployment): verifies interactive-button
+    # requests. Unset: the Slack channel is off (no messages posted, interactions refused).
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
 
     @model_validator(mode="before")
     @classmethod
@@ -76,6 +92,7 @@ class Settings(BaseSettings):
             "temporal_api_key",
             "audit_signing_key",
             "master_keys",
+            "slack_signing_secret",
         ):
             value = getattr(self, name)
             text = value.get_secret_value() if isinstance(value, SecretStr) else value
@@ -100,6 +117,9 @@ class Settings(BaseSettings):
                 )
             if self.demo_org:
                 raise ValueError("BLOCKS_DEMO_ORG must be false when BLOCKS_ENV=prod")
+            if not self.slack_api_url.startswith("https://"):
+                # Bot tokens travel in its Authorization header.
+                raise ValueError("BLOCKS_SLACK_API_URL must be https:// when BLOCKS_ENV=prod")
         return self
 
     def require_database_url(self) -> str:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import UniqueConstraint
-from sqlmodel import Field, SQLModel, select
+from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext
@@ -29,6 +29,8 @@ class Organization(SQLModel, table=True):
     slug: str = Field(unique=True, max_length=63)
     name: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    # Whether an emailed decision link alone may decide, or the approver must also be signed in.
+    link_only_decisions: bool = False
 
 
 class User(SQLModel, table=True):
@@ -97,3 +99,21 @@ async def get_membership(
         Membership.org_id == ctx.org_id, Membership.user_id == user_id
     )
     return (await session.exec(statement)).first()
+
+
+async def members_matching(
+    ctx: OrgContext, session: AsyncSession, *, user_ids: list[uuid.UUID], roles: list[str]
+) -> list[User]:
+    """Active members named by id or holding one of the roles (who a step's approvers are)."""
+    await bind_org(session, ctx.org_id)
+    statement = (
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(
+            Membership.org_id == ctx.org_id,
+            col(User.deactivated_at).is_(None),
+            col(User.id).in_(user_ids) | col(Membership.roles).overlap(roles),
+        )
+        .order_by(col(User.email))
+    )
+    return list((await session.exec(statement)).all())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
@@ -11,10 +12,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from blocks.activities.audit import AuditActivities
 from blocks.activities.checkpoints import CheckpointActivities
+from blocks.activities.email_notices import EmailNoticeSender
 from blocks.activities.notifications import NoticeSender, NotificationActivities
 from blocks.infra.db import create_engine, session_factory
+from blocks.infra.email import Mailer
 from blocks.infra.settings import Settings
 from blocks.infra.signing import CheckpointSigner, load_signer
+from blocks.infra.slack import SlackSender
 from blocks.infra.temporal import connect
 from blocks.workflows.checkpoints import AuditCheckpointWorkflow
 from blocks.workflows.registry import REGISTRY
@@ -51,12 +55,34 @@ def build_worker(
     )
 
 
+def notice_senders_for(settings: Settings, engine: AsyncEngine) -> list[NoticeSender]:
+    """The notification channels this deployment has configured."""
+    senders: list[NoticeSender] = []
+    # Without the signing secret no click could be verified, so no buttons are posted either.
+    if settings.slack_signing_secret is not None:
+        senders.append(SlackSender(session_factory(engine), api_url=settings.slack_api_url))
+    if settings.smtp_host is not None:
+        senders.append(
+            EmailNoticeSender(
+                session_factory(engine),
+                Mailer(settings),
+                public_url=settings.public_url,
+                link_ttl=timedelta(hours=settings.decision_link_hours),
+            )
+        )
+    return senders
+
+
 async def run_worker(settings: Settings) -> None:
     client = await connect(settings)
     engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
     try:
         worker = build_worker(
-            client, engine, task_queue=settings.task_queue, signer=load_signer(settings)
+            client,
+            engine,
+            task_queue=settings.task_queue,
+            signer=load_signer(settings),
+            notice_senders=notice_senders_for(settings, engine),
         )
         await worker.run()
     finally:

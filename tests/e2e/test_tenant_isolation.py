@@ -12,14 +12,21 @@ from blocks.infra.db import bind_org, session_factory
 from tests.support import EXPENSE, Stack, make_org, wait_for_status
 
 # Every path parameter a route may take, with how to fill it from organization A's data.
-_PARAM_SOURCES = {"run_id", "step_id", "user_id", "delegation_id"}
+_PARAM_SOURCES = {"run_id", "step_id", "user_id", "delegation_id", "slack_user_id"}
+_SLACK_USER = "U0TENANTA"
+_SLACK_USERS = "/v1/integrations/slack/users/{slack_user_id}"
 # A body that would be valid for each state-changing route, so only the tenant check can refuse.
+# "{user_id}" stands for A's member, filled in per test.
 _BODIES = {
     "/v1/runs/{run_id}/steps/{step_id}/decisions": {"decision": "approve"},
     "/v1/members/{user_id}/erase-personal-data": {"confirm": True},
+    _SLACK_USERS: {"user_id": "{user_id}"},
 }
 # B's members that hold the route's permission, where that is not owner (+ approver for POSTs).
-_MEMBERS = {"/v1/members/{user_id}/erase-personal-data": ("owner", "admin")}
+_MEMBERS = {
+    "/v1/members/{user_id}/erase-personal-data": ("owner", "admin"),
+    _SLACK_USERS: ("owner", "admin"),
+}
 
 
 def _id_routes(stack: Stack) -> list[tuple[str, str]]:
@@ -30,6 +37,8 @@ def _id_routes(stack: Stack) -> list[tuple[str, str]]:
         params = set(re.findall(r"{(\w+)}", path))
         if not params:
             continue
+        if params == {"token"}:
+            continue  # a decision link: the token is the credential (tests/e2e/test_decision_links.py)
         unknown = params - _PARAM_SOURCES
         assert not unknown, f"{path} takes {unknown}: teach this test how to fill them"
         routes.extend((method.upper(), path) for method in sorted(operations))
@@ -63,6 +72,12 @@ async def test_every_id_route_is_404_for_another_organization(
         )
         assert delegated.status_code == 201, delegated.text
         delegation_id = delegated.json()["id"]
+        linked = await http.put(
+            f"/v1/integrations/slack/users/{_SLACK_USER}",
+            json={"user_id": str(org_a["approver"].user_id)},
+            headers=org_a["owner"].headers,
+        )
+        assert linked.status_code == 200, linked.text
         secrets_of_a = [str(m.user_id) for m in org_a.members.values()] + ["Team lunch", org_a.slug]
 
         for method, template in routes:
@@ -71,14 +86,19 @@ async def test_every_id_route_is_404_for_another_organization(
                 step_id="approve",
                 user_id=org_a["operator"].user_id,
                 delegation_id=delegation_id,
+                slack_user_id=_SLACK_USER,
             )
+            body = {
+                k: v.format(user_id=org_a["operator"].user_id) if isinstance(v, str) else v
+                for k, v in (_BODIES.get(template) or {}).items()
+            }
             # B's owner holds every permission and B's approver may decide: only tenancy refuses.
             members = _MEMBERS.get(template) or (
                 ("owner", "approver") if method == "POST" else ("owner",)
             )
             for member in members:
                 response = await http.request(
-                    method, path, json=_BODIES.get(template), headers=org_b[member].headers
+                    method, path, json=body or None, headers=org_b[member].headers
                 )
                 assert response.status_code == 404, (
                     f"{method} {path} as B's {member}: {response.text}"

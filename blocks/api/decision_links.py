@@ -1,0 +1,181 @@
+"""Decision links from email: GET only shows the request (so mail scanners decide nothing);
+a POST from the page decides, once, as the one approver the link was sent to."""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from blocks.api.decisions import submit_decision
+from blocks.api.deps import (
+    DbSession,
+    TemporalClient,
+    forbidden,
+    record_denial,
+    request_audit_fields,
+    require,
+)
+from blocks.api.errors import Problem
+from blocks.api.schemas import StrictModel
+from blocks.core.approvals import Decision
+from blocks.core.audit import AuditRecord
+from blocks.core.context import AuthMethod, OrgContext, OrgId
+from blocks.core.roles import Permission, parse_roles
+from blocks.models.audit import append_events
+from blocks.models.decision_links import DecisionLink, LinkProblem, OpenLink, open_link, use_link
+from blocks.models.orgs import Organization, User, get_membership
+from blocks.workflows.sdk import STATUS_QUERY
+from blocks.workflows.types import RunView
+
+router = APIRouter(tags=["approvals"])
+
+CanManageMembers = Annotated[OrgContext, Depends(require(Permission.MEMBER_MANAGE))]
+
+# The token is in the URL: never cache the page, never send it on in a Referer, never frame it.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+}
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    document = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;max-width:40em;margin:3em auto}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    return HTMLResponse(document, status_code=status, headers=_PAGE_HEADERS)
+
+
+def _refused(problem: LinkProblem) -> HTMLResponse:
+    return _page("Link not usable", f"<p>{html.escape(str(problem))}.</p>", status=410)
+
+
+async def _member_context(session: DbSession, link: DecisionLink) -> OrgContext | None:
+    """The link's approver as they are now: a removed or deactivated member decides nothing."""
+    probe = OrgContext(org_id=OrgId(link.org_id), user_id=None, roles=(), auth=AuthMethod.LINK)
+    membership = await get_membership(probe, session, link.user_id)
+    user = await session.get(User, link.user_id)
+    if membership is None or user is None or user.deactivated_at is not None:
+        return None
+    return OrgContext(
+        org_id=OrgId(link.org_id),
+        user_id=user.id,
+        roles=parse_roles(membership.roles),
+        auth=AuthMethod.LINK,
+        actor_email=user.email,
+    )
+
+
+@router.get("/v1/decision-links/{token}", response_class=HTMLResponse)
+async def show(token: str, session: DbSession, client: TemporalClient) -> HTMLResponse:
+    try:
+        opened: OpenLink = await open_link(session, token)
+    except LinkProblem as problem:
+        return _refused(problem)
+    link = opened.link
+    view = await client.get_workflow_handle(f"run-{link.run_id}").query(
+        STATUS_QUERY, result_type=RunView
+    )
+    step = next((s for s in view.steps if s.step_id == link.step_id), None)
+    if step is None or step.state != "pending":
+        return _page("Nothing to decide", "<p>This step is already closed.</p>", status=409)
+    deadline = step.deadline.isoformat() if step.deadline else "none"
+    body = (
+        f"<p><strong>{html.escape(step.title)}</strong></p>"
+        f"<p>Workflow {html.escape(view.workflow_name or '')}, deadline {html.escape(deadline)}.</p>"
+        "<form method='post'>"
+        "<p><label>Comment <input name='comment' maxlength='2000'></label></p>"
+        "<button name='decision' value='approve'>Approve</button> "
+        "<button name='decision' value='reject'>Reject</button>"
+        "</form>"
+    )
+    return _page("Your decision is needed", body)
+
+
+@router.post("/v1/decision-links/{token}", response_class=HTMLResponse)
+async def decide(
+    token: str, request: Request, session: DbSession, client: TemporalClient
+) -> HTMLResponse:
+    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=4)
+    choice = (form.get("decision") or [""])[0]
+    comment = (form.get("comment") or [""])[0][:2000] or None
+    if choice not in ("approve", "reject"):
+        return _page("Invalid decision", "<p>Choose approve or reject.</p>", status=422)
+    try:
+        opened = await open_link(session, token)
+    except LinkProblem as problem:
+        return _refused(problem)
+    ctx = await _member_context(session, opened.link)
+    if ctx is None:
+        return _page("Link not usable", "<p>You are no longer a member.</p>", status=403)
+    if not opened.link_only_allowed:
+        # Sign-in is required by policy; a link alone is not enough (sessions come with sign-in).
+        await record_denial(request, ctx, "decision link used without sign-in")
+        return _page("Sign-in required", "<p>Sign in to Blocks to decide this step.</p>", 403)
+    try:
+        outcome = await submit_decision(
+            request,
+            ctx,
+            session,
+            client,
+            opened.link.run_id,
+            opened.link.step_id,
+            Decision(choice),
+            channel="link",
+            comment=comment,
+        )
+    except Problem as problem:
+        return _page(
+            "Decision not recorded", f"<p>{html.escape(problem.detail)}.</p>", problem.status
+        )
+    await use_link(ctx, session, opened.link)
+    return _page(
+        "Decision recorded",
+        f"<p>You chose <strong>{html.escape(outcome.decision)}</strong>; "
+        f"the step is now {html.escape(outcome.state)}.</p>",
+    )
+
+
+class LinkPolicyIn(StrictModel):
+    link_only_decisions: bool
+
+
+class LinkPolicyOut(BaseModel):
+    link_only_decisions: bool
+
+
+@router.put("/v1/org/decision-link-policy", response_model=LinkPolicyOut)
+async def set_policy(
+    body: LinkPolicyIn,
+    request: Request,
+    session: DbSession,
+    ctx: CanManageMembers,
+) -> LinkPolicyOut:
+    org = await session.get(Organization, ctx.org_id)
+    if org is None:
+        raise forbidden("organization not found")
+    org.link_only_decisions = body.link_only_decisions
+    session.add(org)
+    await append_events(
+        ctx,
+        session,
+        [
+            AuditRecord(
+                action="org.decision_link_policy_changed",
+                target_type="organization",
+                target_id=str(ctx.org_id),
+                data={"link_only_decisions": body.link_only_decisions},
+                **request_audit_fields(request, ctx),
+            )
+        ],
+    )
+    return LinkPolicyOut(link_only_decisions=org.link_only_decisions)

@@ -1,0 +1,154 @@
+"""The one path a step decision takes from every channel (API, Slack): Update, refusals, audit.
+
+A channel resolves who is acting (an API key, a linked Slack user) into an OrgContext and calls
+`submit_decision`; the `blocks.decide` Update's validator applies the eligibility rule, and each
+refusal becomes the same Problem (404 / 409 / 422, or 403 audited as `access.denied`) whatever the
+channel.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import Request
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from blocks.api.deps import forbidden, record_denial
+from blocks.api.errors import Problem, not_found
+from blocks.api.schemas import DecisionOut
+from blocks.core.approvals import (
+    Decision,
+    DecisionRequest,
+    DecisionResult,
+    Delegator,
+    RefusalReason,
+)
+from blocks.core.context import OrgContext
+from blocks.core.roles import Permission
+from blocks.models.delegations import active_delegators
+from blocks.models.runs import get_run
+from blocks.workflows.sdk import DECIDE_UPDATE
+
+_FORBIDDEN_DETAIL = {
+    RefusalReason.SELF_APPROVAL: "the run's requester cannot approve their own request",
+    RefusalReason.NOT_AN_APPROVER: "you are not an approver of this step",
+    RefusalReason.APPROVED_EARLIER_IN_CHAIN: (
+        "you approved an earlier step of this run; one person cannot approve twice"
+    ),
+}
+
+
+async def submit_decision(
+    request: Request,
+    ctx: OrgContext,
+    session: AsyncSession,
+    client: Client,
+    run_id: uuid.UUID,
+    step_id: str,
+    decision: Decision,
+    *,
+    channel: str,
+    comment: str | None = None,
+    form: dict[str, Any] | None = None,
+) -> DecisionOut:
+    """Decide a step as `ctx`'s member; raises Problem for every refusal (403s audited)."""
+    if not ctx.can(Permission.STEP_DECIDE):
+        # The API route checked this already (a dependency); other channels rely on this check.
+        await record_denial(request, ctx, f"missing permission {Permission.STEP_DECIDE.value}")
+        raise forbidden(f"your roles do not grant {Permission.STEP_DECIDE.value}")
+    run = await get_run(ctx, session, run_id)
+    if run is None:
+        raise not_found("run")
+    if ctx.user_id is None:
+        raise forbidden("only a member can decide a step")
+    handle = client.get_workflow_handle(run.workflow_id)
+    delegators = tuple(await active_delegators(ctx, session))
+    try:
+        result = await _execute(handle, ctx, step_id, decision, comment, form, delegators, channel)
+    except _Refused as refused:
+        if refused.reason is RefusalReason.STEP_NOT_FOUND:
+            raise not_found("step") from None
+        if refused.reason is RefusalReason.FORM_INVALID:
+            raise Problem(
+                422,
+                "Invalid Request",
+                "the decision form is invalid",
+                code="form_invalid",
+                errors=[
+                    {"field": f"form.{e['field']}", "reason": e["reason"]} for e in refused.details
+                ],
+            ) from None
+        if refused.reason is RefusalReason.ALREADY_VOTED:
+            raise Problem(
+                409, "Conflict", "you have already decided on this step", code="already_decided"
+            ) from None
+        if refused.reason is RefusalReason.STEP_CLOSED:
+            raise Problem(
+                409, "Conflict", "the step is already closed", code="step_closed"
+            ) from None
+        await record_denial(request, ctx, f"decision refused: {refused.reason.value}")
+        raise forbidden(_FORBIDDEN_DETAIL[refused.reason]) from None
+    if result.decision is not decision:
+        # Same person, same step, other answer: the first decision stands (the Update id dedupes).
+        raise Problem(
+            409,
+            "Conflict",
+            f"you already decided {result.decision.value} on this step",
+            code="already_decided",
+        )
+    return DecisionOut(
+        run_id=run.id,
+        step_id=result.step_id,
+        state=result.state.value,
+        decision=result.decision.value,
+        decided_by=result.decided_by,
+    )
+
+
+class _Refused(Exception):
+    def __init__(self, reason: RefusalReason, details: list[dict[str, str]] | None = None) -> None:
+        self.reason = reason
+        self.details = details or []
+
+
+async def _execute(
+    handle: WorkflowHandle[object, object],
+    ctx: OrgContext,
+    step_id: str,
+    decision: Decision,
+    comment: str | None,
+    form: dict[str, Any] | None,
+    delegators: tuple[Delegator, ...],
+    channel: str,
+) -> DecisionResult:
+    request = DecisionRequest(
+        step_id=step_id,
+        actor_user_id=str(ctx.user_id),
+        actor_roles=tuple(role.value for role in ctx.roles),
+        decision=decision,
+        comment=comment,
+        channel=channel,
+        form=form,
+        delegators=delegators,
+    )
+    try:
+        # One Update id per person and step, whatever the channel: a retried request (or the
+        # same answer given in Slack after the API) is the same decision, recorded once.
+        return await handle.execute_update(
+            DECIDE_UPDATE, request, id=f"decide:{step_id}:{ctx.user_id}", result_type=DecisionResult
+        )
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type in RefusalReason._value2member_map_:
+            details = list(cause.details[0]) if cause.details else []
+            raise _Refused(RefusalReason(cause.type), details) from err
+        raise
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            # The workflow has already closed: every step of it is closed too.
+            raise _Refused(RefusalReason.STEP_CLOSED) from err
+        raise

@@ -1,0 +1,186 @@
+"""Decision links by email: one approver, one step, once, before expiry; GET never decides."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from email import message_from_bytes
+from email.message import Message
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
+
+from blocks.activities.email_notices import EmailNoticeSender
+from blocks.infra.db import session_factory
+from blocks.infra.email import Mailer
+from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.settings import Settings
+from tests.support import EXPENSE, Org, Stack, free_port, make_org, running_stack, wait_for_status
+
+_LINK = re.compile(r"(http://\S+/v1/decision-links/(dl_\S+))")
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # type: ignore[no-untyped-def]
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
+@pytest.fixture
+async def mail_stack(
+    smtp: tuple[Inbox, int],
+    engine: AsyncEngine,
+    temporal_env: WorkflowEnvironment,
+    postgres: PostgresCredentials,
+) -> AsyncIterator[Stack]:
+    _, port = smtp
+    settings = Settings(env="test", smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False)
+    sender = EmailNoticeSender(
+        session_factory(engine),
+        Mailer(settings),
+        public_url="http://blocks.test",
+        link_ttl=timedelta(hours=1),
+    )
+    async with running_stack(
+        engine=engine,
+        temporal=temporal_env.client,
+        database_url=postgres.url(),
+        task_queue=f"mail-{uuid.uuid4().hex[:8]}",
+        notice_senders=[sender],
+    ) as stack:
+        yield stack
+
+
+async def _links_for(inbox: Inbox, email: str, *, count: int = 1) -> list[str]:
+    for _ in range(200):
+        found = [m for m in inbox.messages if m["To"] == email]
+        if len(found) >= count:
+            return [_LINK.search(m.get_payload(decode=True).decode()).group(2) for m in found]  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no email reached {email}")
+
+
+async def _link_only(engine: AsyncEngine, org: Org, allowed: bool) -> None:
+    async with session_factory(engine)() as session, session.begin():
+        await session.exec(  # type: ignore[call-overload]
+            text("UPDATE organizations SET link_only_decisions = :a WHERE id = :id").bindparams(
+                a=allowed, id=org.id
+            )
+        )
+
+
+async def test_a_link_shows_on_get_and_decides_once_on_post(
+    smtp: tuple[Inbox, int], mail_stack: Stack, engine: AsyncEngine
+) -> None:
+    inbox, _ = smtp
+    org = await make_org(engine)
+    async with mail_stack.http() as http:
+        run = await http.post(
+            "/v1/runs",
+            json={"workflow": "expense_approval", "input": EXPENSE},
+            headers=org["operator"].headers,
+        )
+        run_id = run.json()["id"]
+        [token] = await _links_for(inbox, org["approver"].email)
+        assert await _links_for(inbox, org["approver2"].email)  # every approver gets their own
+        subject = next(m["Subject"] for m in inbox.messages if m["To"] == org["approver"].email)
+        assert "Team lunch" in subject
+        # The requester holds no approver role here, and never gets a link to their own run.
+        assert not [m for m in inbox.messages if m["To"] == org["operator"].email]
+
+        # GET (what a mail scanner does) shows the request and decides nothing.
+        page = await http.get(f"/v1/decision-links/{token}")
+        assert page.status_code == 200
+        assert "Team lunch" in page.text
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["cache-control"] == "no-store"
+        await wait_for_status(
+            http, run_id, org["operator"].headers, status="running", stage="awaiting_approval"
+        )
+
+        # The organization requires sign-in unless it allows link-only decisions.
+        refused = await http.post(f"/v1/decision-links/{token}", data={"decision": "approve"})
+        assert refused.status_code == 403
+        policy = await http.put(
+            "/v1/org/decision-link-policy",
+            json={"link_only_decisions": True},
+            headers=org["operator"].headers,
+        )
+        assert policy.status_code == 403
+        policy = await http.put(
+            "/v1/org/decision-link-policy",
+            json={"link_only_decisions": True},
+            headers=org["admin"].headers,
+        )
+        assert policy.status_code == 200, policy.text
+
+        decided = await http.post(
+            f"/v1/decision-links/{token}", data={"decision": "approve", "comment": "via email"}
+        )
+        assert decided.status_code == 200, decided.text
+        assert "approved" in decided.text
+        await wait_for_status(http, run_id, org["operator"].headers, status="completed")
+        again = await http.post(f"/v1/decision-links/{token}", data={"decision": "reject"})
+        assert again.status_code == 410
+        assert "already been used" in again.text
+
+        events = (
+            await http.get(f"/v1/runs/{run_id}/audit-events", headers=org["auditor"].headers)
+        ).json()["events"]
+        vote = next(e for e in events if e["action"] == "step.decided")
+        assert vote["actor_id"] == str(org["approver"].user_id)
+        assert vote["data"]["channel"] == "link"
+        assert vote["data"]["comment"] == "via email"
+
+
+async def test_tampered_expired_and_foreign_links_are_refused(
+    smtp: tuple[Inbox, int], mail_stack: Stack, engine: AsyncEngine
+) -> None:
+    inbox, _ = smtp
+    org = await make_org(engine)
+    await _link_only(engine, org, True)
+    async with mail_stack.http() as http:
+        await http.post(
+            "/v1/runs",
+            json={"workflow": "expense_approval", "input": EXPENSE},
+            headers=org["operator"].headers,
+        )
+        [token] = await _links_for(inbox, org["approver"].email)
+        tampered = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+        for bad in (tampered, "dl_0000_nothing", "garbage"):
+            response = await http.post(f"/v1/decision-links/{bad}", data={"decision": "approve"})
+            assert response.status_code == 410
+            assert "not valid" in response.text
+        assert (
+            await http.post(f"/v1/decision-links/{token}", data={"decision": "maybe"})
+        ).status_code == 422
+
+        async with session_factory(engine)() as session, session.begin():
+            await session.exec(  # type: ignore[call-overload]
+                text(
+                    "UPDATE decision_links SET expires_at = now() - interval '1 minute' WHERE org_id = :o"
+                ).bindparams(o=org.id)
+            )
+        expired = await http.post(f"/v1/decision-links/{token}", data={"decision": "approve"})
+        assert expired.status_code == 410
+        assert "expired" in expired.text
