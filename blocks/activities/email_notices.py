@@ -8,10 +8,12 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blocks.core.approval_policy import GROUP_PREFIX
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.notifications import NoticeKind, StepNotice
 from blocks.infra.email import Mailer
 from blocks.models.decision_links import issue_link
+from blocks.models.groups import members_of_groups
 from blocks.models.orgs import members_matching
 from blocks.models.runs import get_run
 
@@ -44,9 +46,11 @@ class EmailNoticeSender:
         )
         user_ids = [uuid.UUID(x[5:]) for x in notice.approvers if x.startswith("user:")]
         roles = [x[5:] for x in notice.approvers if x.startswith("role:")]
+        groups = [x[len(GROUP_PREFIX) :] for x in notice.approvers if x.startswith(GROUP_PREFIX)]
         async with self._sessions() as session:
             run = await get_run(ctx, session, uuid.UUID(notice.run_id))
             requester = run.requested_by if run else None
+            user_ids += await members_of_groups(ctx, session, groups)
             people = [
                 (p.id, p.email)
                 for p in await members_matching(ctx, session, user_ids=user_ids, roles=roles)

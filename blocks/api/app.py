@@ -16,6 +16,7 @@ from blocks.api import (
     checkpoints,
     decision_links,
     delegations,
+    groups,
     health,
     inbox,
     privacy,
@@ -61,6 +62,7 @@ def create_app(
     app.include_router(runs.router)
     app.include_router(inbox.router)
     app.include_router(delegations.router)
+    app.include_router(groups.router)
     app.include_router(decision_links.router)
     app.include_router(audit.router)
     app.include_router(checkpoints.router)

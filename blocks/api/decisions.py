@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from blocks.api.deps import forbidden, record_denial
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import DecisionOut
+from blocks.core.approval_policy import group_marker
 from blocks.core.approvals import (
     Decision,
     DecisionRequest,
@@ -30,6 +31,7 @@ from blocks.core.approvals import (
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
 from blocks.models.delegations import active_delegators
+from blocks.models.groups import group_names_of
 from blocks.models.runs import get_run
 from blocks.workflows.sdk import DECIDE_UPDATE
 
@@ -67,8 +69,14 @@ async def submit_decision(
         raise forbidden("only a member can decide a step")
     handle = client.get_workflow_handle(run.workflow_id)
     delegators = tuple(await active_delegators(ctx, session))
+    # Roles and member groups, as approval policies match them (core.approval_policy).
+    memberships = tuple(role.value for role in ctx.roles) + tuple(
+        group_marker(name) for name in await group_names_of(ctx, session, ctx.user_id)
+    )
     try:
-        result = await _execute(handle, ctx, step_id, decision, comment, form, delegators, channel)
+        result = await _execute(
+            handle, ctx, step_id, decision, comment, form, delegators, channel, memberships
+        )
     except _Refused as refused:
         if refused.reason is RefusalReason.STEP_NOT_FOUND:
             raise not_found("step") from None
@@ -124,11 +132,12 @@ async def _execute(
     form: dict[str, Any] | None,
     delegators: tuple[Delegator, ...],
     channel: str,
+    memberships: tuple[str, ...],
 ) -> DecisionResult:
     request = DecisionRequest(
         step_id=step_id,
         actor_user_id=str(ctx.user_id),
-        actor_roles=tuple(role.value for role in ctx.roles),
+        actor_roles=memberships,
         decision=decision,
         comment=comment,
         channel=channel,

@@ -15,7 +15,9 @@ from temporalio.service import RPCError
 
 from blocks.api.deps import CanDecide, DbSession, TemporalClient
 from blocks.core import search_attributes as sa
+from blocks.core.approval_policy import GROUP_PREFIX, group_marker
 from blocks.models.delegations import active_delegators
+from blocks.models.groups import group_names_of
 from blocks.workflows.sdk import STATUS_QUERY
 from blocks.workflows.types import RunView
 
@@ -41,7 +43,11 @@ class InboxOut(BaseModel):
 
 
 def _labels(user_id: str, roles: Iterable[str]) -> list[str]:
-    return [f"user:{user_id}", *(f"role:{role}" for role in roles)]
+    """A person's policy labels; `roles` also carries `group:<name>` for member groups."""
+    return [
+        f"user:{user_id}",
+        *(role if role.startswith(GROUP_PREFIX) else f"role:{role}" for role in roles),
+    ]
 
 
 @router.get("/inbox", response_model=InboxOut)
@@ -52,7 +58,8 @@ async def inbox(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> InboxOut:
     # The caller's own seats, then those of members who delegated to them right now.
-    people = [(str(ctx.user_id), [r.value for r in ctx.roles])] + [
+    own_groups = [group_marker(g) for g in await group_names_of(ctx, session, ctx.user_id)]
+    people = [(str(ctx.user_id), [r.value for r in ctx.roles] + own_groups)] + [
         (d.user_id, list(d.roles)) for d in await active_delegators(ctx, session)
     ]
     labels = list(dict.fromkeys(label for p in people for label in _labels(*p)))

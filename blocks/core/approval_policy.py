@@ -25,28 +25,52 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
 
 
+GROUP_PREFIX = "group:"
+
+
+def group_marker(name: str) -> str:
+    """How membership of an organization's member group travels beside role names."""
+    return f"{GROUP_PREFIX}{name}"
+
+
 @dataclass(frozen=True)
 class ApproverGroup:
+    """A seat set: named users, holders of a role, or members of an org's member group.
+
+    Actor "roles" given to `includes` are role names plus `group:<name>` for each member group
+    the actor belongs to.
+    """
+
     name: str
     user_ids: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     required: int = 1
+    member_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.required < 1:
             raise ValueError(f"group {self.name!r} must require at least one approval")
-        if not self.user_ids and not self.roles:
+        if not self.user_ids and not self.roles and not self.member_groups:
             raise ValueError(f"group {self.name!r} names no users and no roles")
-        if not self.roles and self.required > len(set(self.user_ids)):
+        if not self.roles and not self.member_groups and self.required > len(set(self.user_ids)):
             raise ValueError(
                 f"group {self.name!r} requires {self.required} of only {len(set(self.user_ids))} users"
             )
 
     def includes(self, user_id: str, roles: Iterable[str]) -> bool:
-        return user_id in self.user_ids or any(role in self.roles for role in roles)
+        held = set(roles)
+        return (
+            user_id in self.user_ids
+            or any(role in held for role in self.roles)
+            or any(group_marker(g) in held for g in self.member_groups)
+        )
 
     def labels(self) -> list[str]:
-        return [f"user:{u}" for u in self.user_ids] + [f"role:{r}" for r in self.roles]
+        return (
+            [f"user:{u}" for u in self.user_ids]
+            + [f"role:{r}" for r in self.roles]
+            + [group_marker(g) for g in self.member_groups]
+        )
 
 
 @dataclass(frozen=True)
@@ -97,6 +121,7 @@ class ApprovalPolicy:
                 tuple(dict.fromkeys((*g.user_ids, *users))),
                 tuple(dict.fromkeys((*g.roles, *roles))),
                 g.required,
+                g.member_groups,
             )
             for g in self.groups
         )
@@ -117,6 +142,7 @@ class ApprovalPolicy:
                     "name": g.name,
                     "users": list(g.user_ids),
                     "roles": list(g.roles),
+                    "member_groups": list(g.member_groups),
                     "required": g.required,
                 }
                 for g in self.groups

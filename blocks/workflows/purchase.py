@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
 
 from blocks.core.approval_policy import ApprovalPolicy, ApproverGroup
@@ -21,13 +21,23 @@ class PurchaseRequest(BaseModel):
     amount: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
     description: str = Field(min_length=1, max_length=500)
     # Approvers computed from the run's input: member ids chosen by the requester's tooling.
-    finance: list[str] = Field(min_length=2, max_length=50)
+    finance: list[str] = Field(default_factory=list, max_length=50)
+    # Or name an organization member group instead of listing finance people.
+    finance_group: str | None = Field(default=None, min_length=1, max_length=63)
     legal: list[str] = Field(min_length=1, max_length=50)
     director: str = Field(min_length=1)
     sla_hours: float = Field(default=24.0, gt=0, le=24 * 90)
     business_hours_time_zone: str | None = Field(
         default=None, description="Count the SLA in working hours (Mon-Fri 9-17) of this zone"
     )
+
+    @model_validator(mode="after")
+    def _finance_named_once(self) -> PurchaseRequest:
+        if (self.finance_group is None) == (len(self.finance) == 0):
+            raise ValueError("give either finance (two or more member ids) or finance_group")
+        if self.finance_group is None and len(set(self.finance)) < 2:
+            raise ValueError("finance needs at least two members")
+        return self
 
 
 class DirectorSignOff(BaseModel):
@@ -54,7 +64,12 @@ class PurchaseApproval(BlocksWorkflow):
             title=f"Purchase of {request.amount}: {request.description}",
             policy=ApprovalPolicy(
                 (
-                    ApproverGroup("finance", tuple(request.finance), required=2),
+                    ApproverGroup(
+                        "finance",
+                        tuple(request.finance),
+                        required=2,
+                        member_groups=(request.finance_group,) if request.finance_group else (),
+                    ),
                     ApproverGroup("legal", tuple(request.legal), required=1),
                 )
             ),

@@ -421,3 +421,65 @@ async def test_parallel_steps_wait_together_and_both_must_approve(
         assert (await _decide(http, org, run_id, "legal", "admin")).status_code == 200
         done = await wait_for_status(http, run_id, org["operator"].headers, status="completed")
         assert done["result"] == {"status": "approved", "legal": "approved", "security": "approved"}
+
+
+async def test_a_member_group_fills_a_policy_group(stack: Stack, engine: AsyncEngine) -> None:
+    org, other = await make_org(engine), await make_org(engine)
+    async with stack.http() as http:
+        assert (
+            await http.post("/v1/groups", json={"name": "finance"}, headers=org["operator"].headers)
+        ).status_code == 403
+        assert (
+            await http.post("/v1/groups", json={"name": "Fin Ance"}, headers=org["admin"].headers)
+        ).status_code == 422
+        made = await http.post("/v1/groups", json={"name": "finance"}, headers=org["admin"].headers)
+        assert made.status_code == 201, made.text
+        group_id = made.json()["id"]
+        assert (
+            await http.post("/v1/groups", json={"name": "finance"}, headers=org["admin"].headers)
+        ).status_code == 409
+        for who in ("approver", "approver2"):
+            added = await http.put(
+                f"/v1/groups/{group_id}/members/{org[who].user_id}", headers=org["admin"].headers
+            )
+            assert added.status_code == 200, added.text
+        outsider = await http.put(
+            f"/v1/groups/{group_id}/members/{other['owner'].user_id}", headers=org["admin"].headers
+        )
+        assert outsider.status_code == 404
+        assert sorted(
+            map(
+                str,
+                (await http.get("/v1/groups", headers=org["operator"].headers)).json()[0][
+                    "members"
+                ],
+            )
+        ) == sorted([str(org["approver"].user_id), str(org["approver2"].user_id)])
+
+        run_id = await _start(http, org, finance=[], finance_group="finance")
+        pending = (await http.get(f"/v1/runs/{run_id}", headers=org["operator"].headers)).json()[
+            "pending_steps"
+        ][0]
+        assert "group:finance" in pending["approvers"]
+
+        async def finance_sees_it() -> bool:
+            return (run_id, "review") in await _inbox(http, org, "approver2")
+
+        await _eventually(finance_sees_it)
+        # Someone outside the group (and not named) is no approver of the finance seats.
+        assert (await _decide(http, org, run_id, "review", "operator_approver")).status_code == 403
+        for who in ("approver", "approver2", "admin"):
+            assert (await _decide(http, org, run_id, "review", who)).status_code == 200
+        body = (await http.get(f"/v1/runs/{run_id}", headers=org["operator"].headers)).json()
+        for _ in range(100):
+            if body["pending_steps"] and body["pending_steps"][0]["step_id"] == "director":
+                break
+            body = (await http.get(f"/v1/runs/{run_id}", headers=org["operator"].headers)).json()
+        assert body["pending_steps"][0]["step_id"] == "director"
+
+        removed = await http.delete(
+            f"/v1/groups/{group_id}/members/{org['approver2'].user_id}",
+            headers=org["admin"].headers,
+        )
+        assert removed.status_code == 200
+        assert str(org["approver2"].user_id) not in map(str, removed.json()["members"])

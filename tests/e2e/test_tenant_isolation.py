@@ -12,7 +12,7 @@ from blocks.infra.db import bind_org, session_factory
 from tests.support import EXPENSE, Stack, make_org, wait_for_status
 
 # Every path parameter a route may take, with how to fill it from organization A's data.
-_PARAM_SOURCES = {"run_id", "step_id", "user_id", "delegation_id", "slack_user_id"}
+_PARAM_SOURCES = {"run_id", "step_id", "user_id", "delegation_id", "slack_user_id", "group_id"}
 _SLACK_USER = "U0TENANTA"
 _SLACK_USERS = "/v1/integrations/slack/users/{slack_user_id}"
 # A body that would be valid for each state-changing route, so only the tenant check can refuse.
@@ -72,6 +72,11 @@ async def test_every_id_route_is_404_for_another_organization(
         )
         assert delegated.status_code == 201, delegated.text
         delegation_id = delegated.json()["id"]
+        group = await http.post(
+            "/v1/groups", json={"name": "finance"}, headers=org_a["admin"].headers
+        )
+        assert group.status_code == 201, group.text
+        group_id = group.json()["id"]
         linked = await http.put(
             f"/v1/integrations/slack/users/{_SLACK_USER}",
             json={"user_id": str(org_a["approver"].user_id)},
@@ -86,6 +91,7 @@ async def test_every_id_route_is_404_for_another_organization(
                 step_id="approve",
                 user_id=org_a["operator"].user_id,
                 delegation_id=delegation_id,
+                group_id=group_id,
                 slack_user_id=_SLACK_USER,
             )
             body = {

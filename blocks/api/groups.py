@@ -1,0 +1,120 @@
+"""Routes for member groups: admins name sets of members that approval policies can require."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from blocks.api.deps import DbSession, request_audit_fields, require
+from blocks.api.errors import Problem, not_found
+from blocks.api.schemas import StrictModel
+from blocks.core.audit import AuditRecord
+from blocks.core.context import OrgContext
+from blocks.core.roles import Permission
+from blocks.models.audit import append_events
+from blocks.models.delegations import is_member
+from blocks.models.groups import (
+    MemberGroup,
+    add_to_group,
+    create_group,
+    get_group,
+    list_groups,
+    remove_from_group,
+)
+
+router = APIRouter(prefix="/v1/groups", tags=["members"])
+
+CanManageMembers = Annotated[OrgContext, Depends(require(Permission.MEMBER_MANAGE))]
+CanReadOrg = Annotated[OrgContext, Depends(require(Permission.ORG_READ))]
+
+
+class GroupIn(StrictModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="e.g. finance")
+
+
+class GroupOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    members: list[uuid.UUID]
+
+
+async def _audit(
+    request: Request,
+    ctx: OrgContext,
+    session: DbSession,
+    action: str,
+    group: MemberGroup,
+    **data: str,
+) -> None:
+    await append_events(
+        ctx,
+        session,
+        [
+            AuditRecord(
+                action=action,
+                target_type="member_group",
+                target_id=str(group.id),
+                data={"name": group.name, **data},
+                **request_audit_fields(request, ctx),
+            )
+        ],
+    )
+
+
+@router.post("", status_code=201, response_model=GroupOut)
+async def create(
+    body: GroupIn, request: Request, ctx: CanManageMembers, session: DbSession
+) -> GroupOut:
+    group = await create_group(ctx, session, body.name)
+    if group is None:
+        raise Problem(409, "Conflict", f"a group named {body.name!r} exists", code="group_exists")
+    await _audit(request, ctx, session, "group.created", group)
+    return GroupOut(id=group.id, name=group.name, members=[])
+
+
+@router.get("", response_model=list[GroupOut])
+async def groups(ctx: CanReadOrg, session: DbSession) -> list[GroupOut]:
+    return [GroupOut(id=g.id, name=g.name, members=m) for g, m in await list_groups(ctx, session)]
+
+
+@router.put("/{group_id}/members/{user_id}", response_model=GroupOut)
+async def add_member(
+    group_id: uuid.UUID,
+    user_id: uuid.UUID,
+    request: Request,
+    ctx: CanManageMembers,
+    session: DbSession,
+) -> GroupOut:
+    group = await get_group(ctx, session, group_id)
+    if group is None:
+        raise not_found("group")
+    if not await is_member(ctx, session, user_id):
+        raise not_found("member")
+    if await add_to_group(ctx, session, group, user_id):
+        await _audit(request, ctx, session, "group.member_added", group, user_id=str(user_id))
+    return await _out(ctx, session, group)
+
+
+@router.delete("/{group_id}/members/{user_id}", response_model=GroupOut)
+async def remove_member(
+    group_id: uuid.UUID,
+    user_id: uuid.UUID,
+    request: Request,
+    ctx: CanManageMembers,
+    session: DbSession,
+) -> GroupOut:
+    group = await get_group(ctx, session, group_id)
+    if group is None:
+        raise not_found("group")
+    if not await remove_from_group(ctx, session, group, user_id):
+        raise not_found("member")
+    await _audit(request, ctx, session, "group.member_removed", group, user_id=str(user_id))
+    return await _out(ctx, session, group)
+
+
+async def _out(ctx: OrgContext, session: DbSession, group: MemberGroup) -> GroupOut:
+    members = next(m for g, m in await list_groups(ctx, session) if g.id == group.id)
+    return GroupOut(id=group.id, name=group.name, members=members)
