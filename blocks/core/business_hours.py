@@ -78,3 +78,12 @@ class BusinessCalendar:
                     total += hi - lo
             day += timedelta(days=1)
         return total
+
+
+def deadline_after(
+    start: datetime, sla: timedelta | None, calendar: BusinessCalendar | None
+) -> datetime | None:
+    """When an SLA that starts at `start` ends: wall-clock, or working time in `calendar`."""
+    if sla is None:
+        return None
+    return calendar.add(start, sla) if calendar is not None else start + sla

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
 from blocks.core import search_attributes as sa
@@ -33,31 +33,17 @@ from blocks.core.approvals import (
     refusal_for,
     resolve_decider,
 )
-from blocks.core.audit import ActorType, AuditBatch, AuditRecord, Outcome
-from blocks.core.business_hours import BusinessCalendar
+from blocks.core.audit import ActorType, Outcome
+from blocks.core.business_hours import BusinessCalendar, deadline_after
 from blocks.core.ids import workflow_event_id
 from blocks.core.notifications import NoticeKind, StepNotice
+from blocks.workflows.outbox import Outbox
 from blocks.workflows.types import RunInput, RunOutcome, RunView, StepView
-
-with workflow.unsafe.imports_passed_through():
-    from blocks.activities.audit import AuditActivities
-    from blocks.activities.notifications import NotificationActivities
 
 DECIDE_UPDATE = "blocks.decide"
 STATUS_QUERY = "blocks.status"
 
-_AUDIT_TIMEOUT = timedelta(seconds=30)
-_AUDIT_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
-)
 _MAX_REMINDERS = 100
-_NOTIFY_TIMEOUT = timedelta(seconds=30)
-# Delivery is retried for a while, then given up: an unreachable chat service must not hold a run.
-_NOTIFY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=10,
-)
 
 
 class BlocksWorkflow:
@@ -71,9 +57,7 @@ class BlocksWorkflow:
         self._forms: dict[str, type[BaseModel]] = {}
         self._approved_in_chain: set[str] = set()
         self._status = "running"
-        self._pending_audit: list[AuditRecord] = []
-        self._pending_attributes: dict[str, SearchAttributeUpdate[Any]] = {}
-        self._pending_notices: list[StepNotice] = []
+        self._outbox = Outbox()
 
     # --- decisions -------------------------------------------------------------------------
 
@@ -149,7 +133,7 @@ class BlocksWorkflow:
     def status(self) -> RunView:
         return RunView(
             status=self._status,
-            steps=[_view(s) for s in self._steps.values()],
+            steps=[StepView.of(s) for s in self._steps.values()],
             requested_by=self._input.requested_by if self._input else None,
             workflow_name=self._input.workflow_name if self._input else None,
         )
@@ -188,7 +172,7 @@ class BlocksWorkflow:
         if step_id in self._steps:
             raise ApplicationError(f"step {step_id!r} opened twice", non_retryable=True)
         now = workflow.now()
-        deadline = _deadline(now, sla, calendar)
+        deadline = deadline_after(now, sla, calendar)
         step = ApprovalStep(
             step_id=step_id,
             title=title,
@@ -384,44 +368,14 @@ class BlocksWorkflow:
             else sa.SLA_DEADLINE.value_unset(),
         )
 
-    # --- audit and attributes ------------------------------------------------------------------
+    # --- the outbox ----------------------------------------------------------------------------
 
-    def _audit(
-        self,
-        key: str,
-        action: str,
-        *,
-        actor_type: ActorType = ActorType.WORKFLOW,
-        actor_id: str | None = None,
-        target_id: str | None = None,
-        outcome: Outcome = Outcome.SUCCESS,
-        reason: str | None = None,
-        data: dict[str, object] | None = None,
-    ) -> None:
-        """Queue an event; it is written at the next flush (before any wait, and at the end).
-
-        A crash before the flush loses nothing: replay re-creates the same event with the same id.
-        """
-        info = workflow.info()
-        self._pending_audit.append(
-            AuditRecord(
-                action=action,
-                actor_type=actor_type,
-                actor_id=actor_id
-                or (info.workflow_id if actor_type is ActorType.WORKFLOW else None),
-                target_type="step" if target_id else "run",
-                target_id=target_id or self.run_input.run_id,
-                run_id=self.run_input.run_id,
-                outcome=outcome,
-                reason=reason,
-                data=dict(data or {}),
-                event_id=str(workflow_event_id(info.workflow_id, key)),
-            )
-        )
+    def _audit(self, key: str, action: str, **fields: Any) -> None:
+        self._outbox.audit(run_id=self.run_input.run_id, key=key, action=action, **fields)
 
     def _notify(self, step: ApprovalStep, kind: NoticeKind, occasion: str = "") -> None:
         """Queue a notice to the step's approvers; it is sent at the next flush."""
-        self._pending_notices.append(
+        self._outbox.notify(
             StepNotice(
                 org_id=self.run_input.org_id,
                 run_id=self.run_input.run_id,
@@ -440,37 +394,12 @@ class BlocksWorkflow:
         )
 
     def _set_attributes(self, *updates: SearchAttributeUpdate[Any]) -> None:
-        """Queue search attribute changes; the last value of each key is sent at the next flush."""
-        for update in updates:
-            self._pending_attributes[update.key.name] = update
+        self._outbox.set_attributes(*updates)
 
     async def _flush(self) -> None:
-        """Send queued search attributes (one command) and audit events (one local activity).
-
-        Called before every wait and at the end, so what an operator filters on and what the
-        audit log says are current whenever the run waits or ends.
-        """
-        if self._pending_attributes:
-            workflow.upsert_search_attributes(list(self._pending_attributes.values()))
-            self._pending_attributes = {}
-        for notice in self._pending_notices:
-            # Started, not awaited: the step waits for decisions, not for chat delivery.
-            workflow.start_activity_method(
-                NotificationActivities.notify_step,
-                notice,
-                start_to_close_timeout=_NOTIFY_TIMEOUT,
-                retry_policy=_NOTIFY_RETRY,
-            )
-        self._pending_notices = []
-        if not self._pending_audit:
-            return
-        batch, self._pending_audit = self._pending_audit, []
-        await workflow.execute_local_activity_method(
-            AuditActivities.record,
-            AuditBatch(org_id=self.run_input.org_id, records=batch),
-            start_to_close_timeout=_AUDIT_TIMEOUT,
-            retry_policy=_AUDIT_RETRY,
-        )
+        """Called before every wait and at the end, so what an operator filters on and what the
+        audit log says are current whenever the run waits or ends."""
+        await self._outbox.flush(self.run_input.org_id)
 
 
 async def _wait(condition: Any, within: timedelta | None) -> bool:
@@ -480,27 +409,3 @@ async def _wait(condition: Any, within: timedelta | None) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-def _deadline(
-    now: datetime, sla: timedelta | None, calendar: BusinessCalendar | None
-) -> datetime | None:
-    if sla is None:
-        return None
-    return calendar.add(now, sla) if calendar is not None else now + sla
-
-
-def _view(step: ApprovalStep) -> StepView:
-    last = step.votes[-1] if step.votes else None
-    return StepView(
-        step_id=step.step_id,
-        title=step.title,
-        state=step.state.value,
-        approvers=step.policy.labels(),
-        opened_at=step.opened_at,
-        deadline=step.deadline,
-        decided_by=last.user_id if last else None,
-        decided_at=step.decided_at,
-        decision_comment=last.comment if last else None,
-        deciders=step.deciders,
-    )

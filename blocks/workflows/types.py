@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from blocks.core.approvals import ApprovalStep
+
 
 @dataclass(frozen=True)
 class RunInput:
@@ -30,6 +32,22 @@ class StepView:
     decided_at: datetime | None
     decision_comment: str | None
     deciders: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, step: ApprovalStep) -> StepView:
+        last = step.votes[-1] if step.votes else None
+        return cls(
+            step_id=step.step_id,
+            title=step.title,
+            state=step.state.value,
+            approvers=step.policy.labels(),
+            opened_at=step.opened_at,
+            deadline=step.deadline,
+            decided_by=last.user_id if last else None,
+            decided_at=step.decided_at,
+            decision_comment=last.comment if last else None,
+            deciders=step.deciders,
+        )
 
 
 @dataclass(frozen=True)

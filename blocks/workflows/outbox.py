@@ -1,0 +1,103 @@
+"""What a workflow queues for the outside world — audit events, search attributes, notices — and
+sends in one go before it waits, so history stays small and the log is current when it matters."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+
+from blocks.core.audit import ActorType, AuditBatch, AuditRecord, Outcome
+from blocks.core.ids import workflow_event_id
+from blocks.core.notifications import StepNotice
+
+with workflow.unsafe.imports_passed_through():
+    from blocks.activities.audit import AuditActivities
+    from blocks.activities.notifications import NotificationActivities
+
+_AUDIT_TIMEOUT = timedelta(seconds=30)
+_AUDIT_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
+)
+_NOTIFY_TIMEOUT = timedelta(seconds=30)
+# Delivery is retried for a while, then given up: an unreachable chat service must not hold a run.
+_NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=10,
+)
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self._audit: list[AuditRecord] = []
+        self._attributes: dict[str, SearchAttributeUpdate[Any]] = {}
+        self._notices: list[StepNotice] = []
+
+    def audit(
+        self,
+        *,
+        run_id: str,
+        key: str,
+        action: str,
+        actor_type: ActorType = ActorType.WORKFLOW,
+        actor_id: str | None = None,
+        target_id: str | None = None,
+        outcome: Outcome = Outcome.SUCCESS,
+        reason: str | None = None,
+        data: dict[str, object] | None = None,
+    ) -> None:
+        """Queue an event with an id derived from the run and `key`.
+
+        A crash before the flush loses nothing: replay re-creates the same event with the same id,
+        and the append skips ids already written.
+        """
+        workflow_id = workflow.info().workflow_id
+        self._audit.append(
+            AuditRecord(
+                action=action,
+                actor_type=actor_type,
+                actor_id=actor_id or (workflow_id if actor_type is ActorType.WORKFLOW else None),
+                target_type="step" if target_id else "run",
+                target_id=target_id or run_id,
+                run_id=run_id,
+                outcome=outcome,
+                reason=reason,
+                data=dict(data or {}),
+                event_id=str(workflow_event_id(workflow_id, key)),
+            )
+        )
+
+    def notify(self, notice: StepNotice) -> None:
+        self._notices.append(notice)
+
+    def set_attributes(self, *updates: SearchAttributeUpdate[Any]) -> None:
+        """The last value of each key is sent at the next flush."""
+        for update in updates:
+            self._attributes[update.key.name] = update
+
+    async def flush(self, org_id: str) -> None:
+        """Search attributes (one command), notices (started, not awaited: the step waits for
+        decisions, not for chat delivery) and audit events (one local activity)."""
+        if self._attributes:
+            workflow.upsert_search_attributes(list(self._attributes.values()))
+            self._attributes = {}
+        for notice in self._notices:
+            workflow.start_activity_method(
+                NotificationActivities.notify_step,
+                notice,
+                start_to_close_timeout=_NOTIFY_TIMEOUT,
+                retry_policy=_NOTIFY_RETRY,
+            )
+        self._notices = []
+        if not self._audit:
+            return
+        batch, self._audit = self._audit, []
+        await workflow.execute_local_activity_method(
+            AuditActivities.record,
+            AuditBatch(org_id=org_id, records=batch),
+            start_to_close_timeout=_AUDIT_TIMEOUT,
+            retry_policy=_AUDIT_RETRY,
+        )
