@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.audit import AuditRecord
 from blocks.core.audit_chain import GENESIS_HASH, chain_hash
+from blocks.core.audit_event_hash import event_hash
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org, mark_bound
 from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
@@ -103,29 +104,74 @@ _INSERT_AND_ADVANCE = text(
 )
 
 
+# The last head this process wrote, per org: the next append can then be one statement that
+# advances the head only if it is still that one (compare-and-set); otherwise it takes the lock.
+_HEADS: dict[uuid.UUID, tuple[int, str]] = {}
+_HEADS_LIMIT = 10_000
+# Appends under way in this process, per org: when others are, the remembered head is about to
+# be stale, and a failed compare-and-set would only add a round trip.
+_IN_FLIGHT: dict[uuid.UUID, int] = {}
+_APPEND_IF_HEAD = text(
+    "SELECT blocks_audit_append_if_head(:org_id, :seq, :hash, :new_seq, :new_hash, "
+    "CAST(:rows AS jsonb))"
+)
+
+
 async def append_events(
     ctx: OrgContext, session: AsyncSession, records: Sequence[AuditRecord]
 ) -> list[uuid.UUID]:
     """Append in order to the org's chain; events whose id already exists are skipped (retries).
 
-    Two round trips whatever the number of records. A user's personal fields are stored (and
-    hashed) encrypted under that user's data key, fetched in the first round trip.
-    Returns the ids of the events now in the log, written or found.
+    One round trip when this process wrote the org's head last and no record is a retry of an
+    event already written; otherwise two. A user's personal fields are stored (and hashed)
+    encrypted under that user's data key. Returns the ids of the events now in the log.
     """
     mark_bound(session, ctx.org_id)
     for record in records:
         check_personal_fields(record)
-    wanted = [r.event_id for r in records if r.event_id is not None]
+    _IN_FLIGHT[ctx.org_id] = _IN_FLIGHT.get(ctx.org_id, 0) + 1
+    try:
+        return await _append(ctx, session, records)
+    finally:
+        _IN_FLIGHT[ctx.org_id] -= 1
+        if not _IN_FLIGHT[ctx.org_id]:
+            del _IN_FLIGHT[ctx.org_id]
+
+
+async def _append(
+    ctx: OrgContext, session: AsyncSession, records: Sequence[AuditRecord]
+) -> list[uuid.UUID]:
     keys = key_request(ctx, records)
+    cached = _HEADS.get(ctx.org_id)
+    if keys is None and cached is not None and _IN_FLIGHT[ctx.org_id] == 1:
+        rows, ids, head = _link(ctx, records, cached, set(), None)
+        advanced = (
+            await session.exec(  # type: ignore[call-overload]
+                _APPEND_IF_HEAD.bindparams(
+                    org_id=ctx.org_id,
+                    seq=cached[0],
+                    hash=cached[1],
+                    new_seq=head[0],
+                    new_hash=head[1],
+                    rows=json.dumps(rows, default=_json_default),
+                )
+            )
+        ).scalar_one()
+        if advanced:
+            _remember(ctx.org_id, head)
+            return ids
+        # Another writer moved the head: fall back to the lock, which reads the current one.
+
+    wanted = [r.event_id for r in records if r.event_id is not None]
     sealer: Sealer | None = None
     if keys is None:
-        head = (
+        locked = (
             await session.exec(  # type: ignore[call-overload]
                 _LOCK_HEAD.bindparams(org_id=ctx.org_id, genesis=GENESIS_HASH, ids=wanted)
             )
         ).one()
     else:
-        head = (
+        locked = (
             await session.exec(  # type: ignore[call-overload]
                 _LOCK_HEAD_WITH_KEYS.bindparams(
                     org_id=ctx.org_id,
@@ -135,10 +181,38 @@ async def append_events(
                 )
             )
         ).one()
-        sealer = await keys.sealer(session, head.keys)
-    seq, prev_hash = int(head.seq), str(head.hash)
-    existing: set[uuid.UUID] = set(head.existing or ())
+        sealer = await keys.sealer(session, locked.keys)
+    rows, ids, head = _link(
+        ctx, records, (int(locked.seq), str(locked.hash)), set(locked.existing or ()), sealer
+    )
+    if rows:
+        await session.exec(  # type: ignore[call-overload]
+            _INSERT_AND_ADVANCE.bindparams(
+                rows=json.dumps(rows, default=_json_default),
+                seq=head[0],
+                hash=head[1],
+                org_id=ctx.org_id,
+            )
+        )
+    _remember(ctx.org_id, head)
+    return ids
 
+
+def _remember(org_id: uuid.UUID, head: tuple[int, str]) -> None:
+    if len(_HEADS) >= _HEADS_LIMIT and org_id not in _HEADS:
+        _HEADS.clear()  # a cache miss only costs the lock path
+    _HEADS[org_id] = head
+
+
+def _link(
+    ctx: OrgContext,
+    records: Sequence[AuditRecord],
+    head: tuple[int, str],
+    existing: set[uuid.UUID],
+    sealer: Sealer | None,
+) -> tuple[list[dict[str, Any]], list[uuid.UUID], tuple[int, str]]:
+    """Number and hash the new events after `head`; returns the rows, all ids and the new head."""
+    seq, prev_hash = head
     rows: list[dict[str, Any]] = []
     ids: list[uuid.UUID] = []
     now = utcnow()
@@ -170,19 +244,11 @@ async def append_events(
         if sealer is not None:
             sealer.seal(record, row)
         row["prev_hash"] = prev_hash
-        row["hash"] = prev_hash = chain_hash(prev_hash, hashed_payload(row))
+        payload = hashed_payload(row)
+        # The fast encoder gives the same bytes; the reference one raises a clear error otherwise.
+        row["hash"] = prev_hash = event_hash(prev_hash, payload) or chain_hash(prev_hash, payload)
         rows.append(row)
-
-    if rows:
-        await session.exec(  # type: ignore[call-overload]
-            _INSERT_AND_ADVANCE.bindparams(
-                rows=json.dumps(rows, default=_json_default),
-                seq=seq,
-                hash=prev_hash,
-                org_id=ctx.org_id,
-            )
-        )
-    return ids
+    return rows, ids, (seq, prev_hash)
 
 
 def _json_default(value: object) -> str:

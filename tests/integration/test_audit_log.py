@@ -15,6 +15,7 @@ from blocks.core.audit_chain import first_broken_link
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, create_engine, session_factory
 from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.models import audit as audit_model
 from blocks.models.audit import AuditEvent, append_events, hashed_payload, list_events
 from tests.support import make_org
 
@@ -109,3 +110,31 @@ async def test_the_audit_table_refuses_changes(
     finally:
         await owner_engine.dispose()
     assert [e.action for e in await _events(engine, org.id)] == ["kept"]
+
+
+async def test_a_stale_remembered_head_falls_back_to_the_lock(engine: AsyncEngine) -> None:
+    """One-statement appends trust a remembered head only if the database still has it."""
+    org = await make_org(engine)
+    for action in ("first", "second"):
+        async with session_factory(engine)() as session, session.begin():
+            await append_events(_ctx(org.id), session, [_record(action)])
+    # Another process appended meanwhile: what this process remembers is now one behind.
+    audit_model._HEADS[org.id] = (1, _events_hash_at(await _events(engine, org.id), 1))
+    async with session_factory(engine)() as session, session.begin():
+        await append_events(_ctx(org.id), session, [_record("third")])
+    events = await _events(engine, org.id)
+    assert [e.action for e in events][-3:] == ["first", "second", "third"]
+    assert first_broken_link(_links(events)) is None
+    # A rolled-back append leaves the remembered head ahead of the database; still no fork.
+    async with session_factory(engine)() as session:
+        await append_events(_ctx(org.id), session, [_record("rolled back")])
+        await session.rollback()
+    async with session_factory(engine)() as session, session.begin():
+        await append_events(_ctx(org.id), session, [_record("fourth")])
+    events = await _events(engine, org.id)
+    assert [e.action for e in events][-4:] == ["first", "second", "third", "fourth"]
+    assert first_broken_link(_links(events)) is None
+
+
+def _events_hash_at(events: list[AuditEvent], seq: int) -> str:
+    return next(e.hash for e in events if e.seq == seq)
