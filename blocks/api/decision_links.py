@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
+from temporalio.service import RPCError
 
 from blocks.api.decisions import submit_decision
 from blocks.api.deps import (
@@ -82,9 +83,13 @@ async def show(token: str, session: DbSession, client: TemporalClient) -> HTMLRe
     except LinkProblem as problem:
         return _refused(problem)
     link = opened.link
-    view = await client.get_workflow_handle(f"run-{link.run_id}").query(
-        STATUS_QUERY, result_type=RunView
-    )
+    try:
+        view = await client.get_workflow_handle(f"run-{link.run_id}").query(
+            STATUS_QUERY, result_type=RunView
+        )
+    except RPCError:
+        # The run is gone from Temporal (retention passed): nothing is left to decide.
+        return _page("Nothing to decide", "<p>This request is no longer open.</p>", status=409)
     step = next((s for s in view.steps if s.step_id == link.step_id), None)
     if step is None or step.state != "pending":
         return _page("Nothing to decide", "<p>This step is already closed.</p>", status=409)
