@@ -142,10 +142,21 @@ def api_key(
     console.print(key)
 
 
+def _operator_database_url(settings: Settings) -> str:
+    """BLOCKS_DATABASE_URL, or the embedded database of the data dir `blocks dev` runs on."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    embedded = EmbeddedPostgres(settings.data_dir, port=settings.postgres_port)
+    credentials = embedded.existing_credentials()
+    if credentials is None:
+        raise RuntimeError("BLOCKS_DATABASE_URL is not set and `blocks dev` has no data here yet")
+    return credentials.url()
+
+
 async def _create_key(
     settings: Settings, *, org: str, email: str, roles: list[Role], name: str
 ) -> str:
-    engine = create_engine(settings.require_database_url(), pool_size=1)
+    engine = create_engine(_operator_database_url(settings), pool_size=1)
     try:
         async with session_factory(engine)() as session, session.begin():
             return await issue_member_key(

@@ -72,6 +72,12 @@ class EmbeddedPostgres:
             ensure_user_exists(SYSTEM_USER)
             self._run_as = SYSTEM_USER
 
+    def existing_credentials(self) -> PostgresCredentials | None:
+        """The credentials of a data dir `blocks dev` already set up (for operator commands)."""
+        if not self.credentials_file.exists():
+            return None
+        return self._load_or_create_credentials()
+
     def start(self) -> PostgresCredentials:
         self.root.mkdir(parents=True, exist_ok=True)
         credentials = self._load_or_create_credentials()

@@ -74,6 +74,7 @@ async def issue_member_key(
         raise LookupError(f"{email} is not a member of {org_slug!r}")
     held = set(parse_roles(membership.roles))
     if not set(roles) <= held:
-        raise LookupError(f"{email} does not hold {sorted(set(roles) - held)} in {org_slug!r}")
+        missing = ", ".join(sorted(r.value for r in set(roles) - held))
+        raise LookupError(f"{email} does not hold {missing} in {org_slug!r}")
     _, plaintext = await create_api_key(ctx, session, user_id=user.id, name=name, roles=roles)
     return plaintext

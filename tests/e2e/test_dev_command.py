@@ -18,8 +18,8 @@ from tests.support import EXPENSE, free_port
 _KEY = re.compile(r"^(owner|approver)\s+\([^)]+\):\s+(blk_\S+)$", re.MULTILINE)
 
 
-def _start(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
-    env = {
+def _env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("BLOCKS_")},
         "BLOCKS_DATA_DIR": str(data_dir),
         "BLOCKS_API_PORT": str(ports["api"]),
@@ -28,6 +28,10 @@ def _start(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen
         "BLOCKS_TEMPORAL_UI_PORT": str(ports["ui"]),
         "COLUMNS": "200",
     }
+
+
+def _start(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+    env = _env(data_dir, ports)
     return subprocess.Popen(
         [sys.executable, "-m", "blocks.cli", "dev"],
         env=env,
@@ -91,6 +95,17 @@ def test_dev_runs_everything_and_restarts_on_the_same_data(tmp_path: Path) -> No
         )
         assert decided.status_code == 200, decided.text
         assert httpx.get(f"http://127.0.0.1:{ports['ui']}/", timeout=5).status_code == 200
+        # Another key for a demo member, minted beside the running stack as the README says.
+        minted = subprocess.run(
+            [sys.executable, "-m", "blocks.cli", "api-key", "--org", "demo",
+             "--email", "approver@demo.example", "--role", "approver"],
+            env=_env(data_dir, ports), capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        assert minted.startswith("blk_")
+        inbox = httpx.get(
+            f"{api}/v1/inbox", headers={"Authorization": f"Bearer {minted}"}, timeout=30
+        )
+        assert inbox.status_code == 200
     finally:
         leftovers = _stop(process)
     assert leftovers == []
