@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from blocks.infra.payload_codec import PayloadKeyError, load_or_create_key_file, parse_payload_keys
-from blocks.infra.settings import Environment, Settings, get_settings
+from blocks.infra.dev_keys import configured_or_dev_key
+from blocks.infra.payload_codec import PayloadKeyError, new_payload_key_spec, parse_payload_keys
+from blocks.infra.settings import Settings, get_settings
 
 SEALED_PREFIX = "enc:v1:"
 _NONCE_BYTES = 12
@@ -101,11 +102,14 @@ def _wrap_aad(
 
 
 def master_key_spec(settings: Settings) -> str:
-    if settings.master_keys is not None:
-        return settings.master_keys.get_secret_value()
-    if settings.env is Environment.PROD:
-        raise MasterKeyError("BLOCKS_MASTER_KEYS is required when BLOCKS_ENV=prod")
-    return load_or_create_key_file(settings.data_dir / "master-keys")
+    return configured_or_dev_key(
+        settings.master_keys,
+        settings,
+        variable="BLOCKS_MASTER_KEYS",
+        file_name="master-keys",
+        new_spec=new_payload_key_spec,
+        error=MasterKeyError,
+    )
 
 
 def load_master_keys(settings: Settings) -> MasterKeys:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
@@ -82,18 +81,3 @@ class EncryptionCodec(PayloadCodec):
             nonce, sealed = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
             decoded.append(Payload.FromString(cipher.decrypt(nonce, sealed, key_id.encode())))
         return decoded
-
-
-def load_or_create_key_file(path: Path) -> str:
-    """The dev/test key spec kept beside the embedded servers' data, created 0600 on first use."""
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    spec = new_payload_key_spec()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process of the same data dir won the race
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(spec)
-    return spec

@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from blocks.infra.settings import Environment, Settings
+from blocks.infra.dev_keys import configured_or_dev_key
+from blocks.infra.settings import Settings
 
 
 class SigningKeyError(ValueError):
@@ -66,11 +66,16 @@ def new_signing_key_spec(key_id: str = "s1") -> str:
 
 
 def load_signer(settings: Settings) -> CheckpointSigner:
-    if settings.audit_signing_key is not None:
-        return parse_signing_key(settings.audit_signing_key.get_secret_value())
-    if settings.env is Environment.PROD:
-        raise SigningKeyError("BLOCKS_AUDIT_SIGNING_KEY is required when BLOCKS_ENV=prod")
-    return parse_signing_key(_load_or_create(settings.data_dir / "audit-signing-key"))
+    return parse_signing_key(
+        configured_or_dev_key(
+            settings.audit_signing_key,
+            settings,
+            variable="BLOCKS_AUDIT_SIGNING_KEY",
+            file_name="audit-signing-key",
+            new_spec=new_signing_key_spec,
+            error=SigningKeyError,
+        )
+    )
 
 
 def verify_signature(public_key_b64: str, message: bytes, signature_b64: str) -> bool:
@@ -81,17 +86,3 @@ def verify_signature(public_key_b64: str, message: bytes, signature_b64: str) ->
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-def _load_or_create(path: Path) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    spec = new_signing_key_spec()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(spec)
-    return spec

@@ -13,23 +13,27 @@ from temporalio.converter import DataConverter, PayloadConverter
 from temporalio.service import TLSConfig
 
 from blocks.core.search_attributes import STATUS
+from blocks.infra.dev_keys import configured_or_dev_key
 from blocks.infra.payload_codec import (
     EncryptionCodec,
-    load_or_create_key_file,
+    new_payload_key_spec,
     parse_payload_keys,
 )
-from blocks.infra.settings import Environment, Settings
+from blocks.infra.settings import Settings
 
 # Without the codec: for reading raw history in tests, and what the codec wraps.
 PLAIN_DATA_CONVERTER: DataConverter = pydantic_data_converter
 
 
 def payload_key_spec(settings: Settings) -> str:
-    if settings.payload_keys is not None:
-        return settings.payload_keys.get_secret_value()
-    if settings.env is Environment.PROD:
-        raise RuntimeError("BLOCKS_PAYLOAD_KEYS is required when BLOCKS_ENV=prod")
-    return load_or_create_key_file(settings.data_dir / "payload-keys")
+    return configured_or_dev_key(
+        settings.payload_keys,
+        settings,
+        variable="BLOCKS_PAYLOAD_KEYS",
+        file_name="payload-keys",
+        new_spec=new_payload_key_spec,
+        error=RuntimeError,
+    )
 
 
 def encrypting_data_converter(key_spec: str) -> DataConverter:
