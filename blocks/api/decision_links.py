@@ -4,29 +4,28 @@ a POST from the page decides, once, as the one approver the link was sent to."""
 from __future__ import annotations
 
 import html
-from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from temporalio.service import RPCError
 
 from blocks.api.decisions import submit_decision
 from blocks.api.deps import (
+    CanManageMembers,
     DbSession,
     TemporalClient,
     forbidden,
     record_denial,
     request_audit_fields,
-    require,
 )
 from blocks.api.errors import Problem
 from blocks.api.schemas import StrictModel
 from blocks.core.approvals import Decision
 from blocks.core.audit import AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
-from blocks.core.roles import Permission, parse_roles
+from blocks.core.roles import parse_roles
 from blocks.models.audit import append_events
 from blocks.models.decision_links import DecisionLink, LinkProblem, OpenLink, open_link, use_link
 from blocks.models.orgs import Organization, User, get_membership
@@ -35,7 +34,6 @@ from blocks.workflows.types import RunView
 
 router = APIRouter(tags=["approvals"])
 
-CanManageMembers = Annotated[OrgContext, Depends(require(Permission.MEMBER_MANAGE))]
 
 # The token is in the URL: never cache the page, never send it on in a Referer, never frame it.
 _PAGE_HEADERS = {

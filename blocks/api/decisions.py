@@ -20,7 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from blocks.api.deps import forbidden, record_denial
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import DecisionOut
-from blocks.core.approval_policy import group_marker
+from blocks.core.approval_policy import policy_memberships
 from blocks.core.approvals import (
     Decision,
     DecisionRequest,
@@ -69,9 +69,8 @@ async def submit_decision(
         raise forbidden("only a member can decide a step")
     handle = client.get_workflow_handle(run.workflow_id)
     delegators = tuple(await active_delegators(ctx, session))
-    # Roles and member groups, as approval policies match them (core.approval_policy).
-    memberships = tuple(role.value for role in ctx.roles) + tuple(
-        group_marker(name) for name in await group_names_of(ctx, session, ctx.user_id)
+    memberships = policy_memberships(
+        (role.value for role in ctx.roles), await group_names_of(ctx, session, ctx.user_id)
     )
     try:
         result = await _execute(

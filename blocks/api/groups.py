@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from blocks.api.deps import DbSession, request_audit_fields, require
+from blocks.api.deps import CanManageMembers, CanReadOrg, DbSession, request_audit_fields
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import StrictModel
 from blocks.core.audit import AuditRecord
 from blocks.core.context import OrgContext
-from blocks.core.roles import Permission
 from blocks.models.audit import append_events
 from blocks.models.delegations import is_member
 from blocks.models.groups import (
@@ -26,9 +24,6 @@ from blocks.models.groups import (
 )
 
 router = APIRouter(prefix="/v1/groups", tags=["members"])
-
-CanManageMembers = Annotated[OrgContext, Depends(require(Permission.MEMBER_MANAGE))]
-CanReadOrg = Annotated[OrgContext, Depends(require(Permission.ORG_READ))]
 
 
 class GroupIn(StrictModel):

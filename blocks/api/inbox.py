@@ -15,7 +15,7 @@ from temporalio.service import RPCError
 
 from blocks.api.deps import CanDecide, DbSession, TemporalClient
 from blocks.core import search_attributes as sa
-from blocks.core.approval_policy import GROUP_PREFIX, group_marker
+from blocks.core.approval_policy import GROUP_PREFIX, policy_memberships
 from blocks.models.delegations import active_delegators
 from blocks.models.groups import group_names_of
 from blocks.workflows.sdk import STATUS_QUERY
@@ -58,9 +58,11 @@ async def inbox(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> InboxOut:
     # The caller's own seats, then those of members who delegated to them right now.
-    own_groups = [group_marker(g) for g in await group_names_of(ctx, session, ctx.user_id)]
-    people = [(str(ctx.user_id), [r.value for r in ctx.roles] + own_groups)] + [
-        (d.user_id, list(d.roles)) for d in await active_delegators(ctx, session)
+    own = policy_memberships(
+        (r.value for r in ctx.roles), await group_names_of(ctx, session, ctx.user_id)
+    )
+    people = [(str(ctx.user_id), own)] + [
+        (d.user_id, d.roles) for d in await active_delegators(ctx, session)
     ]
     labels = list(dict.fromkeys(label for p in people for label in _labels(*p)))
     # Both values come from the resolved context (a UUID and role names), never from the caller.

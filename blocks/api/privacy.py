@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from blocks.api.deps import DbSession, request_audit_fields, require
+from blocks.api.deps import CanErase, DbSession, request_audit_fields
 from blocks.api.errors import not_found
 from blocks.core.audit import AuditRecord
-from blocks.core.context import OrgContext
-from blocks.core.roles import Permission
 from blocks.models.audit import append_events
 from blocks.models.personal_data import erase_subject, holds_personal_data_of
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
-
-CanErase = Annotated[OrgContext, Depends(require(Permission.PRIVACY_ERASE))]
 
 
 class EraseRequest(BaseModel):

@@ -6,17 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.api.deps import DbSession, request_audit_fields, require
+from blocks.api.deps import CanManageIntegrations, DbSession, request_audit_fields
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import StrictModel
 from blocks.core.audit import AuditRecord
 from blocks.core.context import OrgContext
-from blocks.core.roles import Permission
 from blocks.infra.slack import SLACK_ID_PATTERN, SlackTokenRefused, SlackUnreachable, team_of_token
 from blocks.models.audit import append_events
 from blocks.models.slack import (
@@ -30,7 +29,6 @@ from blocks.models.slack import (
 
 router = APIRouter(prefix="/v1/integrations/slack", tags=["integrations"])
 
-CanManageIntegrations = Annotated[OrgContext, Depends(require(Permission.INTEGRATION_MANAGE))]
 SlackUserId = Annotated[str, Path(pattern=SLACK_ID_PATTERN, description="Slack user id (U...)")]
 
 

@@ -33,6 +33,11 @@ def group_marker(name: str) -> str:
     return f"{GROUP_PREFIX}{name}"
 
 
+def policy_memberships(roles: Iterable[str], groups: Iterable[str]) -> tuple[str, ...]:
+    """A person's role names and member groups, as `ApproverGroup.includes` matches them."""
+    return (*roles, *(group_marker(g) for g in groups))
+
+
 @dataclass(frozen=True)
 class ApproverGroup:
     """A seat set: named users, holders of a role, or members of an org's member group.

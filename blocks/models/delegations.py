@@ -8,13 +8,13 @@ from datetime import datetime
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.approval_policy import group_marker
+from blocks.core.approval_policy import policy_memberships
 from blocks.core.approvals import Delegator
 from blocks.core.context import OrgContext
 from blocks.core.roles import parse_roles
 from blocks.infra.db import bind_org
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
-from blocks.models.groups import group_names_of
+from blocks.models.groups import group_names_by_user
 from blocks.models.orgs import Membership
 
 
@@ -120,14 +120,13 @@ async def active_delegators(
         .order_by(col(Delegation.created_at))
     )
     rows = (await session.exec(statement)).all()
-    delegators: list[Delegator] = []
-    for user_id, roles in rows:
-        groups = await group_names_of(ctx, session, user_id)
-        delegators.append(
-            Delegator(
-                user_id=str(user_id),
-                roles=tuple(r.value for r in parse_roles(roles))
-                + tuple(group_marker(g) for g in groups),
-            )
+    groups = await group_names_by_user(ctx, session, [user_id for user_id, _ in rows])
+    return [
+        Delegator(
+            user_id=str(user_id),
+            roles=policy_memberships(
+                (r.value for r in parse_roles(roles)), groups.get(user_id, [])
+            ),
         )
-    return delegators
+        for user_id, roles in rows
+    ]

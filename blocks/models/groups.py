@@ -120,14 +120,26 @@ async def remove_from_group(
 
 async def group_names_of(ctx: OrgContext, session: AsyncSession, user_id: uuid.UUID) -> list[str]:
     """The names of the groups a member belongs to (approval policies name groups by name)."""
+    return (await group_names_by_user(ctx, session, [user_id])).get(user_id, [])
+
+
+async def group_names_by_user(
+    ctx: OrgContext, session: AsyncSession, user_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[str]]:
+    """The group names of several members, in one query."""
+    if not user_ids:
+        return {}
     await bind_org(session, ctx.org_id)
     statement = (
-        select(MemberGroup.name)
-        .join(MemberGroupMember, col(MemberGroupMember.group_id) == col(MemberGroup.id))
-        .where(MemberGroupMember.org_id == ctx.org_id, MemberGroupMember.user_id == user_id)
+        select(MemberGroupMember.user_id, MemberGroup.name)
+        .join(MemberGroup, col(MemberGroupMember.group_id) == col(MemberGroup.id))
+        .where(MemberGroupMember.org_id == ctx.org_id, col(MemberGroupMember.user_id).in_(user_ids))
         .order_by(col(MemberGroup.name))
     )
-    return list((await session.exec(statement)).all())
+    names: dict[uuid.UUID, list[str]] = {}
+    for user_id, name in (await session.exec(statement)).all():
+        names.setdefault(user_id, []).append(name)
+    return names
 
 
 async def members_of_groups(
