@@ -14,11 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.cpu import CpuProbe, CpuUse
 from bench.stats import Latency, in_flight
 from blocks.core.audit import ActorType, AuditRecord
-from blocks.core.audit_chain import GENESIS_HASH, chain_hash
+from blocks.core.audit_chain import GENESIS_HASH
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, session_factory
-from blocks.models.audit import AuditEvent, append_events, hashed_payload
-from blocks.models.base import utcnow
+from blocks.models.audit import AuditEvent, append_events, link_events
 
 PLAIN_TABLE = "bench_plain_audit_events"
 
@@ -89,31 +88,8 @@ def make_plain_rows(
     records: list[AuditRecord], org_id: uuid.UUID, first_seq: int
 ) -> list[dict[str, Any]]:
     """The rows `append_events` would write for `records`, chain included, computed up front."""
-    rows: list[dict[str, Any]] = []
-    prev_hash = GENESIS_HASH
-    now = utcnow()
-    for offset, record in enumerate(records):
-        row: dict[str, Any] = {
-            "id": uuid.UUID(str(record.event_id)),
-            "org_id": org_id,
-            "seq": first_seq + offset,
-            "occurred_at": now,
-            "action": record.action,
-            "actor_type": record.actor_type.value,
-            "actor_id": record.actor_id,
-            "actor_email": record.actor_email,
-            "target_type": record.target_type,
-            "target_id": record.target_id,
-            "run_id": record.run_id,
-            "outcome": record.outcome.value,
-            "reason": record.reason,
-            "ip": record.ip,
-            "user_agent": record.user_agent,
-            "data": record.data,
-        }
-        row["prev_hash"] = prev_hash
-        row["hash"] = prev_hash = chain_hash(prev_hash, hashed_payload(row))
-        rows.append(row)
+    ctx = OrgContext(org_id=OrgId(org_id), user_id=None, roles=(), auth=AuthMethod.SYSTEM)
+    rows, _, _ = link_events(ctx, records, (first_seq - 1, GENESIS_HASH), set(), None)
     return rows
 
 

@@ -144,7 +144,7 @@ async def _append(
     keys = key_request(ctx, records)
     cached = _HEADS.get(ctx.org_id)
     if keys is None and cached is not None and _IN_FLIGHT[ctx.org_id] == 1:
-        rows, ids, head = _link(ctx, records, cached, set(), None)
+        rows, ids, head = link_events(ctx, records, cached, set(), None)
         advanced = (
             await session.exec(  # type: ignore[call-overload]
                 _APPEND_IF_HEAD.bindparams(
@@ -182,7 +182,7 @@ async def _append(
             )
         ).one()
         sealer = await keys.sealer(session, locked.keys)
-    rows, ids, head = _link(
+    rows, ids, head = link_events(
         ctx, records, (int(locked.seq), str(locked.hash)), set(locked.existing or ()), sealer
     )
     if rows:
@@ -204,14 +204,17 @@ def _remember(org_id: uuid.UUID, head: tuple[int, str]) -> None:
     _HEADS[org_id] = head
 
 
-def _link(
+def link_events(
     ctx: OrgContext,
     records: Sequence[AuditRecord],
     head: tuple[int, str],
     existing: set[uuid.UUID],
     sealer: Sealer | None,
 ) -> tuple[list[dict[str, Any]], list[uuid.UUID], tuple[int, str]]:
-    """Number and hash the new events after `head`; returns the rows, all ids and the new head."""
+    """Number and hash the new events after `head`; returns the rows, all ids and the new head.
+
+    These are exactly the rows an append writes (the benchmark inserts them into a plain table).
+    """
     seq, prev_hash = head
     rows: list[dict[str, Any]] = []
     ids: list[uuid.UUID] = []
