@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from blocks.core.audit_export_format import Link, SignedCheckpoint
+from blocks.core.spreadsheet import defuse_formula
 
 CSV_COLUMNS = (
     "type",
@@ -56,7 +57,6 @@ CSV_COLUMNS = (
     "key_id",
     "signature",
 )
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(value: Any) -> str | int:
@@ -64,8 +64,7 @@ def _cell(value: Any) -> str | int:
         return ""
     if isinstance(value, int):
         return value
-    text_value = str(value)
-    return "'" + text_value if text_value.startswith(_FORMULA_START) else text_value
+    return defuse_formula(str(value))
 
 
 def _write(rows: Iterable[Iterable[str | int]]) -> str:

@@ -21,7 +21,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api.audit_csv import csv_checkpoint_rows, csv_event_rows, csv_header
 from blocks.api.deps import CanReadAudit, DbSession
-from blocks.api.errors import Problem, not_found
+from blocks.api.errors import not_found
+from blocks.api.params import time_window
 from blocks.api.schemas import AuditEventFields
 from blocks.core.audit_chain_verifier import VerificationReport
 from blocks.core.audit_event_hash import event_hash
@@ -125,21 +126,7 @@ def _filters(
     action: str | None,
     run_id: uuid.UUID | None,
 ) -> ExportFilters:
-    # A time without a zone is taken as UTC.
-    start = (
-        occurred_from.replace(tzinfo=UTC)
-        if occurred_from and not occurred_from.tzinfo
-        else occurred_from
-    )
-    end = occurred_to.replace(tzinfo=UTC) if occurred_to and not occurred_to.tzinfo else occurred_to
-    if start is not None and end is not None and end <= start:
-        raise Problem(
-            422,
-            "Invalid Request",
-            "to: must be later than from",
-            code="validation_error",
-            errors=[{"field": "to", "reason": "must be later than from"}],
-        )
+    start, end = time_window(occurred_from, occurred_to)
     return ExportFilters(start, end, actor_id, action, str(run_id) if run_id else None)
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, model_validator
 
 from blocks.api.deps import CanDecide, DbSession, request_audit_fields
-from blocks.api.errors import Problem, not_found
+from blocks.api.errors import invalid_field, not_found
 from blocks.api.schemas import StrictModel
 from blocks.core.audit import AuditRecord
 from blocks.models.audit import append_events
@@ -57,24 +57,17 @@ def _out(delegation: Delegation) -> DelegationOut:
     )
 
 
-def _invalid(field: str, reason: str) -> Problem:
-    return Problem(
-        422, "Invalid Request", f"{field}: {reason}", code="validation_error",
-        errors=[{"field": field, "reason": reason}],
-    )  # fmt: skip
-
-
 @router.post("", status_code=201, response_model=DelegationOut)
 async def delegate(
     body: DelegationIn, request: Request, ctx: CanDecide, session: DbSession
 ) -> DelegationOut:
     starts_at = body.starts_at or utcnow()
     if body.ends_at <= utcnow():
-        raise _invalid("ends_at", "must be in the future")
+        raise invalid_field("ends_at", "must be in the future")
     if starts_at >= body.ends_at:
-        raise _invalid("starts_at", "must be before ends_at")
+        raise invalid_field("starts_at", "must be before ends_at")
     if body.delegate_user_id == ctx.user_id:
-        raise _invalid("delegate_user_id", "cannot delegate to yourself")
+        raise invalid_field("delegate_user_id", "cannot delegate to yourself")
     if not await is_member(ctx, session, body.delegate_user_id):
         raise not_found("member")
     delegation = await create_delegation(

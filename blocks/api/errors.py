@@ -41,6 +41,17 @@ def not_found(what: str) -> Problem:
     return Problem(404, "Not Found", f"{what} not found", code="not_found")
 
 
+def invalid_field(field: str, reason: str) -> Problem:
+    """A 422 naming one field, shaped like those FastAPI's own validation produces."""
+    return Problem(
+        422,
+        "Invalid Request",
+        f"{field}: {reason}",
+        code="validation_error",
+        errors=[{"field": field, "reason": reason}],
+    )
+
+
 def problem_response(request: Request, problem: Problem) -> JSONResponse:
     body: dict[str, Any] = {
         "type": f"/problems/{problem.code}",

@@ -9,7 +9,7 @@ spreadsheet would run as a formula start with an apostrophe.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from blocks.api.deps import CanReadAudit, DbSession
-from blocks.api.errors import Problem
+from blocks.api.params import time_window
 from blocks.core.sla import ReportFilters, StepRow, Summary, csv_header, csv_rows
 from blocks.models.sla_reports import SlaReport, sla_report
 
@@ -81,11 +81,6 @@ class SlaReportOut(BaseModel):
     summary: list[SummaryOut] = Field(description="One entry per workflow")
     overall: SummaryOut
     steps: list[StepRowOut]
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # A time without a zone is taken as UTC, as in the audit export.
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _summary_out(summary: Summary) -> SummaryOut:
@@ -167,15 +162,7 @@ async def sla_compliance_report(
     met / breached / open / overdue / no_sla, reminders, escalation and who decided. `workflow`
     filters by the run's workflow name; `from` (inclusive) and `to` (exclusive) by the step's
     opening time. JSON adds a summary per workflow and overall."""
-    start, end = _aware(opened_from), _aware(opened_to)
-    if start is not None and end is not None and end <= start:
-        raise Problem(
-            422,
-            "Invalid Request",
-            "to: must be later than from",
-            code="validation_error",
-            errors=[{"field": "to", "reason": "must be later than from"}],
-        )
+    start, end = time_window(opened_from, opened_to)
     report = await sla_report(ctx, session, ReportFilters(workflow, start, end))
     if format == "json":
         return _report_out(report)

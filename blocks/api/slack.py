@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api.deps import CanManageIntegrations, DbSession, request_audit_fields
-from blocks.api.errors import Problem, not_found
+from blocks.api.errors import Problem, invalid_field, not_found
 from blocks.api.schemas import StrictModel
 from blocks.core.audit import AuditRecord
 from blocks.core.context import OrgContext
@@ -94,7 +94,7 @@ async def install(
     current = await get_installation(ctx, session)
     if body.bot_token is None:
         if current is None:
-            raise _invalid("bot_token", "required to install Slack")
+            raise invalid_field("bot_token", "required to install Slack")
         installation = await set_channel(ctx, session, current, body.channel_id)
         action = "integration.slack.updated"
     else:
@@ -102,7 +102,7 @@ async def install(
         try:
             team_id = await team_of_token(request.app.state.settings.slack_api_url, token)
         except SlackTokenRefused as err:
-            raise _invalid("bot_token", f"Slack refused the token ({err.error})") from None
+            raise invalid_field("bot_token", f"Slack refused the token ({err.error})") from None
         except SlackUnreachable as err:
             raise Problem(
                 502,
@@ -193,14 +193,4 @@ async def _audit_link(
                 **request_audit_fields(request, ctx),
             )
         ],
-    )
-
-
-def _invalid(field: str, reason: str) -> Problem:
-    return Problem(
-        422,
-        "Invalid Request",
-        f"{field}: {reason}",
-        code="validation_error",
-        errors=[{"field": field, "reason": reason}],
     )

@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from blocks.core.spreadsheet import defuse_formula
+
 # The only actions the report reads; the database query filters on them too.
 REPORT_ACTIONS: tuple[str, ...] = (
     "run.started",
@@ -376,10 +378,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "breached_at",
     "deciders",
 )
+
+
 # OWASP CSV injection: a spreadsheet runs cells starting with these as formulas.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 def csv_cell(value: object) -> str | int | float:
     """A cell as written: numbers as they are, text with a leading ' if it could be a formula."""
     if value is None:
@@ -391,7 +392,7 @@ def csv_cell(value: object) -> str | int | float:
     if isinstance(value, datetime):
         return value.isoformat()
     text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return defuse_formula(text)
 
 
 def format_deciders(votes: Iterable[Vote]) -> str:
