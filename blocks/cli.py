@@ -45,7 +45,12 @@ def api() -> None:
     """Serve the HTTP API."""
     settings = get_settings()
     uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        # The app decides whose X-Forwarded-For to believe (BLOCKS_TRUSTED_PROXIES).
+        proxy_headers=False,
     )
 
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from temporalio.worker import Worker
 
 from blocks.activities.notifications import NoticeSender
 from blocks.api.app import create_app
+from blocks.api.sessions_auth import SESSION_COOKIE
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
@@ -29,6 +31,7 @@ from blocks.infra.signing import new_signing_key_spec, parse_signing_key
 from blocks.infra.temporal import encrypting_data_converter
 from blocks.models.api_keys import create_api_key
 from blocks.models.orgs import add_member, create_org_with_owner
+from blocks.models.user_sessions import start_session
 from blocks.workers.main import build_worker
 
 # One payload key for the whole session: API, in-process and subprocess workers share it.
@@ -100,6 +103,29 @@ async def make_org(engine: AsyncEngine) -> Org:
     return result
 
 
+async def start_test_session(
+    engine: AsyncEngine, user_id: uuid.UUID, org_id: uuid.UUID | None = None
+) -> str:
+    """A live session for a member, as sign-in would make it (for tests of other routes)."""
+    async with session_factory(engine)() as session, session.begin():
+        row, token = await start_session(
+            session,
+            user_id=user_id,
+            mfa_pending=False,
+            lifetime=timedelta(hours=12),
+            ip="127.0.0.1",
+            user_agent="tests",
+        )
+        row.org_id = org_id
+        session.add(row)
+    return token
+
+
+def cookie_headers(settings: Settings, token: str) -> dict[str, str]:
+    """A browser's headers for a session: the cookie, and this site as the request's origin."""
+    return {"Cookie": f"{SESSION_COOKIE}={token}", "Origin": settings.public_url}
+
+
 @dataclass
 class Stack:
     base_url: str
@@ -140,7 +166,14 @@ async def running_stack(
     app = create_app(settings, engine=engine, temporal=temporal)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,
+        )
     )
     server_task = asyncio.create_task(server.serve())
     while not server.started:

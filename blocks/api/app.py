@@ -8,19 +8,27 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from blocks import __version__
 from blocks.api import (
+    api_keys,
     audit,
     audit_export,
+    auth,
     checkpoints,
     decision_links,
     delegations,
     groups,
     health,
     inbox,
+    invites,
+    me,
+    members,
+    org_settings,
     privacy,
     runs,
+    two_factor,
 )
 from blocks.api.errors import install_error_handlers
 from blocks.api.sla_reports import router as sla_reports_router
@@ -59,6 +67,13 @@ def create_app(
     install_master_keys(load_master_keys(settings))
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(me.router)
+    app.include_router(two_factor.router)
+    app.include_router(api_keys.router)
+    app.include_router(members.router)
+    app.include_router(invites.router)
+    app.include_router(org_settings.router)
     app.include_router(runs.router)
     app.include_router(inbox.router)
     app.include_router(delegations.router)
@@ -71,4 +86,9 @@ def create_app(
     app.include_router(sla_reports_router)
     app.include_router(slack_router)
     app.include_router(slack_interactions_router)
+    # The client address of a request is the peer's, or, when the peer is a configured trusted
+    # proxy, the one it reports in X-Forwarded-For: a spoofed header from anyone else is ignored
+    # (rate limits and audit events key on this address). Uvicorn's own proxy handling, which
+    # trusts 127.0.0.1 by default, is switched off where the server starts.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app

@@ -65,6 +65,8 @@ async def _member_context(session: DbSession, link: DecisionLink) -> OrgContext 
     user = await session.get(User, link.user_id)
     if membership is None or user is None or user.deactivated_at is not None:
         return None
+    if membership.deactivated_at is not None:
+        return None
     return OrgContext(
         org_id=OrgId(link.org_id),
         user_id=user.id,

@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
+from blocks.api import rate_limit
 from blocks.api.errors import Problem
+from blocks.api.sessions_auth import SESSION_COOKIE, session_org_context, signed_in
 from blocks.core.audit import ActorType, AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
@@ -52,18 +54,29 @@ def _bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def unauthorized(detail: str, code: str = "unauthorized") -> Problem:
+    return Problem(401, "Unauthorized", detail, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
 async def org_context(request: Request, session: DbSession) -> OrgContext:
+    """The caller's organization, person and roles: from an API key, or from a session cookie
+    scoped to an organization (then a state-changing request must also pass the origin check)."""
     token = _bearer_token(request)
-    ctx = await resolve_api_key(session, token) if token else None
-    if ctx is None:
-        raise Problem(
-            401,
-            "Unauthorized",
-            "a valid, unrevoked API key is required (Authorization: Bearer <key>)",
-            code="unauthorized",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    if token is not None:
+        ctx = await resolve_api_key(session, token)
+        if ctx is None:
+            raise unauthorized("this API key is not valid, has expired or was revoked")
+    elif request.cookies.get(SESSION_COOKIE):
+        signed = await signed_in(request, session)
+        ctx = await session_org_context(request, session, signed)
+    else:
+        raise unauthorized("sign in, or send an API key (Authorization: Bearer <key>)")
     request.state.ctx = ctx
+    await rate_limit.enforce(
+        request,
+        "api_credential",
+        f"credential:{ctx.credential_id}",
+    )
     return ctx
 
 
@@ -127,5 +140,9 @@ CanDecide = Annotated[OrgContext, Depends(require(Permission.STEP_DECIDE))]
 CanReadAudit = Annotated[OrgContext, Depends(require(Permission.AUDIT_READ))]
 CanReadOrg = Annotated[OrgContext, Depends(require(Permission.ORG_READ))]
 CanManageMembers = Annotated[OrgContext, Depends(require(Permission.MEMBER_MANAGE))]
+CanManageSecurity = Annotated[OrgContext, Depends(require(Permission.ORG_SECURITY))]
+CanManageOwnKeys = Annotated[OrgContext, Depends(require(Permission.API_KEY_OWN))]
+CanManageKeys = Annotated[OrgContext, Depends(require(Permission.API_KEY_MANAGE))]
+CanOwn = Annotated[OrgContext, Depends(require(Permission.ORG_OWN))]
 CanManageIntegrations = Annotated[OrgContext, Depends(require(Permission.INTEGRATION_MANAGE))]
 CanErase = Annotated[OrgContext, Depends(require(Permission.PRIVACY_ERASE))]

@@ -13,6 +13,10 @@ from blocks.core.roles import Permission, Role, has_permission
 # data-access function that takes an OrgContext cannot be handed an organization by accident.
 OrgId = NewType("OrgId", uuid.UUID)
 
+# The reserved organization whose audit chain holds what happens before anyone picks an
+# organization: sign-ups, sign-in attempts, resets, refused anonymous requests. No members.
+PLATFORM_ORG = OrgId(uuid.UUID(int=0))
+
 
 class AuthMethod(StrEnum):
     API_KEY = "api_key"

@@ -26,17 +26,24 @@ class Permission(StrEnum):
     PRIVACY_ERASE = "privacy:erase"
     # Connects chat workspaces and maps their users to members: owners and admins (they hold all).
     INTEGRATION_MANAGE = "integration:manage"
+    # Organization security: required two-factor, decision-link policy, members' sessions.
+    ORG_SECURITY = "org:security"
+    # Create, list and revoke one's own API keys (never with more roles than one holds).
+    API_KEY_OWN = "api_key:own"
+    # Transfer ownership, close the organization: owners only, each behind a confirmation.
+    ORG_OWN = "org:own"
 
 
 _ALL = frozenset(Permission)
+_EVERY_MEMBER = frozenset({Permission.ORG_READ, Permission.API_KEY_OWN})
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OWNER: _ALL,
-    Role.ADMIN: _ALL,
-    Role.OPERATOR: frozenset({Permission.RUN_START, Permission.RUN_READ, Permission.ORG_READ}),
+    Role.ADMIN: _ALL - {Permission.ORG_OWN},
+    Role.OPERATOR: _EVERY_MEMBER | {Permission.RUN_START, Permission.RUN_READ},
     # Approvers see the runs they act on; which step they may decide is the workflow's call.
-    Role.APPROVER: frozenset({Permission.RUN_READ, Permission.STEP_DECIDE, Permission.ORG_READ}),
-    Role.AUDITOR: frozenset({Permission.AUDIT_READ, Permission.RUN_READ, Permission.ORG_READ}),
+    Role.APPROVER: _EVERY_MEMBER | {Permission.RUN_READ, Permission.STEP_DECIDE},
+    Role.AUDITOR: _EVERY_MEMBER | {Permission.AUDIT_READ, Permission.RUN_READ},
 }
 
 

@@ -72,6 +72,31 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
 
+    # Sign-in. Sessions end after this long without a request, and at the latest after the
+    # absolute limit; sensitive changes (email, 2FA) need a sign-in no older than reauth_minutes.
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    session_absolute_hours: int = Field(default=12, ge=1, le=24 * 30)
+    reauth_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    signin_link_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    password_reset_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    invite_days: int = Field(default=7, ge=1, le=30)
+    # Anyone may sign up (and create an organization); false: invites only.
+    open_signup: bool = True
+    # Origins a cookie-authenticated state-changing request may come from; empty: public_url's.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Proxies (IPs or CIDRs) whose X-Forwarded-For is believed; empty: the peer address counts.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Rate limits (the `limits` library): memory:// per process, or a redis:// URL shared by all.
+    rate_limit_storage_url: str = "memory://"
+    rate_limit_signin_ip: str = "30/minute"
+    rate_limit_signin_account: str = "10/15 minutes"
+    # Sign-up, sign-in links, resets, invite acceptance.
+    rate_limit_token_ip: str = "20/minute"  # noqa: S105
+    rate_limit_2fa_account: str = "10/15 minutes"
+    rate_limit_api_credential: str = "3000/minute"
+    rate_limit_api_ip: str = "6000/minute"
+    rate_limit_invalid_ip: str = "120/minute"  # requests refused as invalid, from one address
+
     @model_validator(mode="before")
     @classmethod
     def _refuse_unknown_variables(cls, values: Any) -> Any:

@@ -112,6 +112,8 @@ async def active_delegators(
         )
         .where(
             Delegation.org_id == ctx.org_id,
+            # A deactivated member's delegation lapses with their access.
+            col(Membership.deactivated_at).is_(None),
             Delegation.delegate_id == ctx.user_id,
             col(Delegation.revoked_at).is_(None),
             Delegation.starts_at <= now,

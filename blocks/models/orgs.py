@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import BigInteger, Column, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,6 +31,9 @@ class Organization(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     # Whether an emailed decision link alone may decide, or the approver must also be signed in.
     link_only_decisions: bool = False
+    # Every member must have two-factor sign-in before a session may enter the organization.
+    require_2fa: bool = False
+    closed_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 
 class User(SQLModel, table=True):
@@ -41,6 +44,24 @@ class User(SQLModel, table=True):
     display_name: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     deactivated_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    # argon2id (pwdlib); None until the person sets one (sign-up is by emailed link).
+    password_hash: str | None = Field(default=None, max_length=500, repr=False)
+    password_changed_at: datetime | None = Field(
+        default=None, sa_column=timestamp_column(nullable=True)
+    )
+    email_verified_at: datetime | None = Field(
+        default=None, sa_column=timestamp_column(nullable=True)
+    )
+    # The TOTP secret, sealed under the master keys; enabled once a first code proved it.
+    totp_key_id: str | None = Field(default=None, max_length=64)
+    totp_secret_sealed: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary, nullable=True), repr=False
+    )
+    totp_enabled_at: datetime | None = Field(
+        default=None, sa_column=timestamp_column(nullable=True)
+    )
+    # The time step of the last accepted code: a code is never accepted twice.
+    totp_last_counter: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class Membership(SQLModel, table=True):
@@ -52,6 +73,8 @@ class Membership(SQLModel, table=True):
     user_id: uuid.UUID = Field(sa_column=user_fk_column())
     roles: list[str] = Field(sa_column=text_array_column())
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    deactivated_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    deactivated_by: uuid.UUID | None = Field(default=None, sa_column=user_fk_column(nullable=True))
 
 
 async def get_org_by_slug(session: AsyncSession, slug: str) -> Organization | None:
@@ -112,8 +135,37 @@ async def members_matching(
         .where(
             Membership.org_id == ctx.org_id,
             col(User.deactivated_at).is_(None),
+            col(Membership.deactivated_at).is_(None),
             col(User.id).in_(user_ids) | col(Membership.roles).overlap(roles),
         )
         .order_by(col(User.email))
     )
     return list((await session.exec(statement)).all())
+
+
+async def orgs_of_user(
+    db: AsyncSession, user_id: uuid.UUID
+) -> list[tuple[Organization, Membership]]:
+    """The open organizations a person is an active member of (the organization picker).
+
+    Pre-tenant: row-level security lets a transaction read its own person's memberships once
+    `app.user_id` names them; only sign-in code, holding a verified session, calls this.
+    """
+    await db.exec(  # type: ignore[call-overload]
+        text("SELECT set_config('app.user_id', :user_id, true)").bindparams(user_id=str(user_id))
+    )
+    statement = (
+        select(Organization, Membership)
+        .join(Membership, col(Membership.org_id) == Organization.id)
+        .where(
+            Membership.user_id == user_id,
+            col(Membership.deactivated_at).is_(None),
+            col(Organization.closed_at).is_(None),
+        )
+        .order_by(col(Organization.name))
+    )
+    return [(org, membership) for org, membership in (await db.exec(statement)).all()]
+
+
+async def find_user_by_email(db: AsyncSession, email: str) -> User | None:
+    return (await db.exec(select(User).where(User.email == email))).first()

@@ -193,7 +193,8 @@ async def member_for_slack_user(
         .outerjoin(
             Membership,
             (col(Membership.org_id) == SlackUserLink.org_id)
-            & (col(Membership.user_id) == SlackUserLink.user_id),
+            & (col(Membership.user_id) == SlackUserLink.user_id)
+            & col(Membership.deactivated_at).is_(None),
         )
         .where(SlackUserLink.org_id == ctx.org_id, SlackUserLink.slack_user_id == slack_user_id)
     )

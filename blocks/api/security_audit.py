@@ -1,0 +1,68 @@
+"""Audit events of identity and access that happen outside one organization's request context.
+
+Sign-up, sign-in attempts, resets and refused anonymous requests land in the platform chain
+(`PLATFORM_ORG`); an event about a known person is also written to each organization they are an
+active member of, so that organization's auditors see attempts on their members' accounts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import Request
+
+from blocks.core.audit import ActorType, AuditRecord, Outcome
+from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
+from blocks.models.audit import append_events
+
+
+def _sessions(request: Request) -> Any:
+    return request.app.state.sessions
+
+
+def request_origin_fields(request: Request) -> dict[str, Any]:
+    return {
+        "ip": request.client.host if request.client else None,
+        "user_agent": (request.headers.get("user-agent") or "")[:500] or None,
+    }
+
+
+async def record_security_event(
+    request: Request,
+    *,
+    action: str,
+    outcome: Outcome = Outcome.SUCCESS,
+    reason: str | None = None,
+    user_id: uuid.UUID | None = None,
+    email: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    data: dict[str, Any] | None = None,
+    org_ids: Iterable[uuid.UUID] = (),
+) -> None:
+    """Append one event to the platform chain and to each of `org_ids`, each in its own
+    transaction so it survives whatever the request does next (a refusal rolls back)."""
+    base: dict[str, Any] = {
+        "action": action,
+        "outcome": outcome,
+        "reason": reason,
+        "target_type": target_type or ("user" if user_id else None),
+        "target_id": target_id or (str(user_id) if user_id else None),
+        "data": dict(data or {}),
+        **request_origin_fields(request),
+    }
+    if user_id is not None:
+        record = AuditRecord(
+            actor_type=ActorType.USER, actor_id=str(user_id), actor_email=email, **base
+        )
+    else:
+        # Nobody is signed in: the address someone typed is data, not an identity.
+        if email is not None:
+            base["data"]["email"] = email[:320]
+        record = AuditRecord(actor_type=ActorType.ANONYMOUS, **base)
+    for org_id in dict.fromkeys([PLATFORM_ORG, *org_ids]):
+        ctx = OrgContext(org_id=OrgId(org_id), user_id=user_id, roles=(), auth=AuthMethod.SYSTEM)
+        async with _sessions(request)() as session, session.begin():
+            await append_events(ctx, session, [record])

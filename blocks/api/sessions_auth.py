@@ -1,0 +1,196 @@
+"""Cookie sessions: the `__Host-` cookie, resolving it to a person or an OrgContext, the origin check.
+
+A state-changing request authenticated by the cookie must come from an allowed origin (Origin,
+else Referer); a cross-origin one is refused and audited. API keys travel in a header a browser
+never adds by itself, so they need no such check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from fastapi import Request, Response
+from sqlalchemy import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blocks.api.errors import Problem
+from blocks.api.security_audit import record_security_event
+from blocks.core.audit import Outcome
+from blocks.core.context import AuthMethod, OrgContext, OrgId
+from blocks.core.roles import parse_roles
+from blocks.infra.db import bind_org
+from blocks.infra.settings import Settings
+from blocks.models.orgs import Membership, Organization, User
+from blocks.models.user_sessions import UserSession, find_live_session
+
+# `__Host-`: the browser keeps it only if Secure, Path=/ and without Domain, so no subdomain
+# and no plain-http page can plant or overwrite it.
+SESSION_COOKIE = "__Host-blocks_session"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    session: UserSession
+    user: User
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _unauthorized(detail: str, code: str) -> Problem:
+    return Problem(401, "Unauthorized", detail, code=code)
+
+
+def set_session_cookie(response: Response, token: str, settings: Settings) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_absolute_hours * 3600,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+
+
+def _origin_of(url: str) -> str | None:
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def allowed_origins(settings: Settings) -> frozenset[str]:
+    configured = settings.allowed_origins or [settings.public_url]
+    return frozenset(o for o in (_origin_of(url) for url in configured) if o)
+
+
+def request_origin(request: Request) -> str | None:
+    """Where the request says it comes from: Origin, else the origin of Referer."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        return _origin_of(origin)
+    referer = request.headers.get("referer")
+    return _origin_of(referer) if referer else None
+
+
+async def check_origin(request: Request, row: UserSession | None, user: User | None) -> None:
+    """Refuse (403, audited) a state-changing cookie request from any origin but ours."""
+    if request.method in _SAFE_METHODS:
+        return
+    origin = request_origin(request)
+    if origin is not None and origin in allowed_origins(_settings(request)):
+        return
+    reason = "cross-origin request refused" if origin else "request without Origin or Referer"
+    await record_security_event(
+        request,
+        action="access.denied",
+        outcome=Outcome.DENIED,
+        reason=f"csrf: {reason}",
+        user_id=user.id if user else None,
+        email=user.email if user else None,
+        target_type="route",
+        target_id=f"{request.method} {request.url.path}",
+        data={"origin": origin},
+        org_ids=[row.org_id] if row is not None and row.org_id else (),
+    )
+    raise Problem(
+        403,
+        "Forbidden",
+        f"{reason}: state-changing requests signed in by cookie must come from this site",
+        code="csrf",
+    )
+
+
+async def signed_in(
+    request: Request, db: AsyncSession, *, allow_mfa_pending: bool = False
+) -> SignedIn:
+    """The person behind the session cookie, whose session is live (not idle, revoked, expired)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise _unauthorized("sign in first", "unauthorized")
+    settings = _settings(request)
+    row = await find_live_session(db, token, idle=timedelta(minutes=settings.session_idle_minutes))
+    if row is None:
+        raise _unauthorized("your session has ended; sign in again", "session_ended")
+    user = await db.get(User, row.user_id)
+    if user is None or user.deactivated_at is not None:
+        raise _unauthorized("your session has ended; sign in again", "session_ended")
+    if row.mfa_pending and not allow_mfa_pending:
+        raise _unauthorized("finish signing in with your two-factor code", "mfa_required")
+    await check_origin(request, row, user)
+    request.state.session = row
+    return SignedIn(session=row, user=user)
+
+
+async def session_org_context(request: Request, db: AsyncSession, signed: SignedIn) -> OrgContext:
+    """The OrgContext of a session scoped to an organization, as the membership stands now."""
+    row, user = signed.session, signed.user
+    if row.org_id is None:
+        await record_security_event(
+            request,
+            action="access.denied",
+            outcome=Outcome.DENIED,
+            reason="no organization selected",
+            user_id=user.id,
+            email=user.email,
+            target_type="route",
+            target_id=f"{request.method} {request.url.path}",
+        )
+        raise Problem(
+            403,
+            "Forbidden",
+            "pick an organization first (GET /v1/auth/orgs, then POST /v1/auth/org)",
+            code="organization_not_selected",
+        )
+    await bind_org(db, row.org_id)
+    membership = (
+        await db.exec(  # type: ignore[call-overload]
+            select(Membership).where(Membership.org_id == row.org_id, Membership.user_id == user.id)
+        )
+    ).scalar_one_or_none()
+    org = await db.get(Organization, row.org_id)
+    if (
+        membership is None
+        or membership.deactivated_at is not None
+        or org is None
+        or org.closed_at is not None
+    ):
+        raise _unauthorized(
+            "you are no longer a member of this organization; sign in again", "session_ended"
+        )
+    ctx = OrgContext(
+        org_id=OrgId(row.org_id),
+        user_id=user.id,
+        roles=parse_roles(membership.roles),
+        auth=AuthMethod.SESSION,
+        actor_email=user.email,
+        credential_id=row.id,
+    )
+    if org.require_2fa and user.totp_enabled_at is None:
+        await record_security_event(
+            request,
+            action="access.denied",
+            outcome=Outcome.DENIED,
+            reason="organization requires two-factor sign-in",
+            user_id=user.id,
+            email=user.email,
+            target_type="route",
+            target_id=f"{request.method} {request.url.path}",
+            org_ids=[row.org_id],
+        )
+        raise Problem(
+            403,
+            "Forbidden",
+            "this organization requires two-factor sign-in: set it up at /v1/me/2fa first",
+            code="two_factor_required",
+        )
+    return ctx
