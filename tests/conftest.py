@@ -17,6 +17,7 @@ from blocks.infra.embedded_postgres import EmbeddedPostgres, PostgresCredentials
 from blocks.infra.embedded_temporal import temporal_cli_path
 from blocks.infra.migrate import upgrade_database
 from blocks.infra.search_attributes import ensure_registered
+from tests.mail import SmtpServer
 from tests.support import DATA_CONVERTER, Stack, free_port, running_stack
 
 
@@ -84,5 +85,37 @@ async def skipping_stack(
         temporal=time_skipping_env.client,
         database_url=postgres.url(),
         task_queue=f"blocks-skip-{uuid.uuid4().hex[:8]}",
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def identity_stack(
+    engine: AsyncEngine,
+    temporal_env: WorkflowEnvironment,
+    postgres: PostgresCredentials,
+    smtp_server: SmtpServer,
+) -> AsyncIterator[Stack]:
+    """The API with email on (sign-up, sign-in links, resets, invites reach `smtp_server`)."""
+    async with running_stack(
+        engine=engine,
+        temporal=temporal_env.client,
+        database_url=postgres.url(),
+        task_queue=f"blocks-id-{uuid.uuid4().hex[:8]}",
+        with_worker=False,
+        extra_settings={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp_server.port,
+            "smtp_starttls": False,
+            "public_url": "https://blocks.test",
+        },
     ) as running:
         yield running

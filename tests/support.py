@@ -138,6 +138,22 @@ class Stack:
         return httpx.AsyncClient(base_url=self.base_url, timeout=30)
 
 
+# Every test of the session calls from 127.0.0.1: only tests of the limits themselves (which
+# start a stack of their own with low ones) should ever meet one.
+GENEROUS_RATE_LIMITS = {
+    name: "100000/minute"
+    for name in (
+        "rate_limit_signin_ip",
+        "rate_limit_signin_account",
+        "rate_limit_token_ip",
+        "rate_limit_2fa_account",
+        "rate_limit_api_credential",
+        "rate_limit_api_ip",
+        "rate_limit_invalid_ip",
+    )
+}
+
+
 @asynccontextmanager
 async def running_stack(
     *,
@@ -152,6 +168,7 @@ async def running_stack(
     """The real API on a loopback port (uvicorn) and, optionally, an in-process worker.
 
     `extra_settings` are further Settings fields (e.g. `slack_signing_secret`)."""
+    settings_fields = {**GENEROUS_RATE_LIMITS, **(extra_settings or {})}
     settings = Settings(
         env="test",
         database_url=database_url,
@@ -161,7 +178,7 @@ async def running_stack(
         payload_keys=PAYLOAD_KEYS,
         audit_signing_key=SIGNING_KEY,
         master_keys=MASTER_KEYS,
-        **(extra_settings or {}),
+        **settings_fields,
     )
     app = create_app(settings, engine=engine, temporal=temporal)
     port = free_port()

@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from email import message_from_bytes
-from email.message import Message
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
@@ -21,29 +18,15 @@ from blocks.infra.db import session_factory
 from blocks.infra.email import Mailer
 from blocks.infra.embedded_postgres import PostgresCredentials
 from blocks.infra.settings import Settings
-from tests.support import EXPENSE, Org, Stack, free_port, make_org, running_stack, wait_for_status
+from tests.mail import Inbox, SmtpServer
+from tests.support import EXPENSE, Org, Stack, make_org, running_stack, wait_for_status
 
 _LINK = re.compile(r"(http://\S+/v1/decision-links/(dl_\S+))")
 
 
-class Inbox:
-    """An aiosmtpd handler that keeps every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:  # type: ignore[no-untyped-def]
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+def smtp(smtp_server: SmtpServer) -> tuple[Inbox, int]:
+    return smtp_server.inbox, smtp_server.port
 
 
 @pytest.fixture
