@@ -26,6 +26,7 @@ from blocks.api import (
     me,
     members,
     org_settings,
+    orgs,
     privacy,
     runs,
     two_factor,
@@ -36,6 +37,7 @@ from blocks.api.slack import router as slack_router
 from blocks.api.slack_interactions import router as slack_interactions_router
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.field_crypto import install_master_keys, load_master_keys
+from blocks.infra.rate_limits import RateLimiter
 from blocks.infra.settings import Settings
 from blocks.infra.signing import load_signer
 from blocks.infra.temporal import connect
@@ -63,12 +65,15 @@ def create_app(
     app = FastAPI(title="Blocks", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.signer = load_signer(settings)
+    # Built now so a malformed BLOCKS_RATE_LIMIT_* (or a missing redis library) stops the start.
+    app.state.rate_limiter = RateLimiter(settings)
     # Process-wide: append_events (API and in-process workers) seals personal fields with it.
     install_master_keys(load_master_keys(settings))
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(me.router)
+    app.include_router(orgs.router)
     app.include_router(two_factor.router)
     app.include_router(api_keys.router)
     app.include_router(members.router)

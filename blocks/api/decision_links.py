@@ -22,6 +22,7 @@ from blocks.api.deps import (
 )
 from blocks.api.errors import Problem
 from blocks.api.schemas import StrictModel
+from blocks.api.sessions_auth import SESSION_COOKIE, signed_in
 from blocks.core.approvals import Decision
 from blocks.core.audit import AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
@@ -76,6 +77,18 @@ async def _member_context(session: DbSession, link: DecisionLink) -> OrgContext 
     )
 
 
+async def _signed_in_as(request: Request, session: DbSession, ctx: OrgContext) -> bool:
+    """Whether the request carries a live session of the link's approver in its organization
+    (`signed_in` also refuses a cross-site POST carrying that cookie)."""
+    if not request.cookies.get(SESSION_COOKIE):
+        return False
+    try:
+        signed = await signed_in(request, session)
+    except Problem:
+        return False
+    return signed.user.id == ctx.user_id and signed.session.org_id == ctx.org_id
+
+
 @router.get("/v1/decision-links/{token}", response_class=HTMLResponse)
 async def show(token: str, session: DbSession, client: TemporalClient) -> HTMLResponse:
     try:
@@ -122,10 +135,14 @@ async def decide(
     ctx = await _member_context(session, opened.link)
     if ctx is None:
         return _page("Link not usable", "<p>You are no longer a member.</p>", status=403)
-    if not opened.link_only_allowed:
-        # Sign-in is required by policy; a link alone is not enough (sessions come with sign-in).
-        await record_denial(request, ctx, "decision link used without sign-in")
-        return _page("Sign-in required", "<p>Sign in to Blocks to decide this step.</p>", 403)
+    if not opened.link_only_allowed and not await _signed_in_as(request, session, ctx):
+        # Policy wants the approver signed in too: a forwarded email alone decides nothing.
+        await record_denial(request, ctx, "decision link used without the approver's sign-in")
+        return _page(
+            "Sign-in required",
+            "<p>Sign in to Blocks as the approver this link was sent to, then use it again.</p>",
+            403,
+        )
     try:
         outcome = await submit_decision(
             request,

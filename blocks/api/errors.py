@@ -88,14 +88,32 @@ def validation_problem(errors: list[dict[str, Any]]) -> Problem:
     return Problem(422, "Invalid Request", summary, code="validation_error", errors=fields)
 
 
+async def _counted_invalid(request: Request, problem: Problem) -> Problem:
+    """Count an invalid request (400/422) against rule "invalid_ip" of the client address:
+    `problem` while under the limit, else the 429 (audited) that replaces it."""
+    if request.client is None:
+        return problem
+    # Imported here: rate_limit imports this module (for Problem).
+    from blocks.api import rate_limit
+
+    try:
+        await rate_limit.enforce(request, "invalid_ip", f"ip:{request.client.host}")
+    except Problem as refused:
+        return refused
+    return problem
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        if exc.status == 422:
+            return problem_response(request, await _counted_invalid(request, exc))
         return problem_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response(request, validation_problem(list(exc.errors())))
+        problem = validation_problem(list(exc.errors()))
+        return problem_response(request, await _counted_invalid(request, problem))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

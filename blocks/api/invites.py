@@ -1,7 +1,383 @@
-"""(being written)"""
+"""Routes for invites: admins invite an address with roles; its signed-in owner accepts once."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from datetime import datetime, timedelta
 
-router = APIRouter()
+from fastapi import APIRouter, BackgroundTasks, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
+
+from blocks.api import rate_limit
+from blocks.api.deps import CanManageMembers, DbSession, client_ip, request_audit_fields
+from blocks.api.email_field import EmailAddress
+from blocks.api.errors import Problem, not_found
+from blocks.api.members import refuse_unless_owner
+from blocks.api.outbound_mail import public_link, queue_email, require_mail
+from blocks.api.schemas import StrictModel
+from blocks.api.security_audit import record_security_event
+from blocks.api.sessions_auth import signed_in
+from blocks.core.audit import AuditRecord, Outcome
+from blocks.core.context import AuthMethod, OrgContext, OrgId
+from blocks.core.roles import Role, parse_roles
+from blocks.infra.email import Mailer
+from blocks.infra.settings import Settings
+from blocks.models.audit import append_events
+from blocks.models.invites import (
+    Invite,
+    InviteProblem,
+    InviteState,
+    create_invite,
+    find_invite,
+    get_invite,
+    invite_state,
+    mark_accepted,
+    pending_invites,
+    renew_invite,
+    revoke_invite,
+    usable_or_raise,
+)
+from blocks.models.members import (
+    add_membership,
+    canonical_roles,
+    get_member,
+    get_org,
+    member_by_email,
+)
+from blocks.models.orgs import Organization
+
+router = APIRouter(prefix="/v1/invites", tags=["members"])
+
+
+class InviteIn(StrictModel):
+    email: EmailAddress
+    roles: list[Role] = Field(min_length=1, max_length=len(Role), description="e.g. [approver]")
+
+
+class InviteOut(BaseModel):
+    """An invite as admins see it; its token exists only in the email."""
+
+    id: uuid.UUID
+    email: str
+    roles: list[str]
+    state: InviteState
+    invited_by: uuid.UUID | None
+    created_at: datetime
+    expires_at: datetime
+    accepted_at: datetime | None
+    accepted_by: uuid.UUID | None
+    revoked_at: datetime | None
+
+
+class AcceptIn(StrictModel):
+    token: str = Field(min_length=1, max_length=200, description="inv_... from the email")
+
+
+class AcceptedOut(BaseModel):
+    org_id: uuid.UUID
+    org_slug: str
+    org_name: str
+    roles: list[str]
+    next: str = Field(description="What to do now: enter the organization")
+
+
+def _out(invite: Invite) -> InviteOut:
+    return InviteOut(
+        id=invite.id,
+        email=invite.email,
+        roles=list(invite.roles),
+        state=invite_state(invite),
+        invited_by=invite.invited_by,
+        created_at=invite.created_at,
+        expires_at=invite.expires_at,
+        accepted_at=invite.accepted_at,
+        accepted_by=invite.accepted_by,
+        revoked_at=invite.revoked_at,
+    )
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _not_pending(invite: Invite) -> Problem:
+    return Problem(
+        409,
+        "Conflict",
+        f"this invite is {invite_state(invite).value}, not pending",
+        code="invite_not_pending",
+    )
+
+
+def _refused(problem: InviteProblem) -> Problem:
+    # 410 for every unusable token, as decision links answer: the link no longer leads anywhere.
+    return Problem(410, "Invitation Not Usable", str(problem), code=problem.code)
+
+
+async def _audit(
+    request: Request,
+    ctx: OrgContext,
+    session: DbSession,
+    action: str,
+    invite: Invite,
+    **data: object,
+) -> None:
+    # The invited address is personal data the append-only log could never erase: it stays in
+    # the invites table; events name the invite by id.
+    await append_events(
+        ctx,
+        session,
+        [
+            AuditRecord(
+                action=action,
+                target_type="invite",
+                target_id=str(invite.id),
+                data={"roles": list(invite.roles), **data},
+                **request_audit_fields(request, ctx),
+            )
+        ],
+    )
+
+
+async def _refuse_members(ctx: OrgContext, session: DbSession, email: str) -> None:
+    existing = await member_by_email(ctx, session, email)
+    if existing is None:
+        return
+    if existing.membership.deactivated_at is not None:
+        raise Problem(
+            409,
+            "Conflict",
+            "this person is a deactivated member: reactivate them instead of inviting them",
+            code="member_deactivated",
+        )
+    raise Problem(409, "Conflict", "this person is already a member", code="already_member")
+
+
+async def _send(
+    request: Request,
+    ctx: OrgContext,
+    session: DbSession,
+    background: BackgroundTasks,
+    mailer: Mailer,
+    invite: Invite,
+    token: str,
+) -> None:
+    org = await get_org(ctx, session)
+    name = org.name if org else "an organization"
+    days = _settings(request).invite_days
+    queue_email(
+        background,
+        mailer,
+        to=invite.email,
+        subject=f"You are invited to {name} on Blocks",
+        text=f"{ctx.actor_email or 'An administrator'} invited you to join {name} on Blocks "
+        f"as {', '.join(invite.roles)}.\n"
+        "Sign in (or sign up) with this address, then accept:\n"
+        f"{public_link(request, '/v1/invites/accept')}?token={token}\n"
+        f"The link works once, for {days} days.\n",
+    )
+
+
+@router.post("", status_code=201, response_model=InviteOut)
+async def invite(
+    body: InviteIn,
+    request: Request,
+    ctx: CanManageMembers,
+    session: DbSession,
+    background: BackgroundTasks,
+) -> InviteOut:
+    """Invite an address with roles; an earlier pending invite of it here stops working."""
+    mailer = require_mail(request)
+    if Role.OWNER in body.roles:
+        await refuse_unless_owner(request, ctx, "invite an owner")
+    await _refuse_members(ctx, session, body.email)
+    created, token, replaced = await create_invite(
+        ctx,
+        session,
+        email=body.email,
+        roles=[Role(r) for r in canonical_roles(body.roles)],
+        lifetime=timedelta(days=_settings(request).invite_days),
+    )
+    await _send(request, ctx, session, background, mailer, created, token)
+    await _audit(
+        request,
+        ctx,
+        session,
+        "invite.created",
+        created,
+        expires_at=created.expires_at.isoformat(),
+        replaced_invite_ids=[str(i) for i in replaced],
+    )
+    return _out(created)
+
+
+@router.get("", response_model=list[InviteOut])
+async def invites(ctx: CanManageMembers, session: DbSession) -> list[InviteOut]:
+    """Pending invites: not accepted, revoked or expired."""
+    return [_out(i) for i in await pending_invites(ctx, session)]
+
+
+@router.post("/{invite_id}/resend", response_model=InviteOut)
+async def resend(
+    invite_id: uuid.UUID,
+    request: Request,
+    ctx: CanManageMembers,
+    session: DbSession,
+    background: BackgroundTasks,
+) -> InviteOut:
+    """A new email with a new token, valid for the full period again; the old token stops."""
+    found = await get_invite(ctx, session, invite_id)
+    if found is None:
+        raise not_found("invite")
+    mailer = require_mail(request)
+    if invite_state(found) not in (InviteState.PENDING, InviteState.EXPIRED):
+        raise _not_pending(found)
+    if Role.OWNER.value in found.roles:
+        await refuse_unless_owner(request, ctx, "resend an invite with the owner role")
+    await _refuse_members(ctx, session, found.email)
+    token = await renew_invite(
+        ctx, session, found, lifetime=timedelta(days=_settings(request).invite_days)
+    )
+    await _send(request, ctx, session, background, mailer, found, token)
+    await _audit(
+        request, ctx, session, "invite.resent", found, expires_at=found.expires_at.isoformat()
+    )
+    return _out(found)
+
+
+@router.delete("/{invite_id}", response_model=InviteOut)
+async def revoke(
+    invite_id: uuid.UUID, request: Request, ctx: CanManageMembers, session: DbSession
+) -> InviteOut:
+    found = await get_invite(ctx, session, invite_id)
+    if found is None:
+        raise not_found("invite")
+    if invite_state(found) is InviteState.REVOKED:
+        return _out(found)  # already withdrawn: nothing changes, nothing to audit
+    if not await revoke_invite(ctx, session, found):
+        raise _not_pending(found)
+    await _audit(request, ctx, session, "invite.revoked", found)
+    return _out(found)
+
+
+async def _refuse_acceptance(
+    request: Request,
+    problem: Problem,
+    *,
+    user_id: uuid.UUID,
+    email: str,
+    invite: Invite | None,
+    outcome: Outcome = Outcome.FAILURE,
+) -> Problem:
+    """Audit a refused acceptance (platform chain, and the invite's organization once known) and
+    hand back the problem to raise."""
+    await record_security_event(
+        request,
+        action="invite.accept_refused",
+        outcome=outcome,
+        reason=f"{problem.code}: {problem.detail}",
+        user_id=user_id,
+        email=email,
+        target_type="invite" if invite else "route",
+        target_id=str(invite.id) if invite else f"{request.method} {request.url.path}",
+        org_ids=[invite.org_id] if invite else (),
+    )
+    return problem
+
+
+async def _open_org(db: DbSession, invite: Invite) -> Organization:
+    org = await db.get(Organization, invite.org_id)
+    if org is None or org.closed_at is not None:
+        # Closing revokes pending invites too; this covers one racing the closure.
+        raise InviteProblem("invite_revoked", "this organization has been closed")
+    return org
+
+
+@router.post("/accept", response_model=AcceptedOut)
+async def accept(body: AcceptIn, request: Request, db: DbSession) -> AcceptedOut:
+    """Accept an invite: the caller must be signed in (session cookie) as its addressee."""
+    await rate_limit.enforce(request, "token_ip", f"ip:{client_ip(request) or 'unknown'}")
+    signed = await signed_in(request, db)
+    user = signed.user
+    try:
+        found = await find_invite(db, body.token)
+    except InviteProblem as problem:
+        raise await _refuse_acceptance(
+            request, _refused(problem), user_id=user.id, email=user.email, invite=None
+        ) from None
+    # The addressee only: checked before the invite's state, which is none of anyone else's
+    # business. Addresses are stored normalized (lowercase) on both sides.
+    if found.email != user.email.lower():
+        raise await _refuse_acceptance(
+            request,
+            Problem(
+                403,
+                "Forbidden",
+                "this invitation was sent to another email address: sign in as that address "
+                "to accept it",
+                code="invite_other_address",
+            ),
+            user_id=user.id,
+            email=user.email,
+            invite=found,
+            outcome=Outcome.DENIED,
+        )
+    ctx = OrgContext(
+        org_id=OrgId(found.org_id),
+        user_id=user.id,
+        roles=parse_roles(found.roles),
+        auth=AuthMethod.SESSION,
+        actor_email=user.email,
+        credential_id=signed.session.id,
+    )
+    try:
+        usable_or_raise(found)
+        org = await _open_org(db, found)
+    except InviteProblem as problem:
+        raise await _refuse_acceptance(
+            request, _refused(problem), user_id=user.id, email=user.email, invite=found
+        ) from None
+    # Single use, taken first: a concurrent acceptance of the same token waits on this row, then
+    # misses, and is told so (not that it is now a member). Refusals below roll the use back.
+    if not await mark_accepted(ctx, db, found, user.id):
+        raise await _refuse_acceptance(
+            request,
+            _refused(InviteProblem("invite_used", "this invitation has already been used")),
+            user_id=user.id,
+            email=user.email,
+            invite=found,
+        )
+    existing = await get_member(ctx, db, user.id)
+    if existing is not None:
+        deactivated = existing.membership.deactivated_at is not None
+        raise await _refuse_acceptance(
+            request,
+            Problem(
+                409,
+                "Conflict",
+                "your membership here was deactivated: an administrator must reactivate it"
+                if deactivated
+                else "you are already a member of this organization",
+                code="member_deactivated" if deactivated else "already_member",
+            ),
+            user_id=user.id,
+            email=user.email,
+            invite=found,
+        )
+    try:
+        async with db.begin_nested():
+            await add_membership(ctx, db, user_id=user.id, roles=list(found.roles))
+    except IntegrityError:
+        # Another invite of the same address was accepted at the same moment.
+        raise Problem(
+            409, "Conflict", "you are already a member of this organization", code="already_member"
+        ) from None
+    await _audit(request, ctx, db, "invite.accepted", found, user_id=str(user.id))
+    return AcceptedOut(
+        org_id=org.id,
+        org_slug=org.slug,
+        org_name=org.name,
+        roles=list(found.roles),
+        next="POST /v1/auth/org with this org_id to enter the organization",
+    )

@@ -1,7 +1,235 @@
-"""(being written)"""
+"""Routes for members: list them, change their roles, deactivate, reactivate, end their sessions."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from datetime import datetime
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from blocks.api.deps import (
+    CanManageMembers,
+    CanManageSecurity,
+    CanReadOrg,
+    DbSession,
+    forbidden,
+    record_denial,
+    request_audit_fields,
+)
+from blocks.api.errors import Problem, not_found
+from blocks.api.schemas import StrictModel
+from blocks.core.audit import AuditRecord
+from blocks.core.context import OrgContext
+from blocks.core.roles import Role
+from blocks.models.audit import append_events
+from blocks.models.members import (
+    Member,
+    active_owner_ids,
+    canonical_roles,
+    deactivate_member,
+    get_member,
+    list_members,
+    lock_org,
+    reactivate_member,
+    revoke_member_sessions,
+    set_roles,
+)
+
+router = APIRouter(prefix="/v1/members", tags=["members"])
+
+
+class MemberOut(BaseModel):
+    id: uuid.UUID = Field(description="The member's user id")
+    email: str
+    display_name: str
+    roles: list[str]
+    created_at: datetime = Field(description="When they joined this organization")
+    deactivated_at: datetime | None
+    two_factor: bool = Field(description="Whether they sign in with a second factor")
+
+
+class RolesIn(StrictModel):
+    roles: list[Role] = Field(min_length=1, max_length=len(Role), description="e.g. [approver]")
+
+
+class DeactivatedOut(MemberOut):
+    api_keys_revoked: int
+    sessions_revoked: int
+
+
+class SessionsRevokedOut(BaseModel):
+    user_id: uuid.UUID
+    sessions_revoked: int
+
+
+def member_out(member: Member) -> MemberOut:
+    return MemberOut(
+        id=member.user.id,
+        email=member.user.email,
+        display_name=member.user.display_name,
+        roles=list(member.membership.roles),
+        created_at=member.membership.created_at,
+        deactivated_at=member.membership.deactivated_at,
+        two_factor=member.user.totp_enabled_at is not None,
+    )
+
+
+def last_owner() -> Problem:
+    return Problem(
+        409,
+        "Conflict",
+        "an organization keeps at least one active owner: make someone else owner first",
+        code="last_owner",
+    )
+
+
+async def audit_member(
+    request: Request,
+    ctx: OrgContext,
+    session: DbSession,
+    action: str,
+    user_id: uuid.UUID,
+    data: dict[str, Any],
+) -> None:
+    await append_events(
+        ctx,
+        session,
+        [
+            AuditRecord(
+                action=action,
+                target_type="member",
+                target_id=str(user_id),
+                data=data,
+                **request_audit_fields(request, ctx),
+            )
+        ],
+    )
+
+
+async def refuse_unless_owner(request: Request, ctx: OrgContext, what: str) -> None:
+    """Owner-only changes inside routes admins may otherwise use: 403, audited."""
+    if Role.OWNER not in ctx.roles:
+        await record_denial(request, ctx, f"only an owner may {what}")
+        raise forbidden(f"only an owner may {what}")
+
+
+async def _member_or_404(ctx: OrgContext, session: DbSession, user_id: uuid.UUID) -> Member:
+    member = await get_member(ctx, session, user_id)
+    if member is None:
+        raise not_found("member")
+    return member
+
+
+@router.get("", response_model=list[MemberOut])
+async def members(ctx: CanReadOrg, session: DbSession) -> list[MemberOut]:
+    return [member_out(m) for m in await list_members(ctx, session)]
+
+
+@router.put("/{user_id}/roles", response_model=MemberOut)
+async def change_roles(
+    user_id: uuid.UUID, body: RolesIn, request: Request, ctx: CanManageMembers, session: DbSession
+) -> MemberOut:
+    # Serialises with every other change that could remove the last owner.
+    await lock_org(ctx, session)
+    member = await _member_or_404(ctx, session, user_id)
+    before = list(member.membership.roles)
+    after = canonical_roles(body.roles)
+    if sorted(before) == sorted(after):
+        return member_out(member)
+    was_owner, will_be_owner = Role.OWNER.value in before, Role.OWNER.value in after
+    if was_owner or will_be_owner:
+        await refuse_unless_owner(
+            request, ctx, "grant or remove the owner role, or change an owner's roles"
+        )
+    if (
+        was_owner
+        and not will_be_owner
+        and member.active
+        and await active_owner_ids(ctx, session) == [user_id]
+    ):
+        raise last_owner()
+    await set_roles(ctx, session, member, after)
+    await audit_member(
+        request, ctx, session, "member.roles_changed", user_id, {"before": before, "after": after}
+    )
+    return member_out(member)
+
+
+@router.post("/{user_id}/deactivate", response_model=DeactivatedOut)
+async def deactivate(
+    user_id: uuid.UUID, request: Request, ctx: CanManageMembers, session: DbSession
+) -> DeactivatedOut:
+    await lock_org(ctx, session)
+    member = await _member_or_404(ctx, session, user_id)
+    if member.membership.deactivated_at is not None:
+        raise Problem(
+            409, "Conflict", "this member is already deactivated", code="member_deactivated"
+        )
+    if member.is_owner:
+        await refuse_unless_owner(request, ctx, "deactivate an owner")
+        if await active_owner_ids(ctx, session) == [user_id]:
+            raise last_owner()
+    revoked = await deactivate_member(ctx, session, member, by=ctx.user_id)
+    await audit_member(
+        request,
+        ctx,
+        session,
+        "member.deactivated",
+        user_id,
+        {
+            "roles": list(member.membership.roles),
+            "api_keys_revoked": revoked.api_keys,
+            "sessions_revoked": revoked.sessions,
+        },
+    )
+    return DeactivatedOut(
+        **member_out(member).model_dump(),
+        api_keys_revoked=revoked.api_keys,
+        sessions_revoked=revoked.sessions,
+    )
+
+
+@router.post("/{user_id}/reactivate", response_model=MemberOut)
+async def reactivate(
+    user_id: uuid.UUID, request: Request, ctx: CanManageMembers, session: DbSession
+) -> MemberOut:
+    member = await _member_or_404(ctx, session, user_id)
+    if member.membership.deactivated_at is None:
+        raise Problem(409, "Conflict", "this member is not deactivated", code="member_active")
+    if member.is_owner:
+        # Reactivating an owner hands owner powers back: the owner role's own rule applies.
+        await refuse_unless_owner(request, ctx, "reactivate an owner")
+    await reactivate_member(ctx, session, member)
+    await audit_member(
+        request,
+        ctx,
+        session,
+        "member.reactivated",
+        user_id,
+        {"roles": list(member.membership.roles)},
+    )
+    return member_out(member)
+
+
+@router.post("/{user_id}/sessions/revoke", response_model=SessionsRevokedOut)
+async def revoke_sessions_of_member(
+    user_id: uuid.UUID, request: Request, ctx: CanManageSecurity, session: DbSession
+) -> SessionsRevokedOut:
+    await _member_or_404(ctx, session, user_id)
+    count = await revoke_member_sessions(ctx, session, user_id, reason="revoked by an admin")
+    await append_events(
+        ctx,
+        session,
+        [
+            AuditRecord(
+                action="session.revoked",
+                target_type="member",
+                target_id=str(user_id),
+                data={"sessions_revoked": count, "scope": "organization"},
+                **request_audit_fields(request, ctx),
+            )
+        ],
+    )
+    return SessionsRevokedOut(user_id=user_id, sessions_revoked=count)

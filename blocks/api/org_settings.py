@@ -1,7 +1,206 @@
-"""(being written)"""
+"""Routes for the organization itself: its settings, security rule, ownership transfer, closing."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, StrictBool
+
+from blocks.api.deps import CanManageSecurity, CanOwn, CanReadOrg, DbSession, request_audit_fields
+from blocks.api.errors import Problem, invalid_field, not_found
+from blocks.api.members import MemberOut, member_out
+from blocks.api.schemas import StrictModel
+from blocks.core.audit import AuditRecord
+from blocks.core.context import OrgContext
+from blocks.core.roles import Role
+from blocks.models.audit import append_events
+from blocks.models.members import (
+    canonical_roles,
+    close_org,
+    get_member,
+    get_org,
+    lock_org,
+    set_require_2fa,
+    set_roles,
+)
+from blocks.models.orgs import Organization
+
+router = APIRouter(prefix="/v1/org", tags=["organization"])
+
+Confirmation = Annotated[
+    str,
+    Field(min_length=1, max_length=63, description="The organization's slug, typed out to confirm"),
+]
+
+
+class OrgOut(BaseModel):
+    id: uuid.UUID
+    slug: str
+    name: str
+    require_2fa: bool
+    link_only_decisions: bool
+    created_at: datetime
+    closed_at: datetime | None
+
+
+class SecurityIn(StrictModel):
+    # Strict: "yes" or 1 is a mistake to point out, not a value to guess at.
+    require_2fa: StrictBool
+
+
+class TransferIn(StrictModel):
+    user_id: uuid.UUID = Field(description="The active member who becomes owner")
+    confirm: Confirmation
+
+
+class TransferOut(BaseModel):
+    org_id: uuid.UUID
+    new_owner: MemberOut
+    previous_owner: MemberOut
+
+
+class CloseIn(StrictModel):
+    confirm: Confirmation
+
+
+class ClosedOut(OrgOut):
+    api_keys_revoked: int
+    sessions_revoked: int
+    invites_revoked: int
+
+
+def _org_out(org: Organization) -> OrgOut:
+    return OrgOut(
+        id=org.id,
+        slug=org.slug,
+        name=org.name,
+        require_2fa=org.require_2fa,
+        link_only_decisions=org.link_only_decisions,
+        created_at=org.created_at,
+        closed_at=org.closed_at,
+    )
+
+
+def _check_confirmation(org: Organization, confirm: str) -> None:
+    # Exact: the point is that the owner typed which organization they mean.
+    if confirm != org.slug:
+        raise invalid_field("confirm", "must be this organization's slug, typed exactly")
+
+
+async def _audit(
+    request: Request, ctx: OrgContext, session: DbSession, action: str, data: dict[str, Any]
+) -> None:
+    await append_events(
+        ctx,
+        session,
+        [
+            AuditRecord(
+                action=action,
+                target_type="organization",
+                target_id=str(ctx.org_id),
+                data=data,
+                **request_audit_fields(request, ctx),
+            )
+        ],
+    )
+
+
+@router.get("", response_model=OrgOut)
+async def organization(ctx: CanReadOrg, session: DbSession) -> OrgOut:
+    org = await get_org(ctx, session)
+    if org is None:
+        raise not_found("organization")
+    return _org_out(org)
+
+
+@router.put("/security", response_model=OrgOut)
+async def security(
+    body: SecurityIn, request: Request, ctx: CanManageSecurity, session: DbSession
+) -> OrgOut:
+    """Require two-factor sign-in of every member (sessions without it are refused at the door)."""
+    org = await lock_org(ctx, session)
+    before = org.require_2fa
+    if before != body.require_2fa:
+        await set_require_2fa(ctx, session, org, body.require_2fa)
+        await _audit(
+            request,
+            ctx,
+            session,
+            "org.security_changed",
+            {"require_2fa": {"before": before, "after": body.require_2fa}},
+        )
+    return _org_out(org)
+
+
+@router.post("/ownership-transfer", response_model=TransferOut)
+async def transfer_ownership(
+    body: TransferIn, request: Request, ctx: CanOwn, session: DbSession
+) -> TransferOut:
+    """Make another active member owner; the caller steps down to admin (and may be made
+    co-owner again through roles by any owner)."""
+    org = await lock_org(ctx, session)
+    _check_confirmation(org, body.confirm)
+    if ctx.user_id is None or body.user_id == ctx.user_id:
+        raise invalid_field("user_id", "must be another member: you are owner already")
+    target = await get_member(ctx, session, body.user_id)
+    if target is None:
+        raise not_found("member")
+    if not target.active:
+        raise Problem(
+            409,
+            "Conflict",
+            "ownership goes to an active member; this one is deactivated",
+            code="member_deactivated",
+        )
+    caller = await get_member(ctx, session, ctx.user_id)
+    if caller is None:
+        raise not_found("member")
+    target_before, caller_before = list(target.membership.roles), list(caller.membership.roles)
+    target_after = canonical_roles([*target.roles, Role.OWNER])
+    caller_after = canonical_roles([*(r for r in caller.roles if r is not Role.OWNER), Role.ADMIN])
+    await set_roles(ctx, session, target, target_after)
+    await set_roles(ctx, session, caller, caller_after)
+    await _audit(
+        request,
+        ctx,
+        session,
+        "org.ownership_transferred",
+        {
+            "from_user_id": str(caller.user.id),
+            "to_user_id": str(target.user.id),
+            "from_roles": {"before": caller_before, "after": caller_after},
+            "to_roles": {"before": target_before, "after": target_after},
+        },
+    )
+    return TransferOut(
+        org_id=org.id, new_owner=member_out(target), previous_owner=member_out(caller)
+    )
+
+
+@router.post("/close", response_model=ClosedOut)
+async def close(body: CloseIn, request: Request, ctx: CanOwn, session: DbSession) -> ClosedOut:
+    """Close the organization for good: every API key, session and pending invite of it is
+    revoked at once. Its data and audit trail stay (operators keep or export them)."""
+    org = await lock_org(ctx, session)
+    _check_confirmation(org, body.confirm)
+    revoked = await close_org(ctx, session, org)
+    await _audit(
+        request,
+        ctx,
+        session,
+        "org.closed",
+        {
+            "api_keys_revoked": revoked.api_keys,
+            "sessions_revoked": revoked.sessions,
+            "invites_revoked": revoked.invites,
+        },
+    )
+    return ClosedOut(
+        **_org_out(org).model_dump(),
+        api_keys_revoked=revoked.api_keys,
+        sessions_revoked=revoked.sessions,
+        invites_revoked=revoked.invites,
+    )

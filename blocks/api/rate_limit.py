@@ -1,10 +1,153 @@
-"""Rate limits on sign-in, sign-up, tokens, 2FA and API requests: 429 with Retry-After, audited."""
+"""Rate limits on sign-in, sign-up, tokens, 2FA and API requests: 429 with Retry-After, audited.
+
+`enforce(request, rule, *identifiers)` counts one hit of `rule` for each identifier. A rule is
+named after its setting `rate_limit_<rule>` (see blocks.infra.rate_limits for the list):
+"signin_ip", "signin_account", "token_ip", "2fa_account", "api_credential", "api_ip",
+"invalid_ip". Rule "api_credential" also counts "api_ip" for the client address, so callers of
+the API rules pass only the credential.
+
+Identifiers are "<kind>:<value>", e.g. "ip:203.0.113.7", "credential:<uuid>",
+"account:<email>", "user:<uuid>". The kind goes into the audit event's data; the value only
+for a credential or user id. An address is not copied there: the event's own `ip` field holds
+the client address, which the audit log seals under the person's key when a user is the actor
+(so erasing their personal data covers it); a copy in `data` would escape that. Nor is an
+email address ever copied.
+
+The client address is `request.client.host`: the app is wrapped in uvicorn's
+ProxyHeadersMiddleware, which believes X-Forwarded-For only from `trusted_proxies`.
+"""
 
 from __future__ import annotations
 
-from fastapi import Request
+from dataclasses import dataclass
+from math import ceil
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from blocks.api.errors import Problem
+from blocks.api.security_audit import record_security_event
+from blocks.core.audit import AuditRecord, Outcome
+from blocks.core.context import OrgContext
+from blocks.infra.rate_limits import RateLimiter
+from blocks.models.audit import append_events
+
+ACTION = "rate_limit.exceeded"
+
+# What the 429's detail says is being limited, per rule.
+_WHAT = {
+    "signin_ip": "sign-in attempts from this address",
+    "signin_account": "sign-in attempts for this account",
+    "token_ip": "requests of this kind from this address",
+    "2fa_account": "second-factor attempts for this account",
+    "api_credential": "requests with this credential",
+    "api_ip": "requests from this address",
+    "invalid_ip": "invalid requests from this address",
+}
+# Identifier kinds whose value may be written into an audit event's data as it is (not
+# personal data; see the module's docstring).
+_LOGGABLE_KINDS = frozenset({"credential", "user"})
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    rule: str
+    identifier: str
+    seconds: float
+
+
+def limiter(app: FastAPI) -> RateLimiter:
+    """The app's limiter, built from its settings on first use (a bad rule fails there)."""
+    existing: RateLimiter | None = getattr(app.state, "rate_limiter", None)
+    if existing is None:
+        existing = RateLimiter(app.state.settings)
+        app.state.rate_limiter = existing
+    return existing
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 async def enforce(request: Request, rule: str, *identifiers: str) -> None:
     """Count one hit of `rule` for each identifier (an IP, an account); 429 if any is over."""
-    return None
+    counter = limiter(request.app)
+    checks = [(rule, identifier) for identifier in identifiers]
+    ip = client_ip(request)
+    if rule == "api_credential" and ip:
+        checks.append(("api_ip", f"ip:{ip}"))
+    refusals: list[_Refusal] = []
+    for checked_rule, identifier in checks:
+        seconds = await counter.hit(checked_rule, identifier)
+        if seconds is not None:
+            refusals.append(_Refusal(checked_rule, identifier, seconds))
+    if not refusals:
+        return
+    retry_after = ceil(max(r.seconds for r in refusals))
+    for refusal in refusals:
+        # Audited once per (rule, identifier) and period, not once per refused request: an
+        # attack hammering a limit must not turn into an audit-log flood (see first_refusal).
+        if counter.first_refusal(refusal.rule, refusal.identifier):
+            await _audit(request, refusal, retry_after)
+    worst = max(refusals, key=lambda r: r.seconds)
+    unit = "second" if retry_after == 1 else "seconds"
+    raise Problem(
+        429,
+        "Too Many Requests",
+        f"too many {_WHAT.get(worst.rule, 'requests')}; try again in {retry_after} {unit}",
+        code="rate_limited",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def _event_data(refusal: _Refusal, retry_after: int) -> dict[str, Any]:
+    kind, sep, value = refusal.identifier.partition(":")
+    data: dict[str, Any] = {
+        "rule": refusal.rule,
+        "identifier_kind": kind if sep else "unspecified",
+        "retry_after": retry_after,
+    }
+    if sep and kind in _LOGGABLE_KINDS and "@" not in value:
+        data["identifier"] = value[:200]
+    return data
+
+
+async def _audit(request: Request, refusal: _Refusal, retry_after: int) -> None:
+    """One `rate_limit.exceeded` event, in its own transaction (the request is refused): in the
+    caller's organization once it is known, else in the platform chain."""
+    reason = f"rate limit {refusal.rule} exceeded"
+    target_id = f"{request.method} {request.url.path}"
+    data = _event_data(refusal, retry_after)
+    ctx = getattr(request.state, "ctx", None)
+    if isinstance(ctx, OrgContext):
+        # Imported here: blocks.api.deps imports this module.
+        from blocks.api.deps import request_audit_fields
+
+        if ctx.credential_id is not None:
+            data["credential_id"] = str(ctx.credential_id)
+        async with request.app.state.sessions() as session, session.begin():
+            await append_events(
+                ctx,
+                session,
+                [
+                    AuditRecord(
+                        action=ACTION,
+                        target_type="route",
+                        target_id=target_id,
+                        outcome=Outcome.DENIED,
+                        reason=reason,
+                        data=data,
+                        **request_audit_fields(request, ctx),
+                    )
+                ],
+            )
+        return
+    await record_security_event(
+        request,
+        action=ACTION,
+        outcome=Outcome.DENIED,
+        reason=reason,
+        target_type="route",
+        target_id=target_id,
+        data=data,
+    )

@@ -12,9 +12,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastapi import Request
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.audit import ActorType, AuditRecord, Outcome
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
+from blocks.infra.db import bound_org
 from blocks.models.audit import append_events
 
 
@@ -41,9 +43,15 @@ async def record_security_event(
     target_id: str | None = None,
     data: dict[str, Any] | None = None,
     org_ids: Iterable[uuid.UUID] = (),
+    db: AsyncSession | None = None,
 ) -> None:
-    """Append one event to the platform chain and to each of `org_ids`, each in its own
-    transaction so it survives whatever the request does next (a refusal rolls back)."""
+    """Append one event to the platform chain and to each of `org_ids`.
+
+    Without `db`, each append is its own transaction, so a refusal survives the request's
+    rollback. With `db` (the request's transaction), the copy for the organization `db` is
+    bound to (or the platform, if unbound) commits or rolls back with the change it records,
+    which also lets it name a person or organization created in that same transaction.
+    """
     base: dict[str, Any] = {
         "action": action,
         "outcome": outcome,
@@ -62,7 +70,16 @@ async def record_security_event(
         if email is not None:
             base["data"]["email"] = email[:320]
         record = AuditRecord(actor_type=ActorType.ANONYMOUS, **base)
-    for org_id in dict.fromkeys([PLATFORM_ORG, *org_ids]):
+    targets = list(dict.fromkeys([PLATFORM_ORG, *org_ids]))
+    in_request = None
+    if db is not None:
+        in_request = bound_org(db) or PLATFORM_ORG
+        if in_request not in targets:
+            targets.append(in_request)
+    for org_id in targets:
         ctx = OrgContext(org_id=OrgId(org_id), user_id=user_id, roles=(), auth=AuthMethod.SYSTEM)
+        if db is not None and org_id == in_request:
+            await append_events(ctx, db, [record])
+            continue
         async with _sessions(request)() as session, session.begin():
             await append_events(ctx, session, [record])

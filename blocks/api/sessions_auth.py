@@ -82,11 +82,20 @@ def request_origin(request: Request) -> str | None:
     return _origin_of(referer) if referer else None
 
 
-async def check_origin(request: Request, row: UserSession | None, user: User | None) -> None:
-    """Refuse (403, audited) a state-changing cookie request from any origin but ours."""
+async def check_origin(
+    request: Request, row: UserSession | None, user: User | None, *, absent_ok: bool = False
+) -> None:
+    """Refuse (403, audited) a state-changing cookie request from any origin but ours.
+
+    `absent_ok` is for requests that carry no session yet (sign-in, sign-up): a browser always
+    names the origin of a cross-site POST, so one naming another site is refused (login CSRF),
+    while a script or CLI that names none may sign in.
+    """
     if request.method in _SAFE_METHODS:
         return
     origin = request_origin(request)
+    if origin is None and absent_ok:
+        return
     if origin is not None and origin in allowed_origins(_settings(request)):
         return
     reason = "cross-origin request refused" if origin else "request without Origin or Referer"

@@ -1,7 +1,225 @@
-"""(being written)"""
+"""The signed-in person's two-factor sign-in: set up, enable, disable, new backup codes.
+
+These routes need a signed-in session but no organization, so a member of an organization that
+requires two-factor sign-in (whose session may not enter it yet) can enroll. Every change asks
+again who is at the keyboard (the password, or a fresh sign-in for a person without one), and
+disabling or replacing backup codes also asks for a current code. Each change, and each refused
+attempt, is audited in the platform chain and in every organization the person belongs to;
+no secret or code is ever logged or audited.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
 
-router = APIRouter()
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from blocks.api import rate_limit
+from blocks.api.deps import DbSession
+from blocks.api.errors import Problem
+from blocks.api.me import require_recent_proof
+from blocks.api.schemas import StrictModel
+from blocks.api.security_audit import record_security_event
+from blocks.api.sessions_auth import SignedIn, signed_in
+from blocks.core.audit import Outcome
+from blocks.infra.passwords import MAX_PASSWORD_LENGTH
+from blocks.models import two_factor
+from blocks.models.base import utcnow
+from blocks.models.orgs import User, orgs_of_user
+from blocks.models.user_sessions import revoke_sessions
+
+router = APIRouter(prefix="/v1/me/2fa", tags=["account"])
+
+_CODE = Field(min_length=1, max_length=40, description="A code from the authenticator app")
+_PASSWORD = Field(
+    default=None,
+    max_length=MAX_PASSWORD_LENGTH,
+    description="Your password (a person without one needs a recent sign-in instead)",
+)
+
+
+class TwoFactorOut(BaseModel):
+    enabled: bool
+    pending_setup: bool = Field(description="A setup was started and awaits its first code")
+    remaining_backup_codes: int
+
+
+class SetupIn(StrictModel):
+    password: str | None = _PASSWORD
+
+
+class SetupOut(BaseModel):
+    secret: str = Field(description="Base32 secret, for typing into an authenticator app")
+    provisioning_uri: str = Field(description="otpauth:// URI, usually shown as a QR code")
+
+
+class EnableIn(StrictModel):
+    code: str = _CODE
+
+
+class BackupCodesOut(BaseModel):
+    backup_codes: list[str] = Field(
+        description="Single-use codes for when the authenticator is unavailable; shown only now"
+    )
+
+
+class ConfirmedIn(StrictModel):
+    password: str | None = _PASSWORD
+    code: str = Field(
+        min_length=1,
+        max_length=40,
+        description="A code from the authenticator app or a backup code",
+    )
+
+
+async def _org_ids(db: DbSession, user_id: uuid.UUID) -> list[uuid.UUID]:
+    return [org.id for org, _ in await orgs_of_user(db, user_id)]
+
+
+async def _signed_in_limited(request: Request, db: DbSession) -> SignedIn:
+    """The signed-in person, counted against their second-factor attempt limit."""
+    signed = await signed_in(request, db)
+    await rate_limit.enforce(request, "2fa_account", f"user:{signed.user.id}")
+    return signed
+
+
+async def _audit(
+    request: Request,
+    db: DbSession,
+    user: User,
+    action: str,
+    *,
+    outcome: Outcome = Outcome.SUCCESS,
+    reason: str | None = None,
+    data: dict[str, object] | None = None,
+) -> None:
+    await record_security_event(
+        request,
+        action=action,
+        outcome=outcome,
+        reason=reason,
+        user_id=user.id,
+        email=user.email,
+        data=data,
+        org_ids=await _org_ids(db, user.id),
+    )
+
+
+def _conflict(detail: str, code: str) -> Problem:
+    return Problem(409, "Conflict", detail, code=code)
+
+
+def _wrong_code(detail: str) -> Problem:
+    return Problem(
+        400,
+        "Invalid Code",
+        detail,
+        code="invalid_two_factor_code",
+        errors=[{"field": "code", "reason": detail}],
+    )
+
+
+def _not_enabled() -> Problem:
+    return _conflict("two-factor sign-in is not enabled", "two_factor_not_enabled")
+
+
+async def _require_second_factor(
+    request: Request, db: DbSession, user: User, code: str, action: str
+) -> str:
+    """The factor `code` proved (consumed), or a 400 with an audited failure."""
+    method = await two_factor.verify_second_factor(db, user, code, utcnow())
+    if method is None:
+        await _audit(
+            request, db, user, action, outcome=Outcome.FAILURE, reason="wrong or used code"
+        )
+        raise _wrong_code("the code is wrong or was already used")
+    return method
+
+
+@router.get("", response_model=TwoFactorOut)
+async def status(request: Request, db: DbSession) -> TwoFactorOut:
+    user = (await signed_in(request, db)).user
+    enabled = two_factor.is_enabled(user)
+    return TwoFactorOut(
+        enabled=enabled,
+        pending_setup=two_factor.has_pending_setup(user),
+        remaining_backup_codes=await two_factor.remaining_backup_codes(db, user) if enabled else 0,
+    )
+
+
+@router.post("/setup", response_model=SetupOut)
+async def setup(body: SetupIn, request: Request, db: DbSession) -> SetupOut:
+    """Start setting up: a new secret, enabled only once `/enable` receives a code from it."""
+    signed = await _signed_in_limited(request, db)
+    user = signed.user
+    if two_factor.is_enabled(user):
+        raise _conflict(
+            "two-factor sign-in is already enabled; disable it first", "two_factor_enabled"
+        )
+    await require_recent_proof(request, db, signed, body.password, "two_factor.setup_started")
+    try:
+        secret, uri = await two_factor.begin_setup(db, user)
+    except two_factor.TwoFactorAlreadyEnabled:
+        raise _conflict(
+            "two-factor sign-in is already enabled; disable it first", "two_factor_enabled"
+        ) from None
+    await _audit(request, db, user, "two_factor.setup_started")
+    return SetupOut(secret=secret, provisioning_uri=uri)
+
+
+@router.post("/enable", response_model=BackupCodesOut)
+async def enable(body: EnableIn, request: Request, db: DbSession) -> BackupCodesOut:
+    """Prove the authenticator holds the new secret; two-factor sign-in is on from now, and
+    every other session of the person (which never proved the second factor) ends."""
+    signed = await _signed_in_limited(request, db)
+    user = signed.user
+    if two_factor.is_enabled(user):
+        raise _conflict("two-factor sign-in is already enabled", "two_factor_enabled")
+    if not two_factor.has_pending_setup(user):
+        raise _conflict("start with POST /v1/me/2fa/setup", "two_factor_setup_missing")
+    codes = await two_factor.confirm_setup(db, user, body.code, utcnow())
+    if codes is None:
+        await _audit(
+            request, db, user, "two_factor.enabled", outcome=Outcome.FAILURE, reason="wrong code"
+        )
+        raise _wrong_code("the code does not match the secret being set up")
+    revoked = await revoke_sessions(
+        db, user_id=user.id, reason="two-factor enabled", keep=signed.session.id
+    )
+    await _audit(
+        request,
+        db,
+        user,
+        "two_factor.enabled",
+        data={"backup_codes": len(codes), "other_sessions_revoked": len(revoked)},
+    )
+    return BackupCodesOut(backup_codes=codes)
+
+
+@router.post("/disable", status_code=204)
+async def disable(body: ConfirmedIn, request: Request, db: DbSession) -> Response:
+    signed = await _signed_in_limited(request, db)
+    user = signed.user
+    if not two_factor.is_enabled(user):
+        raise _not_enabled()
+    await require_recent_proof(request, db, signed, body.password, "two_factor.disabled")
+    method = await _require_second_factor(request, db, user, body.code, "two_factor.disabled")
+    await two_factor.disable(db, user)
+    await _audit(request, db, user, "two_factor.disabled", data={"method": method})
+    return Response(status_code=204)
+
+
+@router.post("/backup-codes", response_model=BackupCodesOut)
+async def new_backup_codes(body: ConfirmedIn, request: Request, db: DbSession) -> BackupCodesOut:
+    """Replace every backup code (used or not) with new ones."""
+    signed = await _signed_in_limited(request, db)
+    user = signed.user
+    if not two_factor.is_enabled(user):
+        raise _not_enabled()
+    action = "two_factor.backup_codes_regenerated"
+    await require_recent_proof(request, db, signed, body.password, action)
+    method = await _require_second_factor(request, db, user, body.code, action)
+    codes = await two_factor.regenerate_backup_codes(db, user)
+    await _audit(request, db, user, action, data={"method": method, "backup_codes": len(codes)})
+    return BackupCodesOut(backup_codes=codes)

@@ -45,6 +45,12 @@ def mark_bound(session: AsyncSession, org_id: uuid.UUID) -> bool:
     return bound == wanted
 
 
+def bound_org(session: AsyncSession) -> uuid.UUID | None:
+    """The organization this session is bound to, if any."""
+    bound = session.info.get(_ORG_KEY)
+    return uuid.UUID(bound) if bound is not None else None
+
+
 async def bind_org(session: AsyncSession, org_id: uuid.UUID) -> None:
     """Scope this session to one organization; RLS policies read it as the last line of defence.
 
