@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from blocks.api import rate_limit
-from blocks.api.deps import DbSession, client_ip
+from blocks.api.deps import DbSession, Person, PersonMidSignIn, client_ip
 from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem, invalid_field
 from blocks.api.outbound_mail import public_link, queue_email, require_mail
@@ -26,7 +26,6 @@ from blocks.api.sessions_auth import (
     check_origin,
     clear_session_cookie,
     set_session_cookie,
-    signed_in,
 )
 from blocks.core.audit import Outcome
 from blocks.core.redirects import safe_next
@@ -385,9 +384,12 @@ class SecondFactorIn(StrictModel):
 
 @router.post("/signin/2fa", response_model=SignInOut)
 async def second_factor(
-    body: SecondFactorIn, request: Request, response: Response, db: DbSession
+    signed: PersonMidSignIn,
+    body: SecondFactorIn,
+    request: Request,
+    response: Response,
+    db: DbSession,
 ) -> SignInOut:
-    signed = await signed_in(request, db, allow_mfa_pending=True)
     user, row = signed.user, signed.session
     await rate_limit.enforce(request, "2fa_account", f"user:{user.id}")
     if not row.mfa_pending:
@@ -531,8 +533,7 @@ async def reset_password(body: ResetIn, request: Request, db: DbSession) -> Resp
 
 
 @router.get("/orgs", response_model=list[OrgChoice])
-async def organizations(request: Request, db: DbSession) -> list[OrgChoice]:
-    signed = await signed_in(request, db)
+async def organizations(signed: Person, request: Request, db: DbSession) -> list[OrgChoice]:
     return await _choices(db, signed.user.id)
 
 
@@ -548,10 +549,9 @@ class SessionOut(BaseModel):
 
 @router.post("/org", response_model=SessionOut)
 async def pick_organization(
-    body: PickOrgIn, request: Request, response: Response, db: DbSession
+    signed: Person, body: PickOrgIn, request: Request, response: Response, db: DbSession
 ) -> SessionOut:
     """Scope the session to one organization; everything it does from now on is that org's."""
-    signed = await signed_in(request, db)
     user, row = signed.user, signed.session
     choice = next((c for c in await _choices(db, user.id) if c.id == body.org_id), None)
     if choice is None:
@@ -598,16 +598,16 @@ async def _switch(
 
 
 @router.post("/switch-org", response_model=SessionOut)
-async def leave_organization(request: Request, response: Response, db: DbSession) -> SessionOut:
+async def leave_organization(
+    signed: Person, request: Request, response: Response, db: DbSession
+) -> SessionOut:
     """Back to the organization picker: the session acts in no organization until one is picked."""
-    signed = await signed_in(request, db)
     await _switch(request, response, db, signed, None)
     return SessionOut(user_id=signed.user.id, org_id=None, roles=[])
 
 
 @router.post("/signout", status_code=204)
-async def sign_out(request: Request, db: DbSession) -> Response:
-    signed = await signed_in(request, db, allow_mfa_pending=True)
+async def sign_out(signed: PersonMidSignIn, request: Request, db: DbSession) -> Response:
     await revoke_sessions(
         db, user_id=signed.user.id, session_id=signed.session.id, reason="signed out"
     )

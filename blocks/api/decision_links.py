@@ -13,7 +13,7 @@ from temporalio.service import RPCError
 
 from blocks.api.decisions import submit_decision
 from blocks.api.deps import (
-    CanManageMembers,
+    CanManageSecurity,
     DbSession,
     TemporalClient,
     forbidden,
@@ -180,7 +180,7 @@ async def set_policy(
     body: LinkPolicyIn,
     request: Request,
     session: DbSession,
-    ctx: CanManageMembers,
+    ctx: CanManageSecurity,
 ) -> LinkPolicyOut:
     org = await session.get(Organization, ctx.org_id)
     if org is None:

@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from blocks.api import rate_limit
 from blocks.api.errors import Problem
-from blocks.api.sessions_auth import SESSION_COOKIE, session_org_context, signed_in
+from blocks.api.sessions_auth import SESSION_COOKIE, SignedIn, session_org_context, signed_in
 from blocks.core.audit import ActorType, AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
@@ -81,6 +81,21 @@ async def org_context(request: Request, session: DbSession) -> OrgContext:
 
 
 OrgCtx = Annotated[OrgContext, Depends(org_context)]
+
+
+async def signed_in_person(request: Request, session: DbSession) -> SignedIn:
+    return await signed_in(request, session)
+
+
+async def person_mid_sign_in(request: Request, session: DbSession) -> SignedIn:
+    return await signed_in(request, session, allow_mfa_pending=True)
+
+
+# The signed-in person (session cookie), whatever organization the session is in, if any.
+# As dependencies they run before the body is validated: no credential is a 401, not a 422.
+Person = Annotated[SignedIn, Depends(signed_in_person)]
+# The same, also while the second factor is still owed (the 2FA step itself, sign-out).
+PersonMidSignIn = Annotated[SignedIn, Depends(person_mid_sign_in)]
 
 
 def client_ip(request: Request) -> str | None:

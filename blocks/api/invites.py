@@ -10,14 +10,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
 from blocks.api import rate_limit
-from blocks.api.deps import CanManageMembers, DbSession, client_ip, request_audit_fields
+from blocks.api.deps import CanManageMembers, DbSession, Person, client_ip, request_audit_fields
 from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem, not_found
 from blocks.api.members import refuse_unless_owner
 from blocks.api.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.api.sessions_auth import signed_in
 from blocks.core.audit import AuditRecord, Outcome
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
@@ -295,10 +294,9 @@ async def _open_org(db: DbSession, invite: Invite) -> Organization:
 
 
 @router.post("/accept", response_model=AcceptedOut)
-async def accept(body: AcceptIn, request: Request, db: DbSession) -> AcceptedOut:
+async def accept(signed: Person, body: AcceptIn, request: Request, db: DbSession) -> AcceptedOut:
     """Accept an invite: the caller must be signed in (session cookie) as its addressee."""
     await rate_limit.enforce(request, "token_ip", f"ip:{client_ip(request) or 'unknown'}")
-    signed = await signed_in(request, db)
     user = signed.user
     try:
         found = await find_invite(db, body.token)

@@ -9,13 +9,13 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 
 from blocks.api import rate_limit
-from blocks.api.deps import DbSession, client_ip
+from blocks.api.deps import DbSession, Person, client_ip
 from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem, invalid_field, not_found
 from blocks.api.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.api.sessions_auth import SignedIn, signed_in
+from blocks.api.sessions_auth import SignedIn
 from blocks.core.audit import Outcome
 from blocks.infra.passwords import (
     MAX_PASSWORD_LENGTH,
@@ -91,8 +91,7 @@ class MeOut(BaseModel):
 
 
 @router.get("", response_model=MeOut)
-async def me(request: Request, db: DbSession) -> MeOut:
-    signed = await signed_in(request, db)
+async def me(signed: Person, request: Request, db: DbSession) -> MeOut:
     user = signed.user
     return MeOut(
         id=user.id,
@@ -115,9 +114,10 @@ class PasswordIn(StrictModel):
 
 
 @router.put("/password", status_code=204)
-async def set_password(body: PasswordIn, request: Request, db: DbSession) -> Response:
+async def set_password(
+    signed: Person, body: PasswordIn, request: Request, db: DbSession
+) -> Response:
     """Set or change the password; every other session of the person ends."""
-    signed = await signed_in(request, db)
     user = signed.user
     await require_recent_proof(request, db, signed, body.current_password, "user.password_changed")
     problem = password_problem(body.new_password, user_inputs=(user.email, user.display_name))
@@ -155,10 +155,13 @@ class Accepted(BaseModel):
 
 @router.post("/email", status_code=202, response_model=Accepted)
 async def request_email_change(
-    body: EmailChangeIn, request: Request, db: DbSession, background: BackgroundTasks
+    signed: Person,
+    body: EmailChangeIn,
+    request: Request,
+    db: DbSession,
+    background: BackgroundTasks,
 ) -> Accepted:
     """Send a confirmation link to the new address; nothing changes until it is used."""
-    signed = await signed_in(request, db)
     user = signed.user
     await rate_limit.enforce(request, "token_ip", f"ip:{client_ip(request) or 'unknown'}")
     mailer = require_mail(request)
@@ -204,8 +207,9 @@ class TokenIn(StrictModel):
 
 
 @router.post("/email/confirm", status_code=204)
-async def confirm_email_change(body: TokenIn, request: Request, db: DbSession) -> Response:
-    signed = await signed_in(request, db)
+async def confirm_email_change(
+    signed: Person, body: TokenIn, request: Request, db: DbSession
+) -> Response:
     user = signed.user
     try:
         token = await redeem_auth_token(db, body.token, TokenPurpose.EMAIL_CHANGE)
@@ -248,8 +252,7 @@ class SessionOut(BaseModel):
 
 
 @router.get("/sessions", response_model=list[SessionOut])
-async def my_sessions(request: Request, db: DbSession) -> list[SessionOut]:
-    signed = await signed_in(request, db)
+async def my_sessions(signed: Person, request: Request, db: DbSession) -> list[SessionOut]:
     idle = timedelta(minutes=_settings(request).session_idle_minutes)
     now = utcnow()
     return [
@@ -269,8 +272,9 @@ async def my_sessions(request: Request, db: DbSession) -> list[SessionOut]:
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
-async def revoke_my_session(session_id: uuid.UUID, request: Request, db: DbSession) -> Response:
-    signed = await signed_in(request, db)
+async def revoke_my_session(
+    signed: Person, session_id: uuid.UUID, request: Request, db: DbSession
+) -> Response:
     revoked = await revoke_sessions(
         db, user_id=signed.user.id, session_id=session_id, reason="revoked by its owner"
     )

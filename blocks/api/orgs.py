@@ -8,11 +8,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
-from blocks.api.deps import DbSession
+from blocks.api.deps import DbSession, Person
 from blocks.api.errors import Problem
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.api.sessions_auth import signed_in
 from blocks.core.audit import Outcome
 from blocks.infra.settings import Settings
 from blocks.models.orgs import create_org_with_owner, get_org_by_slug
@@ -32,8 +31,9 @@ class NewOrgOut(BaseModel):
 
 
 @router.post("", status_code=201, response_model=NewOrgOut)
-async def create_organization(body: NewOrgIn, request: Request, db: DbSession) -> NewOrgOut:
-    signed = await signed_in(request, db)
+async def create_organization(
+    signed: Person, body: NewOrgIn, request: Request, db: DbSession
+) -> NewOrgOut:
     user = signed.user
     settings: Settings = request.app.state.settings
     if not settings.open_signup:

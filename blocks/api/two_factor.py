@@ -16,12 +16,12 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from blocks.api import rate_limit
-from blocks.api.deps import DbSession
+from blocks.api.deps import DbSession, Person
 from blocks.api.errors import Problem
 from blocks.api.me import require_recent_proof
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.api.sessions_auth import SignedIn, signed_in
+from blocks.api.sessions_auth import SignedIn
 from blocks.core.audit import Outcome
 from blocks.infra.passwords import MAX_PASSWORD_LENGTH
 from blocks.models import two_factor
@@ -77,11 +77,9 @@ async def _org_ids(db: DbSession, user_id: uuid.UUID) -> list[uuid.UUID]:
     return [org.id for org, _ in await orgs_of_user(db, user_id)]
 
 
-async def _signed_in_limited(request: Request, db: DbSession) -> SignedIn:
-    """The signed-in person, counted against their second-factor attempt limit."""
-    signed = await signed_in(request, db)
+async def _count_attempt(request: Request, signed: SignedIn) -> None:
+    """Count a change against the person's second-factor attempt limit."""
     await rate_limit.enforce(request, "2fa_account", f"user:{signed.user.id}")
-    return signed
 
 
 async def _audit(
@@ -138,8 +136,8 @@ async def _require_second_factor(
 
 
 @router.get("", response_model=TwoFactorOut)
-async def status(request: Request, db: DbSession) -> TwoFactorOut:
-    user = (await signed_in(request, db)).user
+async def status(signed: Person, request: Request, db: DbSession) -> TwoFactorOut:
+    user = signed.user
     enabled = two_factor.is_enabled(user)
     return TwoFactorOut(
         enabled=enabled,
@@ -149,9 +147,9 @@ async def status(request: Request, db: DbSession) -> TwoFactorOut:
 
 
 @router.post("/setup", response_model=SetupOut)
-async def setup(body: SetupIn, request: Request, db: DbSession) -> SetupOut:
+async def setup(signed: Person, body: SetupIn, request: Request, db: DbSession) -> SetupOut:
     """Start setting up: a new secret, enabled only once `/enable` receives a code from it."""
-    signed = await _signed_in_limited(request, db)
+    await _count_attempt(request, signed)
     user = signed.user
     if two_factor.is_enabled(user):
         raise _conflict(
@@ -169,10 +167,10 @@ async def setup(body: SetupIn, request: Request, db: DbSession) -> SetupOut:
 
 
 @router.post("/enable", response_model=BackupCodesOut)
-async def enable(body: EnableIn, request: Request, db: DbSession) -> BackupCodesOut:
+async def enable(signed: Person, body: EnableIn, request: Request, db: DbSession) -> BackupCodesOut:
     """Prove the authenticator holds the new secret; two-factor sign-in is on from now, and
     every other session of the person (which never proved the second factor) ends."""
-    signed = await _signed_in_limited(request, db)
+    await _count_attempt(request, signed)
     user = signed.user
     if two_factor.is_enabled(user):
         raise _conflict("two-factor sign-in is already enabled", "two_factor_enabled")
@@ -198,8 +196,8 @@ async def enable(body: EnableIn, request: Request, db: DbSession) -> BackupCodes
 
 
 @router.post("/disable", status_code=204)
-async def disable(body: ConfirmedIn, request: Request, db: DbSession) -> Response:
-    signed = await _signed_in_limited(request, db)
+async def disable(signed: Person, body: ConfirmedIn, request: Request, db: DbSession) -> Response:
+    await _count_attempt(request, signed)
     user = signed.user
     if not two_factor.is_enabled(user):
         raise _not_enabled()
@@ -211,9 +209,11 @@ async def disable(body: ConfirmedIn, request: Request, db: DbSession) -> Respons
 
 
 @router.post("/backup-codes", response_model=BackupCodesOut)
-async def new_backup_codes(body: ConfirmedIn, request: Request, db: DbSession) -> BackupCodesOut:
+async def new_backup_codes(
+    signed: Person, body: ConfirmedIn, request: Request, db: DbSession
+) -> BackupCodesOut:
     """Replace every backup code (used or not) with new ones."""
-    signed = await _signed_in_limited(request, db)
+    await _count_attempt(request, signed)
     user = signed.user
     if not two_factor.is_enabled(user):
         raise _not_enabled()

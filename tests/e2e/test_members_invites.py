@@ -388,7 +388,15 @@ async def test_bad_invite_input_names_the_field(identity_stack: Stack, engine: A
             response = await http.post("/v1/invites", json=body, headers=org["admin"].headers)
             assert response.status_code == 422, response.text
             assert response.json()["errors"][0]["field"] == field
-        accept = await http.post("/v1/invites/accept", json={"token": ""})
+        # Not signed in is told so first; signed in, the empty token is named.
+        anonymous = await http.post("/v1/invites/accept", json={"token": ""})
+        assert anonymous.status_code == 401
+        token = await start_test_session(engine, org["nobody"].user_id, None)
+        accept = await http.post(
+            "/v1/invites/accept",
+            json={"token": ""},
+            headers=cookie_headers(identity_stack.settings, token),
+        )
         assert accept.status_code == 422
         assert accept.json()["errors"][0]["field"] == "token"
 

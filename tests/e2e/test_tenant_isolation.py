@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.api.app import create_app
+from blocks.core.context import AuthMethod, OrgContext, OrgId
+from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
-from tests.support import EXPENSE, Stack, make_org, wait_for_status
+from blocks.models.invites import create_invite
+from tests.support import (
+    EXPENSE,
+    Stack,
+    cookie_headers,
+    make_org,
+    start_test_session,
+    wait_for_status,
+)
 
 # Every path parameter a route may take, with how to fill it from organization A's data.
-_PARAM_SOURCES = {"run_id", "step_id", "user_id", "delegation_id", "slack_user_id", "group_id"}
+_PARAM_SOURCES = {
+    "run_id",
+    "step_id",
+    "user_id",
+    "delegation_id",
+    "slack_user_id",
+    "group_id",
+    "key_id",
+    "invite_id",
+    "session_id",
+}
 _SLACK_USER = "U0TENANTA"
 _SLACK_USERS = "/v1/integrations/slack/users/{slack_user_id}"
 # A body that would be valid for each state-changing route, so only the tenant check can refuse.
@@ -21,12 +42,19 @@ _BODIES = {
     "/v1/runs/{run_id}/steps/{step_id}/decisions": {"decision": "approve"},
     "/v1/members/{user_id}/erase-personal-data": {"confirm": True},
     _SLACK_USERS: {"user_id": "{user_id}"},
+    "/v1/members/{user_id}/roles": {"roles": ["approver"]},
 }
 # B's members that hold the route's permission, where that is not owner (+ approver for POSTs).
 _MEMBERS = {
     "/v1/members/{user_id}/erase-personal-data": ("owner", "admin"),
     _SLACK_USERS: ("owner", "admin"),
+    "/v1/members/{user_id}/deactivate": ("owner", "admin"),
+    "/v1/members/{user_id}/reactivate": ("owner", "admin"),
+    "/v1/members/{user_id}/sessions/revoke": ("owner", "admin"),
+    "/v1/invites/{invite_id}/resend": ("owner", "admin"),
 }
+# The person's own routes take a session cookie, not an API key: B's owner signs in for them.
+_PERSONAL_PREFIX = "/v1/me/"
 
 
 def _id_routes(stack: Stack) -> list[tuple[str, str]]:
@@ -83,7 +111,37 @@ async def test_every_id_route_is_404_for_another_organization(
             headers=org_a["owner"].headers,
         )
         assert linked.status_code == 200, linked.text
-        secrets_of_a = [str(m.user_id) for m in org_a.members.values()] + ["Team lunch", org_a.slug]
+        keys = await http.get("/v1/api-keys", headers=org_a["operator"].headers)
+        key_id = keys.json()[0]["id"]
+        ctx_a = OrgContext(
+            org_id=OrgId(org_a.id),
+            user_id=org_a["owner"].user_id,
+            roles=(Role.OWNER,),
+            auth=AuthMethod.SYSTEM,
+        )
+        invited = f"invitee@{org_a.slug}.test"
+        async with session_factory(engine)() as session, session.begin():
+            invite, _, _ = await create_invite(
+                ctx_a, session, email=invited, roles=[Role.APPROVER], lifetime=timedelta(days=7)
+            )
+        session_a = await start_test_session(engine, org_a["operator"].user_id, org_a.id)
+        async with session_factory(engine)() as session, session.begin():
+            session_id = (
+                await session.exec(  # type: ignore[call-overload]
+                    text("SELECT id FROM user_sessions WHERE user_id = :u").bindparams(
+                        u=org_a["operator"].user_id
+                    )
+                )
+            ).one()[0]
+        assert session_a
+        cookie_b = cookie_headers(
+            stack.settings, await start_test_session(engine, org_b["owner"].user_id, org_b.id)
+        )
+        secrets_of_a = [str(m.user_id) for m in org_a.members.values()] + [
+            "Team lunch",
+            org_a.slug,
+            invited,
+        ]
 
         for method, template in routes:
             path = template.format(
@@ -93,6 +151,9 @@ async def test_every_id_route_is_404_for_another_organization(
                 delegation_id=delegation_id,
                 group_id=group_id,
                 slack_user_id=_SLACK_USER,
+                key_id=key_id,
+                invite_id=invite.id,
+                session_id=session_id,
             )
             body = {
                 k: v.format(user_id=org_a["operator"].user_id) if isinstance(v, str) else v
@@ -103,9 +164,10 @@ async def test_every_id_route_is_404_for_another_organization(
                 ("owner", "approver") if method == "POST" else ("owner",)
             )
             for member in members:
-                response = await http.request(
-                    method, path, json=body or None, headers=org_b[member].headers
+                headers = (
+                    cookie_b if template.startswith(_PERSONAL_PREFIX) else org_b[member].headers
                 )
+                response = await http.request(method, path, json=body or None, headers=headers)
                 assert response.status_code == 404, (
                     f"{method} {path} as B's {member}: {response.text}"
                 )

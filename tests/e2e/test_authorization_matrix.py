@@ -1,0 +1,215 @@
+"""The authorization matrix: every route of the app, from its own route table (so a new route
+cannot escape), called by every role and by a member with no role, with an API key and with a
+signed-in session; each answer is allowed or 403 exactly as the table below says, and every 403 is
+written to the audit log as `access.denied`. The table is the specification, written out by
+hand; the roles' permissions come from `core.roles`, the one place access rules are decided."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from blocks.api.app import create_app
+from blocks.core.roles import Permission, Role, has_permission
+from tests.support import Org, Stack, audit_actions, cookie_headers, make_org, start_test_session
+
+P = Permission
+# Reached without an API key or session, each guarded by its own credential or none at all.
+PUBLIC = "public"
+# The signed-in person's own routes, before or regardless of any organization: session only.
+PERSON = "person"
+
+EXPECTED: dict[tuple[str, str], Permission | str] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/v1/audit/public-key"): PUBLIC,
+    ("GET", "/v1/decision-links/{token}"): PUBLIC,  # the link's secret
+    ("POST", "/v1/decision-links/{token}"): PUBLIC,
+    ("POST", "/v1/integrations/slack/interactions"): PUBLIC,  # Slack's signature
+    ("POST", "/v1/auth/signup"): PUBLIC,
+    ("POST", "/v1/auth/signup/verify"): PUBLIC,  # the emailed token
+    ("POST", "/v1/auth/signin"): PUBLIC,
+    ("POST", "/v1/auth/signin-link"): PUBLIC,
+    ("POST", "/v1/auth/signin-link/verify"): PUBLIC,
+    ("POST", "/v1/auth/password-reset"): PUBLIC,
+    ("POST", "/v1/auth/password-reset/confirm"): PUBLIC,
+    ("POST", "/v1/auth/signin/2fa"): PERSON,
+    ("GET", "/v1/auth/orgs"): PERSON,
+    ("POST", "/v1/auth/org"): PERSON,
+    ("POST", "/v1/auth/switch-org"): PERSON,
+    ("POST", "/v1/auth/signout"): PERSON,
+    ("POST", "/v1/orgs"): PERSON,
+    ("POST", "/v1/invites/accept"): PERSON,
+    ("GET", "/v1/me"): PERSON,
+    ("PUT", "/v1/me/password"): PERSON,
+    ("POST", "/v1/me/email"): PERSON,
+    ("POST", "/v1/me/email/confirm"): PERSON,
+    ("GET", "/v1/me/sessions"): PERSON,
+    ("DELETE", "/v1/me/sessions/{session_id}"): PERSON,
+    ("GET", "/v1/me/2fa"): PERSON,
+    ("POST", "/v1/me/2fa/setup"): PERSON,
+    ("POST", "/v1/me/2fa/enable"): PERSON,
+    ("POST", "/v1/me/2fa/disable"): PERSON,
+    ("POST", "/v1/me/2fa/backup-codes"): PERSON,
+    ("POST", "/v1/runs"): P.RUN_START,
+    ("GET", "/v1/runs"): P.RUN_READ,
+    ("GET", "/v1/runs/{run_id}"): P.RUN_READ,
+    ("POST", "/v1/runs/{run_id}/steps/{step_id}/decisions"): P.STEP_DECIDE,
+    ("GET", "/v1/inbox"): P.STEP_DECIDE,
+    ("GET", "/v1/delegations"): P.STEP_DECIDE,
+    ("POST", "/v1/delegations"): P.STEP_DECIDE,
+    ("DELETE", "/v1/delegations/{delegation_id}"): P.STEP_DECIDE,
+    ("GET", "/v1/groups"): P.ORG_READ,
+    ("POST", "/v1/groups"): P.MEMBER_MANAGE,
+    ("PUT", "/v1/groups/{group_id}/members/{user_id}"): P.MEMBER_MANAGE,
+    ("DELETE", "/v1/groups/{group_id}/members/{user_id}"): P.MEMBER_MANAGE,
+    ("GET", "/v1/members"): P.ORG_READ,
+    ("PUT", "/v1/members/{user_id}/roles"): P.MEMBER_MANAGE,
+    ("POST", "/v1/members/{user_id}/deactivate"): P.MEMBER_MANAGE,
+    ("POST", "/v1/members/{user_id}/reactivate"): P.MEMBER_MANAGE,
+    ("POST", "/v1/members/{user_id}/sessions/revoke"): P.ORG_SECURITY,
+    ("POST", "/v1/members/{user_id}/erase-personal-data"): P.PRIVACY_ERASE,
+    ("GET", "/v1/invites"): P.MEMBER_MANAGE,
+    ("POST", "/v1/invites"): P.MEMBER_MANAGE,
+    ("POST", "/v1/invites/{invite_id}/resend"): P.MEMBER_MANAGE,
+    ("DELETE", "/v1/invites/{invite_id}"): P.MEMBER_MANAGE,
+    ("GET", "/v1/api-keys"): P.API_KEY_OWN,
+    ("POST", "/v1/api-keys"): P.API_KEY_OWN,
+    ("DELETE", "/v1/api-keys/{key_id}"): P.API_KEY_OWN,
+    ("GET", "/v1/org"): P.ORG_READ,
+    ("PUT", "/v1/org/security"): P.ORG_SECURITY,
+    ("PUT", "/v1/org/decision-link-policy"): P.ORG_SECURITY,
+    ("POST", "/v1/org/ownership-transfer"): P.ORG_OWN,
+    ("POST", "/v1/org/close"): P.ORG_OWN,
+    ("GET", "/v1/audit-events"): P.AUDIT_READ,
+    ("GET", "/v1/runs/{run_id}/audit-events"): P.AUDIT_READ,
+    ("POST", "/v1/audit/checkpoints"): P.AUDIT_READ,
+    ("GET", "/v1/audit/checkpoints"): P.AUDIT_READ,
+    ("GET", "/v1/audit/export"): P.AUDIT_READ,
+    ("GET", "/v1/audit/verify"): P.AUDIT_READ,
+    ("GET", "/v1/runs/{run_id}/custody"): P.AUDIT_READ,
+    ("GET", "/v1/reports/sla"): P.AUDIT_READ,
+    ("GET", "/v1/integrations/slack"): P.INTEGRATION_MANAGE,
+    ("PUT", "/v1/integrations/slack"): P.INTEGRATION_MANAGE,
+    ("PUT", "/v1/integrations/slack/users/{slack_user_id}"): P.INTEGRATION_MANAGE,
+    ("DELETE", "/v1/integrations/slack/users/{slack_user_id}"): P.INTEGRATION_MANAGE,
+}
+
+# Ids that exist nowhere: an allowed caller gets 404 or 422, never a change, never 403.
+_FILL = {
+    "run_id": str(uuid.uuid4()),
+    "step_id": "approve",
+    "user_id": str(uuid.uuid4()),
+    "delegation_id": str(uuid.uuid4()),
+    "group_id": str(uuid.uuid4()),
+    "slack_user_id": "U0123ABCD",
+    "key_id": str(uuid.uuid4()),
+    "invite_id": str(uuid.uuid4()),
+    "session_id": str(uuid.uuid4()),
+    "token": "dl_nothing_here",
+}
+# (member name in tests.support.make_org, roles)
+_ROLES: list[tuple[str, tuple[Role, ...]]] = [
+    ("owner", (Role.OWNER,)),
+    ("admin", (Role.ADMIN,)),
+    ("operator", (Role.OPERATOR,)),
+    ("approver", (Role.APPROVER,)),
+    ("auditor", (Role.AUDITOR,)),
+    ("operator_approver", (Role.OPERATOR, Role.APPROVER)),
+    ("nobody", ()),
+]
+
+
+def _route_table(stack: Stack) -> list[tuple[str, str]]:
+    return [
+        (method.upper(), template)
+        for template, operations in create_app(stack.settings).openapi()["paths"].items()
+        for method in operations
+    ]
+
+
+def test_every_route_is_in_the_table() -> None:
+    """A route added without a row here fails this test, so it cannot escape the matrix."""
+    from blocks.infra.settings import Settings
+
+    routes = set(_route_table(Stack("", Settings(env="test"), None, None, None)))  # type: ignore[arg-type]
+    assert routes - EXPECTED.keys() == set(), "add these routes to EXPECTED"
+    assert EXPECTED.keys() - routes == set(), "these rows name routes that no longer exist"
+
+
+async def _denials(engine: AsyncEngine, org: Org) -> int:
+    return sum(
+        1
+        for action, outcome, _ in await audit_actions(engine, org.id)
+        if action == "access.denied" and outcome == "denied"
+    )
+
+
+async def _call(
+    http: httpx.AsyncClient, method: str, template: str, headers: dict[str, str]
+) -> httpx.Response:
+    return await http.request(method, template.format(**_FILL), json={}, headers=headers)
+
+
+@pytest.mark.parametrize("credential", ["api_key", "session"])
+async def test_each_role_is_allowed_or_refused_exactly_as_the_table_says(
+    stack: Stack, engine: AsyncEngine, credential: str
+) -> None:
+    org = await make_org(engine)
+    routes = [r for r in _route_table(stack) if isinstance(EXPECTED[r], Permission)]
+    assert len(routes) >= 40
+    async with stack.http() as http:
+        for name, roles in _ROLES:
+            member = org[name]
+            if credential == "api_key":
+                headers = member.headers
+            else:
+                token = await start_test_session(engine, member.user_id, org.id)
+                headers = cookie_headers(stack.settings, token)
+            for method, template in routes:
+                permission = EXPECTED[(method, template)]
+                assert isinstance(permission, Permission)
+                allowed = has_permission(roles, permission)
+                before = await _denials(engine, org)
+                response = await _call(http, method, template, headers)
+                after = await _denials(engine, org)
+                where = f"{name} ({credential}): {method} {template}"
+                if allowed:
+                    assert response.status_code not in (401, 403), f"{where}: {response.text}"
+                    assert after == before, f"{where} audited a denial it did not make"
+                else:
+                    assert response.status_code == 403, f"{where}: {response.text}"
+                    assert response.headers["content-type"] == "application/problem+json"
+                    assert after == before + 1, f"{where}: refused without an audit event"
+
+
+async def test_without_credentials_every_organization_route_is_401(stack: Stack) -> None:
+    async with stack.http() as http:
+        for method, template in _route_table(stack):
+            if EXPECTED[(method, template)] == PUBLIC:
+                continue
+            response = await _call(http, method, template, {"Origin": stack.settings.public_url})
+            assert response.status_code == 401, f"{method} {template}: {response.text}"
+
+
+async def test_personal_routes_take_a_session_never_an_api_key(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    """An API key acts for an organization, not as the person: account, 2FA, picker and
+    sign-out routes refuse it; a session (even one without an organization) reaches them."""
+    org = await make_org(engine)
+    async with stack.http() as http:
+        for method, template in _route_table(stack):
+            if EXPECTED[(method, template)] != PERSON:
+                continue
+            by_key = await _call(http, method, template, org["owner"].headers)
+            assert by_key.status_code == 401, f"{method} {template} took an API key"
+            # A fresh session each time: some of these end or rotate the session they use.
+            token = await start_test_session(engine, org["nobody"].user_id, None)
+            by_session = await _call(http, method, template, cookie_headers(stack.settings, token))
+            assert by_session.status_code not in (401, 403), (
+                f"{method} {template}: {by_session.status_code} {by_session.text}"
+            )
