@@ -1,4 +1,5 @@
-"""API key secrets: generated with enough entropy to hash with SHA-256, compared in constant time."""
+"""Token secrets (API keys, sessions, emailed links): 256 random bits, stored as SHA-256, compared
+in constant time."""
 
 from __future__ import annotations
 
@@ -48,3 +49,14 @@ def split_token(token: str, prefix: str) -> tuple[str, str] | None:
 
 def secret_matches(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+_DUMMY_HASH = hash_secret("timing-equaliser")
+
+
+def presented_secret_matches(secret: str | None, stored_hash: str | None) -> bool:
+    """One constant-time comparison whatever happened before: a malformed token (`secret` None)
+    or a lookup id that found no row (`stored_hash` None) is compared against a dummy, so a miss
+    takes as long as a wrong secret and timing tells nothing about which lookups exist."""
+    matched = secret_matches(secret or "", stored_hash or _DUMMY_HASH)
+    return matched and secret is not None and stored_hash is not None

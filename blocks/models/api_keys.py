@@ -14,9 +14,8 @@ from blocks.core.roles import Role, parse_roles
 from blocks.infra.db import bind_org, mark_bound
 from blocks.infra.hashing import (
     IssuedKey,
-    hash_secret,
     issue_api_key,
-    secret_matches,
+    presented_secret_matches,
     split_api_key,
 )
 from blocks.models.base import (
@@ -30,7 +29,6 @@ from blocks.models.base import (
 
 # Writing last_used_at on every request would turn each read into a write; a minute is precise enough.
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
-_DUMMY_HASH = hash_secret("timing-equaliser")
 
 
 class ApiKey(SQLModel, table=True):
@@ -97,12 +95,11 @@ async def resolve_api_key(session: AsyncSession, token: str) -> OrgContext | Non
     key's organization (row-level security needs that binding to read the membership).
     """
     parts = split_api_key(token)
-    if parts is None:
-        return None
-    lookup, secret = parts
-    row = (await session.exec(_RESOLVE.bindparams(lookup=lookup))).first()  # type: ignore[call-overload]
-    # Compare against something even when the lookup misses, so timing says nothing about it.
-    if not secret_matches(secret, row.secret_hash if row else _DUMMY_HASH) or row is None:
+    row = None
+    if parts is not None:
+        row = (await session.exec(_RESOLVE.bindparams(lookup=parts[0]))).first()  # type: ignore[call-overload]
+    secret = parts[1] if parts else None
+    if not presented_secret_matches(secret, row.secret_hash if row else None) or row is None:
         return None
     now = utcnow()
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):

@@ -12,10 +12,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.infra.hashing import hash_secret, issue_token, secret_matches, split_token
+from blocks.infra.hashing import issue_token, presented_secret_matches, split_token
 from blocks.models.base import new_id, timestamp_column, user_fk_column, utcnow
-
-_DUMMY_HASH = hash_secret("auth-token-timing-equaliser")
 
 
 class TokenPurpose(StrEnum):
@@ -99,8 +97,8 @@ async def redeem_auth_token(db: AsyncSession, token: str, purpose: TokenPurpose)
             AuthToken.lookup == parts[0], AuthToken.purpose == purpose.value
         )
         row = (await db.exec(statement)).first()
-    secret = parts[1] if parts else ""
-    if not secret_matches(secret, row.secret_hash if row else _DUMMY_HASH) or row is None:
+    secret = parts[1] if parts else None
+    if not presented_secret_matches(secret, row.secret_hash if row else None) or row is None:
         raise TokenProblem("this link is not valid")
     if row.used_at is not None:
         raise TokenProblem("this link has already been used; ask for a new one")

@@ -12,12 +12,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org, mark_bound
-from blocks.infra.hashing import hash_secret, issue_token, secret_matches, split_token
+from blocks.infra.hashing import issue_token, presented_secret_matches, split_token
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
 from blocks.models.orgs import Organization
 
 LINK_PREFIX = "dl"
-_DUMMY_HASH = hash_secret("timing-equaliser")
 _FIND = text("SELECT * FROM blocks_find_decision_link(:lookup)")
 
 
@@ -90,8 +89,8 @@ async def open_link(session: AsyncSession, token: str) -> OpenLink:
     row = None
     if parts is not None:
         row = (await session.exec(_FIND.bindparams(lookup=parts[0]))).first()  # type: ignore[call-overload]
-    secret = parts[1] if parts else ""
-    if not secret_matches(secret, row.secret_hash if row else _DUMMY_HASH) or row is None:
+    secret = parts[1] if parts else None
+    if not presented_secret_matches(secret, row.secret_hash if row else None) or row is None:
         raise LinkProblem("this decision link is not valid")
     if row.used_at is not None:
         raise LinkProblem("this decision link has already been used")

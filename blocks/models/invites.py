@@ -14,11 +14,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org
-from blocks.infra.hashing import hash_secret, issue_token, secret_matches, split_token
+from blocks.infra.hashing import issue_token, presented_secret_matches, split_token
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
 
 INVITE_PREFIX = "inv"
-_DUMMY_HASH = hash_secret("invite-timing-equaliser")
 
 
 class Invite(SQLModel, table=True):
@@ -190,9 +189,8 @@ async def find_invite(db: AsyncSession, token: str) -> Invite:
     row = None
     if parts is not None:
         row = (await db.exec(select(Invite).where(Invite.lookup == parts[0]))).first()
-    # Compare even on a miss, so timing does not tell a known lookup from an unknown one.
-    secret = parts[1] if parts else ""
-    if not secret_matches(secret, row.secret_hash if row else _DUMMY_HASH) or row is None:
+    secret = parts[1] if parts else None
+    if not presented_secret_matches(secret, row.secret_hash if row else None) or row is None:
         raise InviteProblem(
             "invite_invalid",
             "this invitation link is not valid (a newer one may have replaced it)",

@@ -9,14 +9,13 @@ from sqlalchemy import update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.infra.hashing import hash_secret, issue_token, secret_matches, split_token
+from blocks.infra.hashing import issue_token, presented_secret_matches, split_token
 from blocks.models.base import new_id, timestamp_column, user_fk_column, utcnow
 
 SESSION_PREFIX = "bls"
 # Writing last_seen_at on every request would turn each read into a write; idle expiry is
 # measured in tens of minutes, so a minute of slack is harmless.
 _LAST_SEEN_GRANULARITY = timedelta(minutes=1)
-_DUMMY_HASH = hash_secret("session-timing-equaliser")
 
 
 class UserSession(SQLModel, table=True):
@@ -92,9 +91,8 @@ async def find_live_session(db: AsyncSession, token: str, *, idle: timedelta) ->
     if parts is not None:
         statement = select(UserSession).where(UserSession.lookup == parts[0])
         row = (await db.exec(statement)).first()
-    # Compare even when nothing was found, so timing does not tell a lookup hit from a miss.
-    secret = parts[1] if parts else ""
-    if not secret_matches(secret, row.secret_hash if row else _DUMMY_HASH) or row is None:
+    secret = parts[1] if parts else None
+    if not presented_secret_matches(secret, row.secret_hash if row else None) or row is None:
         return None
     now = utcnow()
     if row.revoked_at is not None or row.expires_at <= now or row.last_seen_at + idle <= now:

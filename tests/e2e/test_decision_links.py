@@ -19,7 +19,17 @@ from blocks.infra.email import Mailer
 from blocks.infra.embedded_postgres import PostgresCredentials
 from blocks.infra.settings import Settings
 from tests.mail import Inbox, SmtpServer
-from tests.support import EXPENSE, Org, Stack, make_org, running_stack, wait_for_status
+from tests.support import (
+    EXPENSE,
+    Org,
+    Stack,
+    audit_actions,
+    cookie_headers,
+    make_org,
+    running_stack,
+    start_test_session,
+    wait_for_status,
+)
 
 _LINK = re.compile(r"(http://\S+/v1/decision-links/(dl_\S+))")
 
@@ -167,3 +177,40 @@ async def test_tampered_expired_and_foreign_links_are_refused(
         expired = await http.post(f"/v1/decision-links/{token}", data={"decision": "approve"})
         assert expired.status_code == 410
         assert "expired" in expired.text
+
+
+async def test_without_link_only_decisions_the_link_needs_its_approver_signed_in(
+    smtp: tuple[Inbox, int], mail_stack: Stack, engine: AsyncEngine
+) -> None:
+    inbox, _ = smtp
+    org = await make_org(engine)
+    async with mail_stack.http() as http:
+        run = await http.post(
+            "/v1/runs",
+            json={"workflow": "expense_approval", "input": EXPENSE},
+            headers=org["operator"].headers,
+        )
+        run_id = run.json()["id"]
+        [token] = await _links_for(inbox, org["approver"].email)
+        await wait_for_status(
+            http, run_id, org["operator"].headers, status="running", stage="awaiting_approval"
+        )
+        # Someone else's session (here the other approver's) does not make the link usable.
+        other = await start_test_session(engine, org["approver2"].user_id, org.id)
+        refused = await http.post(
+            f"/v1/decision-links/{token}",
+            data={"decision": "approve"},
+            headers=cookie_headers(mail_stack.settings, other),
+        )
+        assert refused.status_code == 403
+        # The approver's own session, from this site, does.
+        own = await start_test_session(engine, org["approver"].user_id, org.id)
+        decided = await http.post(
+            f"/v1/decision-links/{token}",
+            data={"decision": "approve"},
+            headers=cookie_headers(mail_stack.settings, own),
+        )
+        assert decided.status_code == 200, decided.text
+        await wait_for_status(http, run_id, org["operator"].headers, status="completed")
+    denials = [r for a, _, r in await audit_actions(engine, org.id) if a == "access.denied"]
+    assert "decision link used without the approver's sign-in" in denials

@@ -430,3 +430,15 @@ async def test_a_sign_in_link_works_once_and_still_asks_for_the_second_factor(
         assert "already been used" in again.json()["detail"]
         wrong_kind = await http.post("/v1/auth/signup/verify", json={"token": token})
         assert wrong_kind.status_code == 400
+
+        await http.post("/v1/auth/signin-link", json={"email": email})
+        late = await smtp_server.inbox.token_for(email, TOKEN, count=2)
+        await _sql(
+            engine,
+            "UPDATE auth_tokens SET expires_at = now() - interval '1 second'"
+            " WHERE email = :e AND used_at IS NULL",
+            e=email,
+        )
+        expired = await http.post("/v1/auth/signin-link/verify", json={"token": late})
+        assert expired.status_code == 400
+        assert "expired" in expired.json()["detail"]
