@@ -23,6 +23,7 @@ from blocks.api import (
     health,
     inbox,
     invites,
+    link_pages,
     me,
     members,
     org_settings,
@@ -78,6 +79,7 @@ def create_app(
     app.include_router(api_keys.router)
     app.include_router(members.router)
     app.include_router(invites.router)
+    app.include_router(link_pages.router)
     app.include_router(org_settings.router)
     app.include_router(runs.router)
     app.include_router(inbox.router)

@@ -155,6 +155,7 @@ async def sign_up(
     body: SignUpIn, request: Request, db: DbSession, background: BackgroundTasks
 ) -> Accepted:
     """Start an account: a link to verify the address comes by email (nothing before that)."""
+    await check_origin(request, None, None, absent_ok=True)
     await rate_limit.enforce(request, "token_ip", f"ip:{_ip(request)}")
     mailer = require_mail(request)
     settings = _settings(request)
@@ -167,7 +168,7 @@ async def sign_up(
             to=body.email,
             subject="You already have a Blocks account",
             text="Someone asked to sign up with this address, which already has an account.\n"
-            f"Sign in at {public_link(request, '/')} or reset your password there.\n",
+            f"Sign in at {public_link(request, '/auth/signin')} or reset your password at {public_link(request, '/auth/reset')}.\n",
         )
         outcome, reason = Outcome.FAILURE, "address already has an account"
     elif not settings.open_signup and not await _invited(db, body.email):
@@ -187,7 +188,7 @@ async def sign_up(
             to=body.email,
             subject="Confirm your email for Blocks",
             text="Confirm this address to create your Blocks account:\n"
-            f"{public_link(request, '/v1/auth/signup/verify')}?token={token}\n"
+            f"{public_link(request, '/auth/signup')}?token={token}\n"
             f"The link works once, for {settings.signin_link_minutes} minutes.\n",
         )
         outcome, reason = Outcome.SUCCESS, None
@@ -305,6 +306,7 @@ class EmailIn(StrictModel):
 async def request_sign_in_link(
     body: EmailIn, request: Request, db: DbSession, background: BackgroundTasks
 ) -> Accepted:
+    await check_origin(request, None, None, absent_ok=True)
     await rate_limit.enforce(request, "token_ip", f"ip:{_ip(request)}")
     await rate_limit.enforce(request, "signin_account", f"account:{body.email}")
     mailer = require_mail(request)
@@ -324,7 +326,7 @@ async def request_sign_in_link(
             to=user.email,
             subject="Your Blocks sign-in link",
             text="Sign in to Blocks with this link:\n"
-            f"{public_link(request, '/v1/auth/signin-link/verify')}?token={token}\n"
+            f"{public_link(request, '/auth/signin')}?token={token}\n"
             f"It works once, for {settings.signin_link_minutes} minutes. "
             "If you did not ask for it, ignore this email.\n",
         )
@@ -437,6 +439,7 @@ async def second_factor(
 async def request_password_reset(
     body: EmailIn, request: Request, db: DbSession, background: BackgroundTasks
 ) -> Accepted:
+    await check_origin(request, None, None, absent_ok=True)
     await rate_limit.enforce(request, "token_ip", f"ip:{_ip(request)}")
     await rate_limit.enforce(request, "signin_account", f"account:{body.email}")
     mailer = require_mail(request)
@@ -456,7 +459,7 @@ async def request_password_reset(
             to=user.email,
             subject="Reset your Blocks password",
             text="Choose a new password with this link:\n"
-            f"{public_link(request, '/v1/auth/password-reset/confirm')}?token={token}\n"
+            f"{public_link(request, '/auth/reset')}?token={token}\n"
             f"It works once, for {settings.password_reset_minutes} minutes. Resetting signs "
             "you out everywhere. If you did not ask for it, ignore this email.\n",
         )

@@ -21,6 +21,7 @@ from blocks.api.deps import (
     request_audit_fields,
 )
 from blocks.api.errors import Problem
+from blocks.api.html_pages import page
 from blocks.api.schemas import StrictModel
 from blocks.api.sessions_auth import SESSION_COOKIE, signed_in
 from blocks.core.approvals import Decision
@@ -36,23 +37,8 @@ from blocks.workflows.types import RunView
 router = APIRouter(tags=["approvals"])
 
 
-# The token is in the URL: never cache the page, never send it on in a Referer, never frame it.
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
-}
-
-
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    document = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:40em;margin:3em auto}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
-    )
-    return HTMLResponse(document, status_code=status, headers=_PAGE_HEADERS)
+    return page(title, body, status)
 
 
 def _refused(problem: LinkProblem) -> HTMLResponse:

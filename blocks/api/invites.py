@@ -172,8 +172,9 @@ async def _send(
         subject=f"You are invited to {name} on Blocks",
         text=f"{ctx.actor_email or 'An administrator'} invited you to join {name} on Blocks "
         f"as {', '.join(invite.roles)}.\n"
-        "Sign in (or sign up) with this address, then accept:\n"
-        f"{public_link(request, '/v1/invites/accept')}?token={token}\n"
+        "Sign in (or sign up at "
+        f"{public_link(request, '/auth/signup')}) with this address, then accept:\n"
+        f"{public_link(request, '/auth/invite')}?token={token}\n"
         f"The link works once, for {days} days.\n",
     )
 

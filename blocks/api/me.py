@@ -182,7 +182,7 @@ async def request_email_change(
         to=body.new_email,
         subject="Confirm your new Blocks email address",
         text="Confirm this address for your Blocks account:\n"
-        f"{public_link(request, '/v1/me/email/confirm')}?token={token}\n",
+        f"{public_link(request, '/auth/email')}?token={token}\n",
     )
     queue_email(
         background,

@@ -338,7 +338,7 @@ async def test_an_invite_is_emailed_accepted_once_and_makes_a_member(
 
         token = await smtp_server.inbox.token_for(email, _TOKEN)
         body = (await smtp_server.inbox.wait_for(email))[0]
-        assert "https://blocks.test/v1/invites/accept?token=inv_" in body
+        assert "https://blocks.test/auth/invite?token=inv_" in body
 
         # Not signed in: refused, and the invite stays pending.
         anonymous = await _accept(http, token, {})
