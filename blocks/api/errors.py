@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 _log = logging.getLogger("blocks.api")
@@ -103,6 +106,55 @@ async def _counted_invalid(request: Request, problem: Problem) -> Problem:
     return problem
 
 
+def loggable_error(exc: BaseException) -> str:
+    """What to log of an unexpected error: where it happened and what kind it is.
+
+    A database error's message quotes the failing row (PostgreSQL's "Failing row contains ...")
+    and so can carry password hashes, token hashes or sealed secrets: only its class and SQLSTATE
+    are kept. Other errors keep their message.
+    """
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    if isinstance(exc, DBAPIError):
+        original = exc.orig
+        kind = type(original).__name__ if original is not None else type(exc).__name__
+        sqlstate = getattr(original, "sqlstate", None)
+        return f"{kind} (SQLSTATE {sqlstate}); message withheld\n{frames}"
+    return f"{type(exc).__name__}: {exc}\n{frames}"
+
+
+class UnexpectedErrors:
+    """ASGI middleware: an exception no handler took becomes a 500 problem, logged by
+    `loggable_error` (never the raw message of a database error)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            _log.error(
+                "unhandled error on %s %s: %s", scope["method"], scope["path"], loggable_error(exc)
+            )
+            if started:
+                return  # the response is under way; the connection ends here
+            problem = Problem(
+                500, "Internal Server Error", "an unexpected error occurred", code="internal"
+            )
+            await problem_response(Request(scope), problem)(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -123,10 +175,6 @@ def install_error_handlers(app: FastAPI) -> None:
             Problem(exc.status_code, title, str(exc.detail), code=title.lower().replace(" ", "_")),
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        _log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            request,
-            Problem(500, "Internal Server Error", "an unexpected error occurred", code="internal"),
-        )
+    # Outside Starlette's error middleware, which would log the raw exception (and its message)
+    # again after our handler ran.
+    app.add_middleware(UnexpectedErrors)

@@ -21,7 +21,13 @@ def sqlalchemy_url(url: str) -> str:
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
-        sqlalchemy_url(url), pool_size=pool_size, max_overflow=0, pool_pre_ping=True
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        # A failed statement's message would otherwise carry its parameters (password hashes,
+        # token hashes, sealed secrets) into logs and tracebacks.
+        hide_parameters=True,
     )
 
 
