@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
@@ -17,18 +18,27 @@ from rich.console import Console
 from temporalio.client import Client
 
 from blocks.api.app import create_app
+from blocks.api.email_field import normalize_email
 from blocks.audit_cli import audit_app
 from blocks.core.roles import Role
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.embedded_postgres import EmbeddedPostgres
 from blocks.infra.embedded_temporal import EmbeddedTemporal
+from blocks.infra.field_crypto import install_master_keys, load_master_keys
 from blocks.infra.migrate import upgrade_database
+from blocks.infra.passwords import password_problem
 from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.schedules import ensure_checkpoint_schedule
 from blocks.infra.search_attributes import ensure_registered
 from blocks.infra.settings import Settings, get_settings
 from blocks.infra.temporal import connect
-from blocks.models.demo import DemoKeys, ensure_demo_org, issue_member_key
+from blocks.models.demo import (
+    DemoKeys,
+    create_org_by_operator,
+    ensure_demo_org,
+    issue_member_key,
+    set_password_by_operator,
+)
 from blocks.workers.main import run_worker
 from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
 
@@ -38,6 +48,7 @@ app = typer.Typer(
 )
 app.add_typer(audit_app, name="audit")
 console = Console()
+T = TypeVar("T")
 
 
 @app.command()
@@ -143,8 +154,63 @@ def api_key(
     name: Annotated[str, typer.Option(help="a label for the key")] = "cli",
 ) -> None:
     """Create an API key for a member (operator tooling; the key is printed once)."""
-    key = asyncio.run(_create_key(get_settings(), org=org, email=email, roles=role, name=name))
+    key = asyncio.run(
+        _operate(get_settings(), issue_member_key, org_slug=org, email=email, roles=role, name=name)
+    )
     console.print(key)
+
+
+@app.command("set-password")
+def set_password(
+    email: Annotated[str, typer.Option(help="the person's email address")],
+) -> None:
+    """Set a person's password (asked twice, never echoed); their sessions end. For the first
+    owner of a deployment that sends no email, and for `blocks dev`."""
+    address = normalize_email(email)
+    password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    problem = password_problem(password, user_inputs=(address,))
+    if problem is not None:
+        console.print(f"[red]The password {problem}.[/red]")
+        raise typer.Exit(1)
+    asyncio.run(
+        _operate(get_settings(), set_password_by_operator, email=address, password=password)
+    )
+    console.print(f"Password set for {address}; sign in with POST /v1/auth/signin.")
+
+
+@app.command("create-org")
+def create_org(
+    slug: Annotated[str, typer.Option(help="short name in URLs: a-z, 0-9 and -")],
+    name: Annotated[str, typer.Option(help="display name")],
+    owner_email: Annotated[str, typer.Option(help="the first owner's email address")],
+    owner_name: Annotated[str, typer.Option(help="the first owner's name")] = "Owner",
+) -> None:
+    """Create an organization and its first owner (when sign-up is closed: BLOCKS_OPEN_SIGNUP=false)."""
+    org_id = asyncio.run(
+        _operate(
+            get_settings(),
+            create_org_by_operator,
+            slug=slug,
+            name=name,
+            owner_email=normalize_email(owner_email),
+            owner_name=owner_name,
+        )
+    )
+    console.print(f"Organization {slug} created ({org_id}).")
+
+
+async def _operate(settings: Settings, action: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+    """Run one operator action in one transaction on the deployment's database."""
+    install_master_keys(load_master_keys(settings))
+    engine = create_engine(_operator_database_url(settings), pool_size=1)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            return await action(session, **kwargs)
+    except LookupError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from err
+    finally:
+        await engine.dispose()
 
 
 def _operator_database_url(settings: Settings) -> str:
@@ -156,22 +222,6 @@ def _operator_database_url(settings: Settings) -> str:
     if credentials is None:
         raise RuntimeError("BLOCKS_DATABASE_URL is not set and `blocks dev` has no data here yet")
     return credentials.url()
-
-
-async def _create_key(
-    settings: Settings, *, org: str, email: str, roles: list[Role], name: str
-) -> str:
-    engine = create_engine(_operator_database_url(settings), pool_size=1)
-    try:
-        async with session_factory(engine)() as session, session.begin():
-            return await issue_member_key(
-                session, org_slug=org, email=email, roles=roles, name=name
-            )
-    except LookupError as err:
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from err
-    finally:
-        await engine.dispose()
 
 
 async def _register_search_attributes(settings: Settings) -> None:

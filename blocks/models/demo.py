@@ -1,23 +1,31 @@
-"""Operator tooling: the demo organization `blocks dev` creates once, and keys minted from the CLI."""
+"""Operator tooling: the demo organization `blocks dev` creates once, keys, passwords and
+organizations made from the CLI."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.context import AuthMethod, OrgContext, OrgId
+from blocks.core.audit import ActorType, AuditRecord
+from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
 from blocks.infra.db import bind_org
+from blocks.infra.passwords import hash_password
 from blocks.models.api_keys import create_api_key
+from blocks.models.audit import append_events
+from blocks.models.base import utcnow
 from blocks.models.orgs import (
     User,
     add_member,
     create_org_with_owner,
+    find_user_by_email,
     get_membership,
     get_org_by_slug,
 )
+from blocks.models.user_sessions import revoke_sessions
 
 DEMO_SLUG = "demo"
 
@@ -78,3 +86,46 @@ async def issue_member_key(
         raise LookupError(f"{email} does not hold {missing} in {org_slug!r}")
     _, plaintext = await create_api_key(ctx, session, user_id=user.id, name=name, roles=roles)
     return plaintext
+
+
+def _operator_record(action: str, target_type: str, target_id: str) -> AuditRecord:
+    return AuditRecord(
+        action=action,
+        actor_type=ActorType.SYSTEM,
+        actor_id="cli",
+        target_type=target_type,
+        target_id=target_id,
+    )
+
+
+async def set_password_by_operator(session: AsyncSession, *, email: str, password: str) -> None:
+    """Set a person's password from the CLI (the first owner of a deployment without email):
+    their sessions end, and the platform chain records it."""
+    user = await find_user_by_email(session, email)
+    if user is None:
+        raise LookupError(f"no account for {email}")
+    user.password_hash = hash_password(password)
+    user.password_changed_at = utcnow()
+    session.add(user)
+    await revoke_sessions(session, user_id=user.id, reason="password set by an operator")
+    platform = OrgContext(org_id=PLATFORM_ORG, user_id=None, roles=(), auth=AuthMethod.SYSTEM)
+    await append_events(
+        platform, session, [_operator_record("user.password_set_by_operator", "user", str(user.id))]
+    )
+
+
+async def create_org_by_operator(
+    session: AsyncSession, *, slug: str, name: str, owner_email: str, owner_name: str
+) -> uuid.UUID:
+    """An organization and its first owner (created if new; they sign in by emailed link or a
+    password an operator sets), recorded in the organization's chain."""
+    if await get_org_by_slug(session, slug) is not None:
+        raise LookupError(f"organization {slug!r} exists")
+    org, _, _ = await create_org_with_owner(
+        session, slug=slug, name=name, owner_email=owner_email, owner_name=owner_name
+    )
+    ctx = OrgContext(org_id=OrgId(org.id), user_id=None, roles=(), auth=AuthMethod.SYSTEM)
+    await append_events(
+        ctx, session, [_operator_record("org.created", "organization", str(org.id))]
+    )
+    return org.id

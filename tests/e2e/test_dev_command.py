@@ -106,6 +106,38 @@ def test_dev_runs_everything_and_restarts_on_the_same_data(tmp_path: Path) -> No
             f"{api}/v1/inbox", headers={"Authorization": f"Bearer {minted}"}, timeout=30
         )
         assert inbox.status_code == 200
+        # Without email, an operator sets the demo owner's password; the owner then signs in.
+        password = "demo owner passphrase, long enough 42"
+        subprocess.run(
+            [sys.executable, "-m", "blocks.cli", "set-password", "--email", "Owner@demo.example"],
+            input=f"{password}\n{password}\n", env=_env(data_dir, ports),
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        signed = httpx.post(
+            f"{api}/v1/auth/signin",
+            json={"email": "owner@demo.example", "password": password},
+            timeout=30,
+        )
+        assert signed.status_code == 200, signed.text
+        assert [o["slug"] for o in signed.json()["organizations"]] == ["demo"]
+        weak = subprocess.run(
+            [sys.executable, "-m", "blocks.cli", "set-password", "--email", "owner@demo.example"],
+            input="password1\npassword1\n", env=_env(data_dir, ports),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert weak.returncode == 1
+        created = subprocess.run(
+            [sys.executable, "-m", "blocks.cli", "create-org", "--slug", "acme", "--name", "Acme",
+             "--owner-email", "owner@demo.example"],
+            env=_env(data_dir, ports), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert "Organization acme created" in created.stdout
+        again = httpx.post(
+            f"{api}/v1/auth/signin",
+            json={"email": "owner@demo.example", "password": password},
+            timeout=30,
+        )
+        assert {o["slug"] for o in again.json()["organizations"]} == {"demo", "acme"}
     finally:
         leftovers = _stop(process)
     assert leftovers == []
