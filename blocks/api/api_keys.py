@@ -19,17 +19,15 @@ from blocks.api.deps import (
     CanManageOwnKeys,
     DbSession,
     forbidden,
+    record_change,
     record_denial,
-    request_audit_fields,
 )
 from blocks.api.errors import invalid_field, not_found
 from blocks.api.schemas import StrictModel
-from blocks.core.audit import AuditRecord
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission, Role
 from blocks.infra.db import bind_org
 from blocks.models.api_keys import ApiKey, create_api_key, revoke_api_key
-from blocks.models.audit import append_events
 from blocks.models.base import utcnow
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
@@ -92,23 +90,19 @@ def _requested_roles(ctx: OrgContext, requested: list[str]) -> list[Role]:
 async def _audit(
     request: Request, ctx: OrgContext, session: DbSession, action: str, key: ApiKey
 ) -> None:
-    await append_events(
+    await record_change(
+        request,
         ctx,
         session,
-        [
-            AuditRecord(
-                action=action,
-                target_type="api_key",
-                target_id=str(key.id),
-                data={
-                    "name": key.name,
-                    "owner_user_id": str(key.user_id),
-                    "roles": list(key.roles),
-                    "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-                },
-                **request_audit_fields(request, ctx),
-            )
-        ],
+        action,
+        target_type="api_key",
+        target_id=str(key.id),
+        data={
+            "name": key.name,
+            "owner_user_id": str(key.user_id),
+            "roles": list(key.roles),
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        },
     )
 
 

@@ -8,6 +8,7 @@ the response. Every attempt is audited (platform chain, and the person's organiz
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
@@ -302,43 +303,84 @@ class EmailIn(StrictModel):
     email: EmailAddress
 
 
-@router.post("/signin-link", status_code=202, response_model=Accepted)
-async def request_sign_in_link(
-    body: EmailIn, request: Request, db: DbSession, background: BackgroundTasks
+@dataclass(frozen=True)
+class _EmailedLink:
+    purpose: TokenPurpose
+    page: str
+    subject: str
+    lead: str
+    warning: str
+    action: str
+    answer: str
+
+
+_SIGN_IN_LINK = _EmailedLink(
+    purpose=TokenPurpose.SIGNIN,
+    page="/auth/signin",
+    subject="Your Blocks sign-in link",
+    lead="Sign in to Blocks with this link:",
+    warning="If you did not ask for it, ignore this email.",
+    action="auth.signin_link_requested",
+    answer="if this address has an account, a sign-in link is on its way",
+)
+_RESET_LINK = _EmailedLink(
+    purpose=TokenPurpose.PASSWORD_RESET,
+    page="/auth/reset",
+    subject="Reset your Blocks password",
+    lead="Choose a new password with this link:",
+    warning="Resetting signs you out everywhere. If you did not ask for it, ignore this email.",
+    action="auth.password_reset_requested",
+    answer="if this address has an account, a reset link is on its way",
+)
+
+
+async def _email_link(
+    link: _EmailedLink,
+    minutes: int,
+    body: EmailIn,
+    request: Request,
+    db: DbSession,
+    background: BackgroundTasks,
 ) -> Accepted:
+    """Email a single-use link to an account's address; the same answer for any address."""
     await check_origin(request, None, None, absent_ok=True)
     await rate_limit.enforce(request, "token_ip", f"ip:{_ip(request)}")
     await rate_limit.enforce(request, "signin_account", f"account:{body.email}")
     mailer = require_mail(request)
-    settings = _settings(request)
     user = await find_user_by_email(db, body.email)
     if user is not None and user.deactivated_at is None:
         token = await issue_auth_token(
             db,
-            purpose=TokenPurpose.SIGNIN,
+            purpose=link.purpose,
             email=user.email,
             user_id=user.id,
-            lifetime=timedelta(minutes=settings.signin_link_minutes),
+            lifetime=timedelta(minutes=minutes),
         )
         queue_email(
             background,
             mailer,
             to=user.email,
-            subject="Your Blocks sign-in link",
-            text="Sign in to Blocks with this link:\n"
-            f"{public_link(request, '/auth/signin')}?token={token}\n"
-            f"It works once, for {settings.signin_link_minutes} minutes. "
-            "If you did not ask for it, ignore this email.\n",
+            subject=link.subject,
+            text=f"{link.lead}\n{public_link(request, link.page)}?token={token}\n"
+            f"It works once, for {minutes} minutes. {link.warning}\n",
         )
     await record_security_event(
         request,
-        action="auth.signin_link_requested",
+        action=link.action,
         outcome=Outcome.SUCCESS if user else Outcome.FAILURE,
         reason=None if user else "unknown email",
         user_id=user.id if user else None,
         email=user.email if user else body.email,
     )
-    return Accepted(detail="if this address has an account, a sign-in link is on its way")
+    return Accepted(detail=link.answer)
+
+
+@router.post("/signin-link", status_code=202, response_model=Accepted)
+async def request_sign_in_link(
+    body: EmailIn, request: Request, db: DbSession, background: BackgroundTasks
+) -> Accepted:
+    minutes = _settings(request).signin_link_minutes
+    return await _email_link(_SIGN_IN_LINK, minutes, body, request, db, background)
 
 
 @router.post("/signin-link/verify", response_model=SignInOut)
@@ -439,39 +481,8 @@ async def second_factor(
 async def request_password_reset(
     body: EmailIn, request: Request, db: DbSession, background: BackgroundTasks
 ) -> Accepted:
-    await check_origin(request, None, None, absent_ok=True)
-    await rate_limit.enforce(request, "token_ip", f"ip:{_ip(request)}")
-    await rate_limit.enforce(request, "signin_account", f"account:{body.email}")
-    mailer = require_mail(request)
-    settings = _settings(request)
-    user = await find_user_by_email(db, body.email)
-    if user is not None and user.deactivated_at is None:
-        token = await issue_auth_token(
-            db,
-            purpose=TokenPurpose.PASSWORD_RESET,
-            email=user.email,
-            user_id=user.id,
-            lifetime=timedelta(minutes=settings.password_reset_minutes),
-        )
-        queue_email(
-            background,
-            mailer,
-            to=user.email,
-            subject="Reset your Blocks password",
-            text="Choose a new password with this link:\n"
-            f"{public_link(request, '/auth/reset')}?token={token}\n"
-            f"It works once, for {settings.password_reset_minutes} minutes. Resetting signs "
-            "you out everywhere. If you did not ask for it, ignore this email.\n",
-        )
-    await record_security_event(
-        request,
-        action="auth.password_reset_requested",
-        outcome=Outcome.SUCCESS if user else Outcome.FAILURE,
-        reason=None if user else "unknown email",
-        user_id=user.id if user else None,
-        email=user.email if user else body.email,
-    )
-    return Accepted(detail="if this address has an account, a reset link is on its way")
+    minutes = _settings(request).password_reset_minutes
+    return await _email_link(_RESET_LINK, minutes, body, request, db, background)
 
 
 class ResetIn(StrictModel):

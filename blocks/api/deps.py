@@ -113,6 +113,32 @@ def request_audit_fields(request: Request, ctx: OrgContext) -> dict[str, Any]:
     }
 
 
+async def record_change(
+    request: Request,
+    ctx: OrgContext,
+    session: AsyncSession,
+    action: str,
+    *,
+    target_type: str,
+    target_id: str,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Audit what a route changes, in the route's own transaction: it commits with the change."""
+    await append_events(
+        ctx,
+        session,
+        [
+            AuditRecord(
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                data=data or {},
+                **request_audit_fields(request, ctx),
+            )
+        ],
+    )
+
+
 async def record_denial(request: Request, ctx: OrgContext, reason: str) -> None:
     """Audit a refused request in its own transaction, so the refusal survives the rollback."""
     async with _sessions(request)() as session, session.begin():

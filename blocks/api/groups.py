@@ -7,12 +7,15 @@ import uuid
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from blocks.api.deps import CanManageMembers, CanReadOrg, DbSession, request_audit_fields
+from blocks.api.deps import (
+    CanManageMembers,
+    CanReadOrg,
+    DbSession,
+    record_change,
+)
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import StrictModel
-from blocks.core.audit import AuditRecord
 from blocks.core.context import OrgContext
-from blocks.models.audit import append_events
 from blocks.models.delegations import is_member
 from blocks.models.groups import (
     MemberGroup,
@@ -44,18 +47,14 @@ async def _audit(
     group: MemberGroup,
     **data: str,
 ) -> None:
-    await append_events(
+    await record_change(
+        request,
         ctx,
         session,
-        [
-            AuditRecord(
-                action=action,
-                target_type="member_group",
-                target_id=str(group.id),
-                data={"name": group.name, **data},
-                **request_audit_fields(request, ctx),
-            )
-        ],
+        action,
+        target_type="member_group",
+        target_id=str(group.id),
+        data={"name": group.name, **data},
     )
 
 

@@ -10,19 +10,24 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
 from blocks.api import rate_limit
-from blocks.api.deps import CanManageMembers, DbSession, Person, client_ip, request_audit_fields
+from blocks.api.deps import (
+    CanManageMembers,
+    DbSession,
+    Person,
+    client_ip,
+    record_change,
+)
 from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem, not_found
 from blocks.api.members import refuse_unless_owner
 from blocks.api.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.core.audit import AuditRecord, Outcome
+from blocks.core.audit import Outcome
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
 from blocks.infra.email import Mailer
 from blocks.infra.settings import Settings
-from blocks.models.audit import append_events
 from blocks.models.invites import (
     Invite,
     InviteProblem,
@@ -124,18 +129,14 @@ async def _audit(
 ) -> None:
     # The invited address is personal data the append-only log could never erase: it stays in
     # the invites table; events name the invite by id.
-    await append_events(
+    await record_change(
+        request,
         ctx,
         session,
-        [
-            AuditRecord(
-                action=action,
-                target_type="invite",
-                target_id=str(invite.id),
-                data={"roles": list(invite.roles), **data},
-                **request_audit_fields(request, ctx),
-            )
-        ],
+        action,
+        target_type="invite",
+        target_id=str(invite.id),
+        data={"roles": list(invite.roles), **data},
     )
 
 

@@ -15,6 +15,7 @@ from blocks.api.deps import (
     CanReadOrg,
     DbSession,
     forbidden,
+    record_change,
     record_denial,
     request_audit_fields,
 )
@@ -93,18 +94,14 @@ async def audit_member(
     user_id: uuid.UUID,
     data: dict[str, Any],
 ) -> None:
-    await append_events(
+    await record_change(
+        request,
         ctx,
         session,
-        [
-            AuditRecord(
-                action=action,
-                target_type="member",
-                target_id=str(user_id),
-                data=data,
-                **request_audit_fields(request, ctx),
-            )
-        ],
+        action,
+        target_type="member",
+        target_id=str(user_id),
+        data=data,
     )
 
 

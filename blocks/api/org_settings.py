@@ -9,14 +9,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, StrictBool
 
-from blocks.api.deps import CanManageSecurity, CanOwn, CanReadOrg, DbSession, request_audit_fields
+from blocks.api.deps import (
+    CanManageSecurity,
+    CanOwn,
+    CanReadOrg,
+    DbSession,
+    record_change,
+)
 from blocks.api.errors import Problem, invalid_field, not_found
 from blocks.api.members import MemberOut, member_out
 from blocks.api.schemas import StrictModel
-from blocks.core.audit import AuditRecord
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role
-from blocks.models.audit import append_events
 from blocks.models.members import (
     canonical_roles,
     close_org,
@@ -93,18 +97,14 @@ def _check_confirmation(org: Organization, confirm: str) -> None:
 async def _audit(
     request: Request, ctx: OrgContext, session: DbSession, action: str, data: dict[str, Any]
 ) -> None:
-    await append_events(
+    await record_change(
+        request,
         ctx,
         session,
-        [
-            AuditRecord(
-                action=action,
-                target_type="organization",
-                target_id=str(ctx.org_id),
-                data=data,
-                **request_audit_fields(request, ctx),
-            )
-        ],
+        action,
+        target_type="organization",
+        target_id=str(ctx.org_id),
+        data=data,
     )
 
 

@@ -11,13 +11,11 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.api.deps import CanManageIntegrations, DbSession, request_audit_fields
+from blocks.api.deps import CanManageIntegrations, DbSession, record_change
 from blocks.api.errors import Problem, invalid_field, not_found
 from blocks.api.schemas import StrictModel
-from blocks.core.audit import AuditRecord
 from blocks.core.context import OrgContext
 from blocks.infra.slack import SLACK_ID_PATTERN, SlackTokenRefused, SlackUnreachable, team_of_token
-from blocks.models.audit import append_events
 from blocks.models.slack import (
     SlackInstallation,
     get_installation,
@@ -124,23 +122,19 @@ async def install(
                 code="slack_team_taken",
             ) from None
         action = "integration.slack.installed"
-    await append_events(
+    await record_change(
+        request,
         ctx,
         session,
-        [
-            AuditRecord(
-                action=action,
-                target_type="slack_installation",
-                target_id=installation.team_id,
-                data={
-                    "team_id": installation.team_id,
-                    "channel_id": installation.channel_id,
-                    "previous_team_id": current.team_id if current else None,
-                    "token_replaced": body.bot_token is not None,
-                },
-                **request_audit_fields(request, ctx),
-            )
-        ],
+        action,
+        target_type="slack_installation",
+        target_id=installation.team_id,
+        data={
+            "team_id": installation.team_id,
+            "channel_id": installation.channel_id,
+            "previous_team_id": current.team_id if current else None,
+            "token_replaced": body.bot_token is not None,
+        },
     )
     return _out(installation)
 
@@ -181,16 +175,12 @@ async def _audit_link(
     slack_user_id: str,
     user_id: uuid.UUID | None,
 ) -> None:
-    await append_events(
+    await record_change(
+        request,
         ctx,
         session,
-        [
-            AuditRecord(
-                action=action,
-                target_type="slack_user",
-                target_id=slack_user_id,
-                data={"user_id": str(user_id) if user_id else None},
-                **request_audit_fields(request, ctx),
-            )
-        ],
+        action,
+        target_type="slack_user",
+        target_id=slack_user_id,
+        data={"user_id": str(user_id) if user_id else None},
     )
