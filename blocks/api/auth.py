@@ -26,6 +26,7 @@ from blocks.api.sessions_auth import (
     SignedIn,
     check_origin,
     clear_session_cookie,
+    refuse_without_two_factor,
     set_session_cookie,
 )
 from blocks.core.audit import Outcome
@@ -131,6 +132,29 @@ async def _open_session(
         organizations=[] if mfa else await _choices(db, user.id),
         next=safe_next(next_path),
     )
+
+
+async def _signed_in(
+    request: Request,
+    response: Response,
+    db: DbSession,
+    user: User,
+    *,
+    method: str,
+    next_path: str | None,
+) -> SignInOut:
+    """Open the session of a person who just proved who they are, and audit the sign-in."""
+    out = await _open_session(request, response, db, user, next_path=next_path)
+    await record_security_event(
+        request,
+        action="auth.signin",
+        reason="second factor required" if out.mfa_required else None,
+        user_id=user.id,
+        email=user.email,
+        data={"method": method, "mfa_pending": out.mfa_required},
+        org_ids=await _org_ids(db, user.id),
+    )
+    return out
 
 
 # --- sign-up -------------------------------------------------------------------------------
@@ -283,17 +307,7 @@ async def sign_in(body: SignInIn, request: Request, response: Response, db: DbSe
     if rehash is not None:
         user.password_hash = rehash
         db.add(user)
-    out = await _open_session(request, response, db, user, next_path=body.next)
-    await record_security_event(
-        request,
-        action="auth.signin",
-        reason="second factor required" if out.mfa_required else None,
-        user_id=user.id,
-        email=user.email,
-        data={"method": "password", "mfa_pending": out.mfa_required},
-        org_ids=await _org_ids(db, user.id),
-    )
-    return out
+    return await _signed_in(request, response, db, user, method="password", next_path=body.next)
 
 
 # --- emailed sign-in link ------------------------------------------------------------------
@@ -406,17 +420,7 @@ async def sign_in_with_link(
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()
         db.add(user)
-    out = await _open_session(request, response, db, user, next_path=body.next)
-    await record_security_event(
-        request,
-        action="auth.signin",
-        reason="second factor required" if out.mfa_required else None,
-        user_id=user.id,
-        email=user.email,
-        data={"method": "link", "mfa_pending": out.mfa_required},
-        org_ids=await _org_ids(db, user.id),
-    )
-    return out
+    return await _signed_in(request, response, db, user, method="link", next_path=body.next)
 
 
 # --- second factor -------------------------------------------------------------------------
@@ -572,23 +576,7 @@ async def pick_organization(
         # Not a member, or another organization's id: the same answer as a missing one.
         raise Problem(404, "Not Found", "organization not found", code="not_found")
     if choice.require_2fa and user.totp_enabled_at is None:
-        await record_security_event(
-            request,
-            action="access.denied",
-            outcome=Outcome.DENIED,
-            reason="organization requires two-factor sign-in",
-            user_id=user.id,
-            email=user.email,
-            target_type="organization",
-            target_id=str(choice.id),
-            org_ids=[choice.id],
-        )
-        raise Problem(
-            403,
-            "Forbidden",
-            "this organization requires two-factor sign-in: set it up at /v1/me/2fa first",
-            code="two_factor_required",
-        )
+        await refuse_without_two_factor(request, user, choice.id, "organization", str(choice.id))
     await _switch(request, response, db, signed, choice.id)
     await record_security_event(
         request,
