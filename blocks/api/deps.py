@@ -84,11 +84,15 @@ OrgCtx = Annotated[OrgContext, Depends(org_context)]
 
 
 async def signed_in_person(request: Request, session: DbSession) -> SignedIn:
-    return await signed_in(request, session)
+    signed = await signed_in(request, session)
+    await rate_limit.enforce(request, "api_credential", f"credential:{signed.session.id}")
+    return signed
 
 
 async def person_mid_sign_in(request: Request, session: DbSession) -> SignedIn:
-    return await signed_in(request, session, allow_mfa_pending=True)
+    signed = await signed_in(request, session, allow_mfa_pending=True)
+    await rate_limit.enforce(request, "api_credential", f"credential:{signed.session.id}")
+    return signed
 
 
 # The signed-in person (session cookie), whatever organization the session is in, if any.

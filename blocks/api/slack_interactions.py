@@ -22,6 +22,7 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blocks.api import rate_limit
 from blocks.api.decisions import submit_decision
 from blocks.api.deps import DbSession, TemporalClient, client_ip
 from blocks.api.errors import Problem
@@ -85,6 +86,9 @@ async def slack_interaction(
         now=time.time(),
     )
     if refusal is not None:
+        # A flood of forged requests is refused (and audited once) before it floods the
+        # organization's log with one event each.
+        await rate_limit.enforce(request, "invalid_ip", f"ip:{client_ip(request) or 'unknown'}")
         await _audit_unverified(request, body, refusal)
         raise Problem(
             401,

@@ -92,6 +92,10 @@ class SlackStack:
     slack: FakeSlack
 
 
+# Low enough that the flood test meets it, high enough for the other tests' few bad requests.
+FORGED_PER_MINUTE = "30/minute"
+
+
 @pytest.fixture(scope="module")
 async def slack_stack(
     engine: AsyncEngine, temporal_env: WorkflowEnvironment, postgres: PostgresCredentials
@@ -114,7 +118,11 @@ async def slack_stack(
             database_url=postgres.url(),
             task_queue=f"slack-{uuid.uuid4().hex[:8]}",
             notice_senders=[SlackSender(session_factory(engine), api_url=slack.url)],
-            extra_settings={"slack_signing_secret": SIGNING_SECRET, "slack_api_url": slack.url},
+            extra_settings={
+                "slack_signing_secret": SIGNING_SECRET,
+                "slack_api_url": slack.url,
+                "rate_limit_invalid_ip": FORGED_PER_MINUTE,
+            },
         ) as stack:
             yield SlackStack(stack, slack)
     finally:
@@ -433,3 +441,27 @@ async def test_clicks_from_a_workspace_no_organization_installed_decide_nothing(
             http, _click("T0NOWHERE", "U0APPROVER", {"action_id": "other", "value": value})
         )
         assert foreign.status_code == 400, foreign.text
+
+
+# Last in the module: it uses up this address's allowance of invalid requests.
+async def test_a_flood_of_forged_clicks_is_cut_off_before_it_floods_the_log(
+    slack_stack: SlackStack, engine: AsyncEngine
+) -> None:
+    org = await make_org(engine)
+    slack = slack_stack.slack
+    async with slack_stack.stack.http() as http:
+        team, _ = await _install(http, org, slack)
+        value = json.dumps({"run_id": str(uuid.uuid4()), "step_id": "approve"})
+        click = _click(team, "U0APPROVER", {"action_id": "blocks.approve", "value": value})
+        answers = [(await _send(http, click, secret="forged")) for _ in range(45)]
+        refused = [a for a in answers if a.status_code == 429]
+        assert refused, "45 forged requests in a minute were all answered 401"
+        assert int(refused[0].headers["retry-after"]) >= 1
+        assert {a.status_code for a in answers} == {401, 429}
+        forged_events = [
+            d
+            for d in _slack_denials(await _org_events(http, org))
+            if "unverified_team" in d["data"]
+        ]
+    # Each 401 left one event; the refused rest left none in this organization's log.
+    assert len(forged_events) == sum(1 for a in answers if a.status_code == 401) < 45
