@@ -8,10 +8,12 @@ from http.cookies import SimpleCookie
 
 import httpx
 import pyotp
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.api.sessions_auth import SESSION_COOKIE
+from blocks.infra import passwords
 from blocks.infra.db import bind_org, session_factory
 from blocks.infra.passwords import hash_password
 from tests.mail import SmtpServer
@@ -442,3 +444,31 @@ async def test_a_sign_in_link_works_once_and_still_asks_for_the_second_factor(
         expired = await http.post("/v1/auth/signin-link/verify", json={"token": late})
         assert expired.status_code == 400
         assert "expired" in expired.json()["detail"]
+
+
+async def test_an_unknown_address_costs_the_same_argon2_work_as_a_wrong_password(
+    identity_stack: Stack, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing is not asserted (tests do not time things); the work done is: one argon2id
+    verification, with the same parameters, whether the address has an account or not."""
+    email = f"timing-{uuid.uuid4().hex[:8]}@example.com"
+    await _password_user(engine, email)
+    verified: list[str] = []
+    hasher = passwords._password_hash.hashers[0]
+    real_verify = type(hasher).verify
+
+    def counting_verify(self: object, password: str, stored: str) -> bool:
+        verified.append(stored.rsplit("$", 2)[0])  # algorithm and cost, not salt or digest
+        return real_verify(self, password, stored)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(hasher), "verify", counting_verify)
+    async with identity_stack.http() as http:
+        known = await _sign_in(http, identity_stack, email, "not the password at all")
+        known_work = list(verified)
+        verified.clear()
+        unknown = await _sign_in(http, identity_stack, f"ghost-{uuid.uuid4().hex}@example.com")
+        unknown_work = list(verified)
+    assert known.status_code == unknown.status_code == 401
+    assert len(known_work) == len(unknown_work) == 1
+    assert known_work == unknown_work
+    assert known_work[0].startswith("$argon2id$")
