@@ -33,6 +33,7 @@ from blocks.api import (
     two_factor,
 )
 from blocks.api.errors import install_error_handlers
+from blocks.api.security_headers import SecurityHeaders
 from blocks.api.sla_reports import router as sla_reports_router
 from blocks.api.slack import router as slack_router
 from blocks.api.slack_interactions import router as slack_interactions_router
@@ -97,5 +98,6 @@ def create_app(
     # proxy, the one it reports in X-Forwarded-For: a spoofed header from anyone else is ignored
     # (rate limits and audit events key on this address). Uvicorn's own proxy handling, which
     # trusts 127.0.0.1 by default, is switched off where the server starts.
+    app.add_middleware(SecurityHeaders, https=settings.public_url.startswith("https://"))
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app

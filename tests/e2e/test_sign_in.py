@@ -472,3 +472,23 @@ async def test_an_unknown_address_costs_the_same_argon2_work_as_a_wrong_password
     assert len(known_work) == len(unknown_work) == 1
     assert known_work == unknown_work
     assert known_work[0].startswith("$argon2id$")
+
+
+async def test_every_answer_carries_the_security_headers(
+    identity_stack: Stack, stack: Stack
+) -> None:
+    async with identity_stack.http() as http:
+        answer = await http.get("/v1/me")  # a refusal gets them too
+        page = await http.get("/auth/signin")
+    assert answer.status_code == 401
+    for response in (answer, page):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["strict-transport-security"].startswith("max-age=")
+    # HSTS only where the site is served over https (identity_stack's public URL is).
+    async with stack.http() as http:
+        plain = await http.get("/healthz")
+    assert "strict-transport-security" not in plain.headers
+    assert plain.headers["x-content-type-options"] == "nosniff"
