@@ -16,7 +16,7 @@ from blocks.api.sessions_auth import SESSION_COOKIE, SignedIn, session_org_conte
 from blocks.core.audit import ActorType, AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
-from blocks.models.api_keys import resolve_api_key
+from blocks.models.api_keys import TwoFactorRequired, resolve_api_key
 from blocks.models.audit import append_events
 
 
@@ -63,7 +63,18 @@ async def org_context(request: Request, session: DbSession) -> OrgContext:
     scoped to an organization (then a state-changing request must also pass the origin check)."""
     token = _bearer_token(request)
     if token is not None:
-        ctx = await resolve_api_key(session, token)
+        try:
+            ctx = await resolve_api_key(session, token)
+        except TwoFactorRequired as refused:
+            request.state.ctx = refused.ctx
+            await record_denial(request, refused.ctx, "organization requires two-factor sign-in")
+            raise Problem(
+                403,
+                "Forbidden",
+                "this organization requires two-factor sign-in: the key's member must set it "
+                "up (/v1/me/2fa) before the key works",
+                code="two_factor_required",
+            ) from None
         if ctx is None:
             raise unauthorized("this API key is not valid, has expired or was revoked")
     elif request.cookies.get(SESSION_COOKIE):

@@ -30,7 +30,7 @@ from blocks.models.members import (
     set_require_2fa,
     set_roles,
 )
-from blocks.models.orgs import Organization
+from blocks.models.orgs import Organization, User
 
 router = APIRouter(prefix="/v1/org", tags=["organization"])
 
@@ -120,9 +120,20 @@ async def organization(ctx: CanReadOrg, session: DbSession) -> OrgOut:
 async def security(
     body: SecurityIn, request: Request, ctx: CanManageSecurity, session: DbSession
 ) -> OrgOut:
-    """Require two-factor sign-in of every member (sessions without it are refused at the door)."""
+    """Require two-factor sign-in of every member: their sessions and API keys are refused
+    until they set it up. Whoever turns it on must have it, or they would lock themselves out."""
     org = await lock_org(ctx, session)
     before = org.require_2fa
+    if body.require_2fa and not before:
+        caller = await session.get(User, ctx.user_id) if ctx.user_id else None
+        if caller is None or caller.totp_enabled_at is None:
+            raise Problem(
+                409,
+                "Conflict",
+                "set up two-factor sign-in for yourself first (/v1/me/2fa): requiring it "
+                "without having it would lock you out",
+                code="two_factor_missing",
+            )
     if before != body.require_2fa:
         await set_require_2fa(ctx, session, org, body.require_2fa)
         await _audit(

@@ -31,6 +31,14 @@ from blocks.models.base import (
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
+class TwoFactorRequired(Exception):
+    """A valid key of a member without two-factor sign-in, in an organization that requires it."""
+
+    def __init__(self, ctx: OrgContext) -> None:
+        super().__init__("organization requires two-factor sign-in")
+        self.ctx = ctx
+
+
 class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"
 
@@ -109,13 +117,7 @@ async def resolve_api_key(session: AsyncSession, token: str) -> OrgContext | Non
     mark_bound(session, row.org_id)
     # A key never grants more than its member holds today.
     roles = tuple(r for r in parse_roles(row.member_roles) if r.value in row.key_roles)
-    if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
-        await session.exec(  # type: ignore[call-overload]
-            text("UPDATE api_keys SET last_used_at = :now WHERE id = :id").bindparams(
-                now=now, id=row.key_id
-            )
-        )
-    return OrgContext(
+    ctx = OrgContext(
         org_id=OrgId(row.org_id),
         user_id=row.user_id,
         roles=roles,
@@ -123,3 +125,12 @@ async def resolve_api_key(session: AsyncSession, token: str) -> OrgContext | Non
         actor_email=row.email,
         credential_id=row.key_id,
     )
+    if row.require_2fa and not row.has_2fa:
+        raise TwoFactorRequired(ctx)
+    if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
+        await session.exec(  # type: ignore[call-overload]
+            text("UPDATE api_keys SET last_used_at = :now WHERE id = :id").bindparams(
+                now=now, id=row.key_id
+            )
+        )
+    return ctx

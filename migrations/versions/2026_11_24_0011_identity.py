@@ -107,8 +107,47 @@ def upgrade() -> None:
         INSERT INTO organizations (id, slug, name, created_at)
         VALUES ('PLATFORM_ORG_ID', '_platform', 'Platform (sign-in and sign-up events)', now());
 
-        -- API keys of a deactivated member or a closed organization resolve to no roles.
-        CREATE OR REPLACE FUNCTION blocks_resolve_api_key(p_lookup text)
+        -- API keys of a deactivated member or a closed organization resolve to no roles; the
+        -- caller also learns whether the organization requires two-factor sign-in and the
+        -- member has it (a key does not get around that requirement).
+        DROP FUNCTION blocks_resolve_api_key(text);
+        CREATE FUNCTION blocks_resolve_api_key(p_lookup text)
+        RETURNS TABLE (
+            key_id uuid, org_id uuid, user_id uuid, secret_hash text, key_roles varchar[],
+            expires_at timestamptz, revoked_at timestamptz, last_used_at timestamptz,
+            email text, deactivated_at timestamptz, member_roles varchar[],
+            require_2fa boolean, has_2fa boolean
+        )
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_org uuid;
+        BEGIN
+            SELECT k.org_id INTO v_org FROM api_keys k WHERE k.lookup = p_lookup;
+            IF v_org IS NULL THEN
+                RETURN;
+            END IF;
+            PERFORM set_config('app.org_id', v_org::text, true);
+            RETURN QUERY
+                SELECT k.id, k.org_id, k.user_id, k.secret_hash::text, k.roles, k.expires_at,
+                       k.revoked_at, k.last_used_at, u.email::text, u.deactivated_at, m.roles,
+                       o.require_2fa, u.totp_enabled_at IS NOT NULL
+                FROM api_keys k
+                JOIN users u ON u.id = k.user_id
+                JOIN organizations o ON o.id = k.org_id
+                LEFT JOIN memberships m ON m.org_id = k.org_id AND m.user_id = k.user_id
+                    AND m.deactivated_at IS NULL AND o.closed_at IS NULL
+                WHERE k.lookup = p_lookup;
+        END;
+        $$;
+        """.replace("PLATFORM_ORG_ID", PLATFORM_ORG_ID)
+    )
+
+
+def downgrade() -> None:
+    op.execute(
+        """
+        DROP FUNCTION blocks_resolve_api_key(text);
+        CREATE FUNCTION blocks_resolve_api_key(p_lookup text)
         RETURNS TABLE (
             key_id uuid, org_id uuid, user_id uuid, secret_hash text, key_roles varchar[],
             expires_at timestamptz, revoked_at timestamptz, last_used_at timestamptz,
@@ -128,19 +167,10 @@ def upgrade() -> None:
                        k.revoked_at, k.last_used_at, u.email::text, u.deactivated_at, m.roles
                 FROM api_keys k
                 JOIN users u ON u.id = k.user_id
-                JOIN organizations o ON o.id = k.org_id
                 LEFT JOIN memberships m ON m.org_id = k.org_id AND m.user_id = k.user_id
-                    AND m.deactivated_at IS NULL AND o.closed_at IS NULL
                 WHERE k.lookup = p_lookup;
         END;
         $$;
-        """.replace("PLATFORM_ORG_ID", PLATFORM_ORG_ID)
-    )
-
-
-def downgrade() -> None:
-    op.execute(
-        """
         DELETE FROM organizations WHERE id = 'PLATFORM_ORG_ID';
         DROP POLICY memberships_own ON memberships;
         DROP TABLE invites;

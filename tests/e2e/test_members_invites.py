@@ -572,12 +572,24 @@ async def test_organization_settings_and_security(
             "/v1/org/security", json={"require_2fa": True}, headers=org["operator"].headers
         )
         assert refused.status_code == 403
+        # Whoever requires two-factor must have it, or they would lock themselves out.
+        lockout = await http.put(
+            "/v1/org/security", json={"require_2fa": True}, headers=org["admin"].headers
+        )
+        assert lockout.status_code == 409
+        assert lockout.json()["code"] == "two_factor_missing"
+        async with session_factory(engine)() as db, db.begin():
+            await db.exec(  # type: ignore[call-overload]
+                text("UPDATE users SET totp_enabled_at = now() WHERE id = :id").bindparams(
+                    id=org["admin"].user_id
+                )
+            )
         changed = await http.put(
             "/v1/org/security", json={"require_2fa": True}, headers=org["admin"].headers
         )
         assert changed.status_code == 200, changed.text
         assert changed.json()["require_2fa"] is True
-        # A session of a member without two-factor is now turned away at the door.
+        # A session of a member without two-factor is now turned away at the door...
         session = cookie_headers(
             identity_stack.settings,
             await start_test_session(engine, org["operator"].user_id, org.id),
@@ -585,6 +597,14 @@ async def test_organization_settings_and_security(
         door = await http.get("/v1/org", headers=session)
         assert door.status_code == 403
         assert door.json()["code"] == "two_factor_required"
+        # ...and so is their API key: a key does not get around the requirement.
+        by_key = await http.get("/v1/org", headers=org["operator"].headers)
+        assert by_key.status_code == 403
+        assert by_key.json()["code"] == "two_factor_required"
+        # The admin, who has it, goes on.
+        assert (await http.get("/v1/org", headers=org["admin"].headers)).status_code == 200
+    reasons = [r for a, _, r in await audit_actions(engine, org.id) if a == "access.denied"]
+    assert reasons.count("organization requires two-factor sign-in") == 2
     [event] = await _events(engine, org.id, "org.security_changed")
     assert event["data"] == {"require_2fa": {"before": False, "after": True}}
 
