@@ -76,6 +76,8 @@ async def org_context(request: Request, session: DbSession) -> OrgContext:
                 code="two_factor_required",
             ) from None
         if ctx is None:
+            # Guessing keys is hopeless (256 bits), but a flood of them is still cut off.
+            await rate_limit.enforce(request, "invalid_ip", f"ip:{client_ip(request) or 'unknown'}")
             raise unauthorized("this API key is not valid, has expired or was revoked")
     elif request.cookies.get(SESSION_COOKIE):
         signed = await signed_in(request, session)

@@ -17,6 +17,7 @@ from fastapi import Request, Response
 from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blocks.api import rate_limit
 from blocks.api.errors import Problem
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit import Outcome
@@ -131,6 +132,8 @@ async def signed_in(
     settings = _settings(request)
     row = await find_live_session(db, token, idle=timedelta(minutes=settings.session_idle_minutes))
     if row is None:
+        ip = request.client.host if request.client else "unknown"
+        await rate_limit.enforce(request, "invalid_ip", f"ip:{ip}")
         raise _unauthorized("your session has ended; sign in again", "session_ended")
     user = await db.get(User, row.user_id)
     if user is None or user.deactivated_at is not None:

@@ -165,3 +165,18 @@ async def test_a_spoofed_forwarded_address_does_not_reset_the_limit(
 
     actions = await audit_actions(engine, org.id)
     assert _exceeded(actions, "invalid_ip") == 1
+
+
+async def test_a_flood_of_wrong_keys_or_ended_sessions_is_cut_off(behind_proxy: Stack) -> None:
+    async with behind_proxy.http() as http:
+        client = {"X-Forwarded-For": "203.0.113.77"}
+        for n in range(3):
+            guess = {"Authorization": f"Bearer blk_{n:016x}_{'x' * 43}", **client}
+            assert (await http.get("/v1/runs", headers=guess)).status_code == 401
+        _too_many(await http.get("/v1/runs", headers={"Authorization": "Bearer blk_a_b", **client}))
+        # Ended (or made-up) session cookies count the same way, per address.
+        other = {"X-Forwarded-For": "203.0.113.78"}
+        cookie = {"Cookie": "__Host-blocks_session=bls_0000000000000000_nothing", **other}
+        for _ in range(3):
+            assert (await http.get("/v1/me", headers=cookie)).status_code == 401
+        _too_many(await http.get("/v1/me", headers=cookie))
