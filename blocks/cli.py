@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -20,6 +21,7 @@ from temporalio.client import Client
 from blocks.api.app import create_app
 from blocks.api.email_field import normalize_email
 from blocks.audit_cli import audit_app
+from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.embedded_postgres import EmbeddedPostgres
@@ -31,7 +33,9 @@ from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.schedules import ensure_checkpoint_schedule
 from blocks.infra.search_attributes import ensure_registered
 from blocks.infra.settings import Settings, get_settings
+from blocks.infra.signing import load_signer
 from blocks.infra.temporal import connect
+from blocks.models.audit_reads import ExportFilters, export_lines
 from blocks.models.demo import (
     DemoKeys,
     create_org_by_operator,
@@ -39,6 +43,7 @@ from blocks.models.demo import (
     issue_member_key,
     set_password_by_operator,
 )
+from blocks.models.orgs import get_org_by_slug
 from blocks.workers.main import run_worker
 from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
 
@@ -209,6 +214,47 @@ async def _operate(settings: Settings, action: Callable[..., Awaitable[T]], **kw
     except LookupError as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from err
+    finally:
+        await engine.dispose()
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option(help="the JSON Lines file to write")],
+    org: Annotated[str | None, typer.Option(help="organization slug")] = None,
+    platform: Annotated[
+        bool, typer.Option(help="the platform chain: sign-ups, sign-ins, resets")
+    ] = False,
+) -> None:
+    """Export one organization's audit chain (or the platform's) for `blocks audit verify`."""
+    if (org is None) == (not platform):
+        console.print("[red]Give either --org SLUG or --platform.[/red]")
+        raise typer.Exit(2)
+    count = asyncio.run(_export_audit(get_settings(), org, out))
+    console.print(f"{count} lines written to {out}; check it with `blocks audit verify {out}`.")
+
+
+async def _export_audit(settings: Settings, org_slug: str | None, out: Path) -> int:
+    signer = load_signer(settings)
+    engine = create_engine(_operator_database_url(settings), pool_size=1)
+    try:
+        sessions = session_factory(engine)
+        org_id = PLATFORM_ORG
+        if org_slug is not None:
+            async with sessions() as session:
+                found = await get_org_by_slug(session, org_slug)
+            if found is None:
+                console.print(f"[red]no organization {org_slug!r}[/red]")
+                raise typer.Exit(1)
+            org_id = OrgId(found.id)
+        ctx = OrgContext(org_id=org_id, user_id=None, roles=(), auth=AuthMethod.SYSTEM)
+        lines = 0
+        with out.open("w", encoding="utf-8") as handle:
+            keys = {signer.key_id: signer.public_key_b64()}
+            async for chunk in export_lines(ctx, sessions, ExportFilters(), keys):
+                handle.write(chunk)
+                lines += chunk.count("\n")
+        return lines
     finally:
         await engine.dispose()
 

@@ -26,15 +26,14 @@ from blocks.api.params import time_window
 from blocks.api.schemas import AuditEventFields
 from blocks.core.audit_chain_verifier import VerificationReport
 from blocks.core.audit_event_hash import event_hash
-from blocks.core.audit_export_format import event_line, header_line
 from blocks.core.context import OrgContext
 from blocks.infra.signing import CheckpointSigner
 from blocks.models.audit_reads import (
     ExportFilters,
     certifying_checkpoints,
-    chain_head,
     event_pages,
     export_checkpoint_pages,
+    export_lines,
     seq_range,
     snapshot,
     verify_chain,
@@ -130,27 +129,6 @@ def _filters(
     return ExportFilters(start, end, actor_id, action, str(run_id) if run_id else None)
 
 
-async def _jsonl(request: Request, ctx: OrgContext, filters: ExportFilters) -> AsyncIterator[str]:
-    async with snapshot(ctx, _sessions(request)) as session:
-        head = await chain_head(ctx, session)
-        first_seq, last_seq = await seq_range(ctx, session, filters)
-        yield header_line(
-            org_id=str(ctx.org_id),
-            exported_at=datetime.now(UTC),
-            filters=filters.as_header(),
-            complete=filters.complete,
-            first_seq=first_seq,
-            last_seq=last_seq,
-            head=head,
-            public_keys=_public_keys(request),
-        )
-        async for links in event_pages(ctx, session, filters):
-            yield "".join(event_line(*link) for link in links)
-        checkpoint_pages = export_checkpoint_pages(ctx, session, filters, first_seq, last_seq)
-        async for checkpoints in checkpoint_pages:
-            yield "".join(checkpoint.line() for checkpoint in checkpoints)
-
-
 async def _csv(request: Request, ctx: OrgContext, filters: ExportFilters) -> AsyncIterator[str]:
     yield csv_header()
     async with snapshot(ctx, _sessions(request)) as session:
@@ -191,7 +169,9 @@ async def export_audit(
             _csv(request, ctx, filters), media_type="text/csv; charset=utf-8", headers=headers
         )
     return StreamingResponse(
-        _jsonl(request, ctx, filters), media_type="application/x-ndjson", headers=headers
+        export_lines(ctx, _sessions(request), filters, _public_keys(request)),
+        media_type="application/x-ndjson",
+        headers=headers,
     )
 
 

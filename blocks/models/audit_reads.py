@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, func, select, text, tuple_
@@ -21,7 +21,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.audit_chain import GENESIS_HASH
 from blocks.core.audit_chain_verifier import ChainVerifier, VerificationReport
-from blocks.core.audit_export_format import Link, SignedCheckpoint, format_signed_at
+from blocks.core.audit_export_format import (
+    Link,
+    SignedCheckpoint,
+    event_line,
+    format_signed_at,
+    header_line,
+)
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
 from blocks.models.audit import AuditEvent, hashed_payload
@@ -249,3 +255,31 @@ async def verify_chain(
             for checkpoint in checkpoints:
                 verifier.add_checkpoint(checkpoint)
     return verifier.finish()
+
+
+async def export_lines(
+    ctx: OrgContext,
+    sessions: async_sessionmaker[AsyncSession],
+    filters: ExportFilters,
+    public_keys: Mapping[str, str],
+) -> AsyncIterator[str]:
+    """The JSON Lines export of one organization's chain (header, events, checkpoints), read
+    from one snapshot: what `GET /v1/audit/export` streams and `blocks audit export` writes."""
+    async with snapshot(ctx, sessions) as session:
+        head = await chain_head(ctx, session)
+        first_seq, last_seq = await seq_range(ctx, session, filters)
+        yield header_line(
+            org_id=str(ctx.org_id),
+            exported_at=datetime.now(UTC),
+            filters=filters.as_header(),
+            complete=filters.complete,
+            first_seq=first_seq,
+            last_seq=last_seq,
+            head=head,
+            public_keys=dict(public_keys),
+        )
+        async for links in event_pages(ctx, session, filters):
+            yield "".join(event_line(*link) for link in links)
+        checkpoint_pages = export_checkpoint_pages(ctx, session, filters, first_seq, last_seq)
+        async for checkpoints in checkpoint_pages:
+            yield "".join(checkpoint.line() for checkpoint in checkpoints)

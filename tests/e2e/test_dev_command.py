@@ -138,6 +138,19 @@ def test_dev_runs_everything_and_restarts_on_the_same_data(tmp_path: Path) -> No
             timeout=30,
         )
         assert {o["slug"] for o in again.json()["organizations"]} == {"demo", "acme"}
+        # The platform chain (sign-ins, operator actions) exports and verifies offline.
+        exported = tmp_path / "platform.jsonl"
+        subprocess.run(
+            [sys.executable, "-m", "blocks.cli", "audit", "export", "--platform",
+             "--out", str(exported)],
+            env=_env(data_dir, ports), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert '"action":"auth.signin"' in exported.read_text().replace(" ", "")
+        verified = subprocess.run(
+            [sys.executable, "-m", "blocks.cli", "audit", "verify", str(exported)],
+            env=_env(data_dir, ports), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stdout + verified.stderr
     finally:
         leftovers = _stop(process)
     assert leftovers == []
