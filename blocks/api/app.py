@@ -28,8 +28,10 @@ from blocks.api import (
     members,
     org_settings,
     orgs,
+    password_reset,
     privacy,
     runs,
+    signup,
     two_factor,
 )
 from blocks.api.errors import install_error_handlers
@@ -73,7 +75,9 @@ def create_app(
     install_master_keys(load_master_keys(settings))
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(signup.router)
     app.include_router(auth.router)
+    app.include_router(password_reset.router)
     app.include_router(me.router)
     app.include_router(orgs.router)
     app.include_router(two_factor.router)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ValidationError
 
-from blocks.api import auth, invites, me
+from blocks.api import auth, invites, me, password_reset, sign_in_support, signup
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
 from blocks.api.html_pages import field, form, hidden, page, paragraph
@@ -67,7 +67,7 @@ def _token_page(
     return page(title, paragraph(intro) + form(hidden("token", token) + fields, button))
 
 
-def _signed_in_page(out: auth.SignInOut) -> HTMLResponse:
+def _signed_in_page(out: sign_in_support.SignInOut) -> HTMLResponse:
     if out.mfa_required:
         return page(
             "Two-factor code",
@@ -107,10 +107,10 @@ async def sign_up_form(request: Request, db: DbSession) -> HTMLResponse:
         values: dict[str, str], response: Response, background: BackgroundTasks
     ) -> HTMLResponse:
         if "token" in values:
-            body = _body(auth.TokenIn, {"token": values["token"]})
-            return _signed_in_page(await auth.verify_sign_up(body, request, response, db))
-        body = _body(auth.SignUpIn, values)
-        accepted = await auth.sign_up(body, request, db, background)
+            body = _body(sign_in_support.TokenIn, {"token": values["token"]})
+            return _signed_in_page(await signup.verify_sign_up(body, request, response, db))
+        body = _body(signup.SignUpIn, values)
+        accepted = await signup.sign_up(body, request, db, background)
         return page("Check your email", paragraph(accepted.detail))
 
     return await _answer(request, handle)
@@ -135,10 +135,10 @@ async def sign_in_form(request: Request, db: DbSession) -> HTMLResponse:
         values: dict[str, str], response: Response, background: BackgroundTasks
     ) -> HTMLResponse:
         if "token" in values:
-            body = _body(auth.TokenIn, {"token": values["token"]})
+            body = _body(sign_in_support.TokenIn, {"token": values["token"]})
             return _signed_in_page(await auth.sign_in_with_link(body, request, response, db))
         accepted = await auth.request_sign_in_link(
-            _body(auth.EmailIn, values), request, db, background
+            _body(sign_in_support.EmailIn, values), request, db, background
         )
         return page("Check your email", paragraph(accepted.detail))
 
@@ -187,10 +187,10 @@ async def reset_form(request: Request, db: DbSession) -> HTMLResponse:
     ) -> HTMLResponse:
         if "token" in values:
             values = {k: v for k, v in values.items() if k != "code" or v}
-            await auth.reset_password(_body(auth.ResetIn, values), request, db)
+            await password_reset.reset_password(_body(password_reset.ResetIn, values), request, db)
             return page("Password changed", paragraph("Sign in with your new password."))
-        accepted = await auth.request_password_reset(
-            _body(auth.EmailIn, values), request, db, background
+        accepted = await password_reset.request_password_reset(
+            _body(sign_in_support.EmailIn, values), request, db, background
         )
         return page("Check your email", paragraph(accepted.detail))
 

@@ -1,0 +1,123 @@
+"""Password reset by emailed link: single use, the second factor still asked, every session ended."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, BackgroundTasks, Request, Response
+from pydantic import Field
+
+from blocks.api import rate_limit
+from blocks.api.deps import DbSession
+from blocks.api.errors import invalid_field
+from blocks.api.schemas import StrictModel
+from blocks.api.security_audit import record_security_event
+from blocks.api.sessions_auth import (
+    check_origin,
+)
+from blocks.api.sign_in_support import (
+    Accepted,
+    EmailedLink,
+    EmailIn,
+    Password,
+    auth_settings,
+    client_address,
+    email_link,
+    member_org_ids,
+    token_problem,
+)
+from blocks.core.audit import Outcome
+from blocks.infra.passwords import (
+    MAX_PASSWORD_LENGTH,
+    hash_password,
+    password_problem,
+)
+from blocks.models.auth_tokens import (
+    TokenProblem,
+    TokenPurpose,
+    redeem_auth_token,
+)
+from blocks.models.base import utcnow
+from blocks.models.orgs import User
+from blocks.models.two_factor import verify_second_factor
+from blocks.models.user_sessions import revoke_sessions
+
+router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
+
+
+RESET_LINK = EmailedLink(
+    purpose=TokenPurpose.PASSWORD_RESET,
+    page="/auth/reset",
+    subject="Reset your Blocks password",
+    lead="Choose a new password with this link:",
+    warning="Resetting signs you out everywhere. If you did not ask for it, ignore this email.",
+    action="auth.password_reset_requested",
+    answer="if this address has an account, a reset link is on its way",
+)
+
+
+# --- password reset ------------------------------------------------------------------------
+
+
+@router.post("/password-reset", status_code=202, response_model=Accepted)
+async def request_password_reset(
+    body: EmailIn, request: Request, db: DbSession, background: BackgroundTasks
+) -> Accepted:
+    minutes = auth_settings(request).password_reset_minutes
+    return await email_link(RESET_LINK, minutes, body, request, db, background)
+
+
+class ResetIn(StrictModel):
+    token: str = Field(min_length=1, max_length=200)
+    password: Password = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+    code: str | None = Field(
+        default=None, max_length=40, description="Required if two-factor sign-in is on"
+    )
+
+
+@router.post("/password-reset/confirm", status_code=204)
+async def reset_password(body: ResetIn, request: Request, db: DbSession) -> Response:
+    """Set a new password from the emailed token; every session of the person ends."""
+    await rate_limit.enforce(request, "token_ip", f"ip:{client_address(request)}")
+    await check_origin(request, None, None, absent_ok=True)
+    try:
+        token = await redeem_auth_token(db, body.token, TokenPurpose.PASSWORD_RESET)
+    except TokenProblem as problem:
+        await record_security_event(
+            request, action="auth.password_reset", outcome=Outcome.FAILURE, reason=str(problem)
+        )
+        raise token_problem(problem) from None
+    user = await db.get(User, token.user_id)
+    if user is None or user.deactivated_at is not None or user.email != token.email:
+        raise token_problem(TokenProblem("this link is not valid"))
+    problem_text = password_problem(body.password, user_inputs=(user.email, user.display_name))
+    if problem_text is not None:
+        # Raising rolls the redemption back: the link still works with a better password.
+        raise invalid_field("password", problem_text)
+    org_ids = await member_org_ids(db, user.id)
+    if user.totp_enabled_at is not None:
+        # A reset proves the mailbox, not the second factor: it never bypasses two-factor.
+        await rate_limit.enforce(request, "2fa_account", f"user:{user.id}")
+        method = await verify_second_factor(db, user, body.code or "", utcnow())
+        if method is None:
+            await record_security_event(
+                request,
+                action="auth.password_reset",
+                outcome=Outcome.FAILURE,
+                reason="two-factor code missing, wrong or used",
+                user_id=user.id,
+                email=user.email,
+                org_ids=org_ids,
+            )
+            raise invalid_field("code", "a current two-factor code or a backup code is required")
+    user.password_hash = hash_password(body.password)
+    user.password_changed_at = utcnow()
+    db.add(user)
+    revoked = await revoke_sessions(db, user_id=user.id, reason="password reset")
+    await record_security_event(
+        request,
+        action="auth.password_reset",
+        user_id=user.id,
+        email=user.email,
+        data={"sessions_revoked": len(revoked)},
+        org_ids=org_ids,
+    )
+    return Response(status_code=204)

@@ -1,0 +1,197 @@
+"""What the sign-in routes share: the answers they give, opening a session, emailing a link."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from fastapi import BackgroundTasks, Request, Response
+from pydantic import BaseModel, Field
+
+from blocks.api import rate_limit
+from blocks.api.deps import DbSession, client_ip
+from blocks.api.email_field import EmailAddress
+from blocks.api.errors import Problem
+from blocks.api.outbound_mail import public_link, queue_email, require_mail
+from blocks.api.schemas import StrictModel
+from blocks.api.security_audit import record_security_event
+from blocks.api.sessions_auth import (
+    check_origin,
+    set_session_cookie,
+)
+from blocks.core.audit import Outcome
+from blocks.core.redirects import safe_next
+from blocks.infra.settings import Settings
+from blocks.models.auth_tokens import (
+    TokenProblem,
+    TokenPurpose,
+    issue_auth_token,
+)
+from blocks.models.orgs import User, find_user_by_email, orgs_of_user
+from blocks.models.user_sessions import start_session
+
+Password = str  # never stripped, truncated or normalized: what was typed is what is hashed
+
+
+def auth_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def client_address(request: Request) -> str:
+    return client_ip(request) or "unknown"
+
+
+def user_agent_of(request: Request) -> str | None:
+    return (request.headers.get("user-agent") or "")[:500] or None
+
+
+async def member_org_ids(db: DbSession, user_id: uuid.UUID) -> list[uuid.UUID]:
+    return [org.id for org, _ in await orgs_of_user(db, user_id)]
+
+
+def token_problem(problem: TokenProblem) -> Problem:
+    return Problem(400, "Link Not Usable", str(problem), code="token_invalid")
+
+
+class Accepted(BaseModel):
+    detail: str
+
+
+class OrgChoice(BaseModel):
+    id: uuid.UUID
+    slug: str
+    name: str
+    roles: list[str]
+    require_2fa: bool
+
+
+class SignInOut(BaseModel):
+    user_id: uuid.UUID
+    email: str
+    mfa_required: bool
+    organizations: list[OrgChoice] = Field(
+        default_factory=list, description="Empty until the second factor is given"
+    )
+    next: str = Field(description="Where to go now: always a path on this site")
+
+
+async def org_choices(db: DbSession, user_id: uuid.UUID) -> list[OrgChoice]:
+    return [
+        OrgChoice(
+            id=org.id,
+            slug=org.slug,
+            name=org.name,
+            roles=list(membership.roles),
+            require_2fa=org.require_2fa,
+        )
+        for org, membership in await orgs_of_user(db, user_id)
+    ]
+
+
+async def open_session(
+    request: Request, response: Response, db: DbSession, user: User, *, next_path: str | None
+) -> SignInOut:
+    """A brand-new session (and token) for a person who just proved who they are."""
+    settings = auth_settings(request)
+    mfa = user.totp_enabled_at is not None
+    _, token = await start_session(
+        db,
+        user_id=user.id,
+        mfa_pending=mfa,
+        lifetime=timedelta(hours=settings.session_absolute_hours),
+        ip=client_ip(request),
+        user_agent=user_agent_of(request),
+    )
+    set_session_cookie(response, token, settings)
+    return SignInOut(
+        user_id=user.id,
+        email=user.email,
+        mfa_required=mfa,
+        organizations=[] if mfa else await org_choices(db, user.id),
+        next=safe_next(next_path),
+    )
+
+
+async def complete_sign_in(
+    request: Request,
+    response: Response,
+    db: DbSession,
+    user: User,
+    *,
+    method: str,
+    next_path: str | None,
+) -> SignInOut:
+    """Open the session of a person who just proved who they are, and audit the sign-in."""
+    out = await open_session(request, response, db, user, next_path=next_path)
+    await record_security_event(
+        request,
+        action="auth.signin",
+        reason="second factor required" if out.mfa_required else None,
+        user_id=user.id,
+        email=user.email,
+        data={"method": method, "mfa_pending": out.mfa_required},
+        org_ids=await member_org_ids(db, user.id),
+    )
+    return out
+
+
+class TokenIn(StrictModel):
+    token: str = Field(min_length=1, max_length=200)
+    next: str | None = Field(default=None, max_length=2000)
+
+
+class EmailIn(StrictModel):
+    email: EmailAddress
+
+
+@dataclass(frozen=True)
+class EmailedLink:
+    purpose: TokenPurpose
+    page: str
+    subject: str
+    lead: str
+    warning: str
+    action: str
+    answer: str
+
+
+async def email_link(
+    link: EmailedLink,
+    minutes: int,
+    body: EmailIn,
+    request: Request,
+    db: DbSession,
+    background: BackgroundTasks,
+) -> Accepted:
+    """Email a single-use link to an account's address; the same answer for any address."""
+    await check_origin(request, None, None, absent_ok=True)
+    await rate_limit.enforce(request, "token_ip", f"ip:{client_address(request)}")
+    await rate_limit.enforce(request, "signin_account", f"account:{body.email}")
+    mailer = require_mail(request)
+    user = await find_user_by_email(db, body.email)
+    if user is not None and user.deactivated_at is None:
+        token = await issue_auth_token(
+            db,
+            purpose=link.purpose,
+            email=user.email,
+            user_id=user.id,
+            lifetime=timedelta(minutes=minutes),
+        )
+        queue_email(
+            background,
+            mailer,
+            to=user.email,
+            subject=link.subject,
+            text=f"{link.lead}\n{public_link(request, link.page)}?token={token}\n"
+            f"It works once, for {minutes} minutes. {link.warning}\n",
+        )
+    await record_security_event(
+        request,
+        action=link.action,
+        outcome=Outcome.SUCCESS if user else Outcome.FAILURE,
+        reason=None if user else "unknown email",
+        user_id=user.id if user else None,
+        email=user.email if user else body.email,
+    )
+    return Accepted(detail=link.answer)
