@@ -87,11 +87,15 @@ _WRONG = "the email or the password is wrong"
 async def sign_in(body: SignInIn, request: Request, response: Response, db: DbSession) -> SignInOut:
     await check_origin(request, None, None, absent_ok=True)
     await rate_limit.enforce(request, "signin_ip", f"ip:{client_address(request)}")
-    await rate_limit.enforce(request, "signin_account", f"account:{body.email}")
+    # Per account, only wrong passwords count: its owner signing in again and again never
+    # meets the limit; someone guessing does, from whatever addresses.
+    account = f"account:{body.email}"
+    await rate_limit.refuse_if_over(request, "signin_account", account)
     user = await find_user_by_email(db, body.email)
     # Always one argon2 verification, so an unknown address takes as long as a known one.
     matches, rehash = verify_password(body.password, user.password_hash if user else None)
     if user is None or not matches or user.deactivated_at is not None:
+        await rate_limit.count(request, "signin_account", account)
         reason = (
             "unknown email"
             if user is None

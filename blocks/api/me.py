@@ -52,10 +52,13 @@ async def require_recent_proof(
     has none) a sign-in no older than `reauth_minutes`. Refusals are audited."""
     user, row = signed.user, signed.session
     if user.password_hash is not None:
-        await rate_limit.enforce(request, "signin_account", f"account:{user.email}")
+        # The same failure budget as sign-in: a stolen session cannot guess the password.
+        account = f"account:{user.email}"
+        await rate_limit.refuse_if_over(request, "signin_account", account)
         ok, _ = verify_password(password or "", user.password_hash)
         if ok:
             return
+        await rate_limit.count(request, "signin_account", account)
         reason = "wrong password" if password else "password required"
     else:
         fresh_since = utcnow() - timedelta(minutes=_settings(request).reauth_minutes)

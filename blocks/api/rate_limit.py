@@ -81,6 +81,29 @@ async def enforce(request: Request, rule: str, *identifiers: str) -> None:
         seconds = await counter.hit(checked_rule, identifier)
         if seconds is not None:
             refusals.append(_Refusal(checked_rule, identifier, seconds))
+    await _refuse(request, counter, refusals)
+
+
+async def refuse_if_over(request: Request, rule: str, *identifiers: str) -> None:
+    """429 if `rule` is already used up for any identifier, counting nothing: with `count`
+    after a failure, a limit on failures only (a person signing in correctly never meets it)."""
+    counter = limiter(request.app)
+    refusals: list[_Refusal] = []
+    for identifier in identifiers:
+        seconds = await counter.over(rule, identifier)
+        if seconds is not None:
+            refusals.append(_Refusal(rule, identifier, seconds))
+    await _refuse(request, counter, refusals)
+
+
+async def count(request: Request, rule: str, *identifiers: str) -> None:
+    """Count one hit of `rule` for each identifier without refusing this request."""
+    counter = limiter(request.app)
+    for identifier in identifiers:
+        await counter.hit(rule, identifier)
+
+
+async def _refuse(request: Request, counter: RateLimiter, refusals: list[_Refusal]) -> None:
     if not refusals:
         return
     retry_after = ceil(max(r.seconds for r in refusals))

@@ -167,7 +167,8 @@ async def email_link(
     """Email a single-use link to an account's address; the same answer for any address."""
     await check_origin(request, None, None, absent_ok=True)
     await rate_limit.enforce(request, "token_ip", f"ip:{client_address(request)}")
-    await rate_limit.enforce(request, "signin_account", f"account:{body.email}")
+    # Per address too (its own counter, apart from wrong passwords): no mailbox gets flooded.
+    await rate_limit.enforce(request, "signin_account", f"mailbox:{body.email}")
     mailer = require_mail(request)
     user = await find_user_by_email(db, body.email)
     if user is not None and user.deactivated_at is None:

@@ -164,6 +164,25 @@ class RateLimiter:
             return None
         return None if retry is None else float(ceil(retry))
 
+    async def over(self, rule: str, identifier: str) -> float | None:
+        """Like `hit`, without counting: None if one more hit would be allowed, else the seconds
+        until it would be. For limits that count only failures (wrong passwords)."""
+        items = self._rule_items(rule)
+        strategy = self._strategy(rule)
+        key = _key(identifier)
+        retry: float | None = None
+        try:
+            for item in items:
+                if await strategy.test(item, "blocks", rule, key):
+                    continue
+                stats = await strategy.get_window_stats(item, "blocks", rule, key)
+                wait = max(1.0, stats.reset_time - time.time())
+                retry = wait if retry is None else max(retry, wait)
+        except StorageError:
+            _log.exception("rate-limit storage failed; rule %s not checked", rule)
+            return None
+        return None if retry is None else float(ceil(retry))
+
     def first_refusal(self, rule: str, identifier: str) -> bool:
         """Whether a refusal of `rule` for `identifier` is the first one in this process within
         the rule's period, i.e. whether it should be audited: an attack that keeps hammering a

@@ -111,6 +111,17 @@ async def test_wrong_passwords_for_one_account_hit_its_limit_from_any_address(
     assert any(a == "rate_limit.exceeded" and o == "denied" for a, o, _ in events)
 
 
+async def test_signing_in_correctly_again_and_again_never_meets_the_account_limit(
+    guarded: Stack, engine: AsyncEngine
+) -> None:
+    """Per account only wrong passwords count (the limit is 3 here)."""
+    email = await _user(engine)
+    async with guarded.http() as http:
+        for n in range(5):
+            signed = await _sign_in(http, email, STRONG, f"198.18.0.{n}")
+            assert signed.status_code == 200, signed.text
+
+
 async def test_one_address_trying_many_accounts_hits_its_limit(
     guarded: Stack, engine: AsyncEngine
 ) -> None:

@@ -88,3 +88,15 @@ async def test_case_does_not_make_a_new_identifier() -> None:
     limiter = _limiter(signin_account="1/minute")
     assert await limiter.hit("signin_account", "account:a@example.test") is None
     assert await limiter.hit("signin_account", "account:A@Example.TEST") is not None
+
+
+async def test_asking_whether_a_limit_is_used_up_counts_nothing() -> None:
+    limiter = _limiter(signin_account="2/minute")
+    for _ in range(5):
+        assert await limiter.over("signin_account", "account:a@example.com") is None
+    await limiter.hit("signin_account", "account:a@example.com")
+    assert await limiter.over("signin_account", "account:a@example.com") is None
+    await limiter.hit("signin_account", "account:a@example.com")
+    wait = await limiter.over("signin_account", "account:a@example.com")
+    assert wait is not None
+    assert wait >= 1
