@@ -148,38 +148,32 @@ class RateLimiter:
 
         If the storage fails (a shared Redis is down), the hit is allowed and the error logged:
         the API stays up, unlimited, rather than refusing everyone."""
-        items = self._rule_items(rule)
-        strategy = self._strategy(rule)
-        key = _key(identifier)
-        retry: float | None = None
-        try:
-            for item in items:
-                if await strategy.hit(item, "blocks", rule, key):
-                    continue
-                stats = await strategy.get_window_stats(item, "blocks", rule, key)
-                wait = max(1.0, stats.reset_time - time.time())
-                retry = wait if retry is None else max(retry, wait)
-        except StorageError:
-            _log.exception("rate-limit storage failed; rule %s not enforced for this hit", rule)
-            return None
-        return None if retry is None else float(ceil(retry))
+        return await self._check(rule, identifier, count=True)
 
     async def over(self, rule: str, identifier: str) -> float | None:
         """Like `hit`, without counting: None if one more hit would be allowed, else the seconds
         until it would be. For limits that count only failures (wrong passwords)."""
+        return await self._check(rule, identifier, count=False)
+
+    async def _check(self, rule: str, identifier: str, *, count: bool) -> float | None:
         items = self._rule_items(rule)
         strategy = self._strategy(rule)
         key = _key(identifier)
         retry: float | None = None
         try:
             for item in items:
-                if await strategy.test(item, "blocks", rule, key):
+                allowed = (
+                    await strategy.hit(item, "blocks", rule, key)
+                    if count
+                    else await strategy.test(item, "blocks", rule, key)
+                )
+                if allowed:
                     continue
                 stats = await strategy.get_window_stats(item, "blocks", rule, key)
                 wait = max(1.0, stats.reset_time - time.time())
                 retry = wait if retry is None else max(retry, wait)
         except StorageError:
-            _log.exception("rate-limit storage failed; rule %s not checked", rule)
+            _log.exception("rate-limit storage failed; rule %s not enforced here", rule)
             return None
         return None if retry is None else float(ceil(retry))
 
