@@ -308,6 +308,10 @@ def _print_banner(settings: Settings, keys: DemoKeys | None) -> None:
         console.print("\n[bold]Demo organization created. These keys are shown once:[/bold]")
         console.print(f"owner    ({keys.owner_email}):    {keys.owner_key}", soft_wrap=True)
         console.print(f"approver ({keys.approver_email}): {keys.approver_key}", soft_wrap=True)
+        console.print(
+            f"To sign in as a person: blocks set-password --email {keys.owner_email}, then "
+            "POST /v1/auth/signin (no email is sent in dev unless BLOCKS_SMTP_HOST is set)."
+        )
     else:
         console.print(
             "\nDemo organization already exists; its keys were shown when it was created."
