@@ -34,7 +34,6 @@ from blocks.api.sign_in_support import (
     SignInOut,
     TokenIn,
     auth_settings,
-    client_address,
     complete_sign_in,
     email_link,
     member_org_ids,
@@ -86,7 +85,7 @@ _WRONG = "the email or the password is wrong"
 @router.post("/signin", response_model=SignInOut)
 async def sign_in(body: SignInIn, request: Request, response: Response, db: DbSession) -> SignInOut:
     await check_origin(request, None, None, absent_ok=True)
-    await rate_limit.enforce(request, "signin_ip", f"ip:{client_address(request)}")
+    await rate_limit.enforce_per_address(request, "signin_ip")
     # Per account, only wrong passwords count: its owner signing in again and again never
     # meets the limit; someone guessing does, from whatever addresses.
     account = f"account:{body.email}"
@@ -137,7 +136,7 @@ async def request_sign_in_link(
 async def sign_in_with_link(
     body: TokenIn, request: Request, response: Response, db: DbSession
 ) -> SignInOut:
-    await rate_limit.enforce(request, "token_ip", f"ip:{client_address(request)}")
+    await rate_limit.enforce_per_address(request, "token_ip")
     await check_origin(request, None, None, absent_ok=True)
     try:
         token = await redeem_auth_token(db, body.token, TokenPurpose.SIGNIN)

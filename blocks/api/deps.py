@@ -12,6 +12,7 @@ from temporalio.client import Client
 
 from blocks.api import rate_limit
 from blocks.api.errors import Problem
+from blocks.api.security_audit import request_origin_fields
 from blocks.api.sessions_auth import SESSION_COOKIE, SignedIn, session_org_context, signed_in
 from blocks.core.audit import ActorType, AuditRecord, Outcome
 from blocks.core.context import OrgContext
@@ -77,7 +78,7 @@ async def org_context(request: Request, session: DbSession) -> OrgContext:
             ) from None
         if ctx is None:
             # Guessing keys is hopeless (256 bits), but a flood of them is still cut off.
-            await rate_limit.enforce(request, "invalid_ip", f"ip:{client_ip(request) or 'unknown'}")
+            await rate_limit.enforce_per_address(request, "invalid_ip")
             raise unauthorized("this API key is not valid, has expired or was revoked")
     elif request.cookies.get(SESSION_COOKIE):
         signed = await signed_in(request, session)
@@ -115,18 +116,13 @@ Person = Annotated[SignedIn, Depends(signed_in_person)]
 PersonMidSignIn = Annotated[SignedIn, Depends(person_mid_sign_in)]
 
 
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 def request_audit_fields(request: Request, ctx: OrgContext) -> dict[str, Any]:
     """Who and from where, for audit events written by the API."""
     return {
         "actor_type": ActorType.USER if ctx.user_id else ActorType.API_KEY,
         "actor_id": str(ctx.user_id) if ctx.user_id else None,
         "actor_email": ctx.actor_email,
-        "ip": client_ip(request),
-        "user_agent": (request.headers.get("user-agent") or "")[:500] or None,
+        **request_origin_fields(request),
     }
 
 

@@ -100,7 +100,7 @@ async def _counted_invalid(request: Request, problem: Problem) -> Problem:
     from blocks.api import rate_limit
 
     try:
-        await rate_limit.enforce(request, "invalid_ip", f"ip:{request.client.host}")
+        await rate_limit.enforce_per_address(request, "invalid_ip")
     except Problem as refused:
         return refused
     return problem

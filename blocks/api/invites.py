@@ -14,7 +14,6 @@ from blocks.api.deps import (
     CanManageMembers,
     DbSession,
     Person,
-    client_ip,
     record_change,
 )
 from blocks.api.email_field import EmailAddress
@@ -298,7 +297,7 @@ async def _open_org(db: DbSession, invite: Invite) -> Organization:
 @router.post("/accept", response_model=AcceptedOut)
 async def accept(signed: Person, body: AcceptIn, request: Request, db: DbSession) -> AcceptedOut:
     """Accept an invite: the caller must be signed in (session cookie) as its addressee."""
-    await rate_limit.enforce(request, "token_ip", f"ip:{client_ip(request) or 'unknown'}")
+    await rate_limit.enforce_per_address(request, "token_ip")
     user = signed.user
     try:
         found = await find_invite(db, body.token)

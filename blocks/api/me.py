@@ -9,7 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 
 from blocks.api import rate_limit
-from blocks.api.deps import DbSession, Person, client_ip
+from blocks.api.deps import DbSession, Person
 from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem, invalid_field, not_found
 from blocks.api.outbound_mail import public_link, queue_email, require_mail
@@ -166,7 +166,7 @@ async def request_email_change(
 ) -> Accepted:
     """Send a confirmation link to the new address; nothing changes until it is used."""
     user = signed.user
-    await rate_limit.enforce(request, "token_ip", f"ip:{client_ip(request) or 'unknown'}")
+    await rate_limit.enforce_per_address(request, "token_ip")
     mailer = require_mail(request)
     await require_recent_proof(request, db, signed, body.password, "user.email_change_requested")
     if body.new_email == user.email:

@@ -19,7 +19,6 @@ from blocks.api.sign_in_support import (
     EmailIn,
     Password,
     auth_settings,
-    client_address,
     email_link,
     member_org_ids,
     token_problem,
@@ -76,7 +75,7 @@ class ResetIn(StrictModel):
 @router.post("/password-reset/confirm", status_code=204)
 async def reset_password(body: ResetIn, request: Request, db: DbSession) -> Response:
     """Set a new password from the emailed token; every session of the person ends."""
-    await rate_limit.enforce(request, "token_ip", f"ip:{client_address(request)}")
+    await rate_limit.enforce_per_address(request, "token_ip")
     await check_origin(request, None, None, absent_ok=True)
     try:
         token = await redeem_auth_token(db, body.token, TokenPurpose.PASSWORD_RESET)

@@ -26,7 +26,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from blocks.api.errors import Problem
-from blocks.api.security_audit import record_security_event
+from blocks.api.security_audit import client_ip, record_security_event
 from blocks.core.audit import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.infra.rate_limits import RateLimiter
@@ -65,8 +65,14 @@ def limiter(app: FastAPI) -> RateLimiter:
     return existing
 
 
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+def address(request: Request) -> str:
+    """The identifier of the client's address."""
+    return f"ip:{client_ip(request) or 'unknown'}"
+
+
+async def enforce_per_address(request: Request, rule: str) -> None:
+    """`enforce` of `rule` for the client's address."""
+    await enforce(request, rule, address(request))
 
 
 async def enforce(request: Request, rule: str, *identifiers: str) -> None:

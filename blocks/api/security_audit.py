@@ -24,11 +24,18 @@ def _sessions(request: Request) -> Any:
     return request.app.state.sessions
 
 
+def client_ip(request: Request) -> str | None:
+    """The client's address: the peer's, or what a trusted proxy forwarded (the app is wrapped
+    in uvicorn's ProxyHeadersMiddleware configured with BLOCKS_TRUSTED_PROXIES)."""
+    return request.client.host if request.client else None
+
+
+def user_agent(request: Request) -> str | None:
+    return (request.headers.get("user-agent") or "")[:500] or None
+
+
 def request_origin_fields(request: Request) -> dict[str, Any]:
-    return {
-        "ip": request.client.host if request.client else None,
-        "user_agent": (request.headers.get("user-agent") or "")[:500] or None,
-    }
+    return {"ip": client_ip(request), "user_agent": user_agent(request)}
 
 
 async def record_security_event(

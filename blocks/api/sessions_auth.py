@@ -132,8 +132,7 @@ async def signed_in(
     settings = _settings(request)
     row = await find_live_session(db, token, idle=timedelta(minutes=settings.session_idle_minutes))
     if row is None:
-        ip = request.client.host if request.client else "unknown"
-        await rate_limit.enforce(request, "invalid_ip", f"ip:{ip}")
+        await rate_limit.enforce_per_address(request, "invalid_ip")
         raise _unauthorized("your session has ended; sign in again", "session_ended")
     user = await db.get(User, row.user_id)
     if user is None or user.deactivated_at is not None:

@@ -10,12 +10,12 @@ from fastapi import BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 
 from blocks.api import rate_limit
-from blocks.api.deps import DbSession, client_ip
+from blocks.api.deps import DbSession
 from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem
 from blocks.api.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.schemas import StrictModel
-from blocks.api.security_audit import record_security_event
+from blocks.api.security_audit import client_ip, record_security_event, user_agent
 from blocks.api.sessions_auth import (
     check_origin,
     set_session_cookie,
@@ -36,14 +36,6 @@ Password = str  # never stripped, truncated or normalized: what was typed is wha
 
 def auth_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
-
-
-def client_address(request: Request) -> str:
-    return client_ip(request) or "unknown"
-
-
-def user_agent_of(request: Request) -> str | None:
-    return (request.headers.get("user-agent") or "")[:500] or None
 
 
 async def member_org_ids(db: DbSession, user_id: uuid.UUID) -> list[uuid.UUID]:
@@ -101,7 +93,7 @@ async def open_session(
         mfa_pending=mfa,
         lifetime=timedelta(hours=settings.session_absolute_hours),
         ip=client_ip(request),
-        user_agent=user_agent_of(request),
+        user_agent=user_agent(request),
     )
     set_session_cookie(response, token, settings)
     return SignInOut(
@@ -166,7 +158,7 @@ async def email_link(
 ) -> Accepted:
     """Email a single-use link to an account's address; the same answer for any address."""
     await check_origin(request, None, None, absent_ok=True)
-    await rate_limit.enforce(request, "token_ip", f"ip:{client_address(request)}")
+    await rate_limit.enforce_per_address(request, "token_ip")
     # Per address too (its own counter, apart from wrong passwords): no mailbox gets flooded.
     await rate_limit.enforce(request, "signin_account", f"mailbox:{body.email}")
     mailer = require_mail(request)

@@ -23,7 +23,6 @@ from blocks.api.sign_in_support import (
     SignInOut,
     TokenIn,
     auth_settings,
-    client_address,
     open_session,
     token_problem,
 )
@@ -65,7 +64,7 @@ async def sign_up(
 ) -> Accepted:
     """Start an account: a link to verify the address comes by email (nothing before that)."""
     await check_origin(request, None, None, absent_ok=True)
-    await rate_limit.enforce(request, "token_ip", f"ip:{client_address(request)}")
+    await rate_limit.enforce_per_address(request, "token_ip")
     mailer = require_mail(request)
     settings = auth_settings(request)
     existing = await find_user_by_email(db, body.email)
@@ -116,7 +115,7 @@ async def verify_sign_up(
     body: TokenIn, request: Request, response: Response, db: DbSession
 ) -> SignInOut:
     """The emailed link proves the address: the account is created and signed in."""
-    await rate_limit.enforce(request, "token_ip", f"ip:{client_address(request)}")
+    await rate_limit.enforce_per_address(request, "token_ip")
     await check_origin(request, None, None, absent_ok=True)
     try:
         token = await redeem_auth_token(db, body.token, TokenPurpose.SIGNUP)

@@ -24,8 +24,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api import rate_limit
 from blocks.api.decisions import submit_decision
-from blocks.api.deps import DbSession, TemporalClient, client_ip
+from blocks.api.deps import DbSession, TemporalClient
 from blocks.api.errors import Problem
+from blocks.api.security_audit import client_ip
 from blocks.core.audit import ActorType, AuditRecord, Outcome
 from blocks.core.context import AuthMethod, OrgContext
 from blocks.core.roles import parse_roles
@@ -88,7 +89,7 @@ async def slack_interaction(
     if refusal is not None:
         # A flood of forged requests is refused (and audited once) before it floods the
         # organization's log with one event each.
-        await rate_limit.enforce(request, "invalid_ip", f"ip:{client_ip(request) or 'unknown'}")
+        await rate_limit.enforce_per_address(request, "invalid_ip")
         await _audit_unverified(request, body, refusal)
         raise Problem(
             401,
