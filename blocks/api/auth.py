@@ -36,7 +36,6 @@ from blocks.api.sign_in_support import (
     auth_settings,
     complete_sign_in,
     email_link,
-    member_org_ids,
     org_choices,
     token_problem,
 )
@@ -52,7 +51,7 @@ from blocks.models.auth_tokens import (
     redeem_auth_token,
 )
 from blocks.models.base import utcnow
-from blocks.models.orgs import User, find_user_by_email
+from blocks.models.orgs import User, active_org_ids, find_user_by_email
 from blocks.models.two_factor import verify_second_factor
 from blocks.models.user_sessions import UserSession, revoke_sessions, rotate_token
 
@@ -110,7 +109,7 @@ async def sign_in(body: SignInIn, request: Request, response: Response, db: DbSe
             user_id=user.id if user else None,
             email=user.email if user else body.email,
             data={"method": "password"},
-            org_ids=await member_org_ids(db, user.id) if user else (),
+            org_ids=await active_org_ids(db, user.id) if user else (),
         )
         raise Problem(401, "Sign-in Failed", _WRONG, code="signin_failed")
     if rehash is not None:
@@ -178,7 +177,7 @@ async def second_factor(
     if not row.mfa_pending:
         raise Problem(409, "Conflict", "this session has no second factor pending", code="no_mfa")
     method = await verify_second_factor(db, user, body.code, utcnow())
-    org_ids = await member_org_ids(db, user.id)
+    org_ids = await active_org_ids(db, user.id)
     if method is None:
         await record_security_event(
             request,

@@ -16,6 +16,7 @@ from blocks.api.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.api.sessions_auth import SignedIn
+from blocks.api.sign_in_support import Accepted
 from blocks.core.audit import Outcome
 from blocks.infra.passwords import (
     MAX_PASSWORD_LENGTH,
@@ -31,7 +32,7 @@ from blocks.models.auth_tokens import (
     redeem_auth_token,
 )
 from blocks.models.base import utcnow
-from blocks.models.orgs import find_user_by_email, orgs_of_user
+from blocks.models.orgs import active_org_ids, find_user_by_email
 from blocks.models.user_sessions import live_sessions, revoke_sessions
 
 router = APIRouter(prefix="/v1/me", tags=["account"])
@@ -39,10 +40,6 @@ router = APIRouter(prefix="/v1/me", tags=["account"])
 
 def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
-
-
-async def _org_ids(db: DbSession, user_id: uuid.UUID) -> list[uuid.UUID]:
-    return [org.id for org, _ in await orgs_of_user(db, user_id)]
 
 
 async def require_recent_proof(
@@ -72,7 +69,7 @@ async def require_recent_proof(
         reason=reason,
         user_id=user.id,
         email=user.email,
-        org_ids=await _org_ids(db, user.id),
+        org_ids=await active_org_ids(db, user.id),
     )
     raise Problem(
         403,
@@ -139,7 +136,7 @@ async def set_password(
         user_id=user.id,
         email=user.email,
         data={"other_sessions_revoked": len(revoked)},
-        org_ids=await _org_ids(db, user.id),
+        org_ids=await active_org_ids(db, user.id),
     )
     return Response(status_code=204)
 
@@ -150,10 +147,6 @@ async def set_password(
 class EmailChangeIn(StrictModel):
     new_email: EmailAddress
     password: str | None = Field(default=None, max_length=MAX_PASSWORD_LENGTH)
-
-
-class Accepted(BaseModel):
-    detail: str
 
 
 @router.post("/email", status_code=202, response_model=Accepted)
@@ -200,7 +193,7 @@ async def request_email_change(
         action="user.email_change_requested",
         user_id=user.id,
         email=user.email,
-        org_ids=await _org_ids(db, user.id),
+        org_ids=await active_org_ids(db, user.id),
     )
     return Accepted(detail="check the new address for a confirmation link")
 
@@ -235,7 +228,7 @@ async def confirm_email_change(
         user_id=user.id,
         email=user.email,
         data={"previous_email": before, "other_sessions_revoked": len(revoked)},
-        org_ids=await _org_ids(db, user.id),
+        org_ids=await active_org_ids(db, user.id),
     )
     return Response(status_code=204)
 
@@ -291,6 +284,6 @@ async def revoke_my_session(
         email=signed.user.email,
         target_type="session",
         target_id=str(session_id),
-        org_ids=await _org_ids(db, signed.user.id),
+        org_ids=await active_org_ids(db, signed.user.id),
     )
     return Response(status_code=204)

@@ -20,7 +20,6 @@ from blocks.api.sign_in_support import (
     Password,
     auth_settings,
     email_link,
-    member_org_ids,
     token_problem,
 )
 from blocks.core.audit import Outcome
@@ -35,7 +34,7 @@ from blocks.models.auth_tokens import (
     redeem_auth_token,
 )
 from blocks.models.base import utcnow
-from blocks.models.orgs import User
+from blocks.models.orgs import User, active_org_ids
 from blocks.models.two_factor import verify_second_factor
 from blocks.models.user_sessions import revoke_sessions
 
@@ -91,7 +90,7 @@ async def reset_password(body: ResetIn, request: Request, db: DbSession) -> Resp
     if problem_text is not None:
         # Raising rolls the redemption back: the link still works with a better password.
         raise invalid_field("password", problem_text)
-    org_ids = await member_org_ids(db, user.id)
+    org_ids = await active_org_ids(db, user.id)
     if user.totp_enabled_at is not None:
         # A reset proves the mailbox, not the second factor: it never bypasses two-factor.
         await rate_limit.enforce(request, "2fa_account", f"user:{user.id}")

@@ -14,7 +14,6 @@ from typing import NoReturn
 from urllib.parse import urlsplit
 
 from fastapi import Request, Response
-from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api import rate_limit
@@ -23,9 +22,8 @@ from blocks.api.security_audit import record_security_event
 from blocks.core.audit import Outcome
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import parse_roles
-from blocks.infra.db import bind_org
 from blocks.infra.settings import Settings
-from blocks.models.orgs import Membership, Organization, User
+from blocks.models.orgs import Organization, User, get_membership
 from blocks.models.user_sessions import UserSession, find_live_session
 
 # `__Host-`: the browser keeps it only if Secure, Path=/ and without Domain, so no subdomain
@@ -188,12 +186,8 @@ async def session_org_context(request: Request, db: AsyncSession, signed: Signed
             "pick an organization first (GET /v1/auth/orgs, then POST /v1/auth/org)",
             code="organization_not_selected",
         )
-    await bind_org(db, row.org_id)
-    membership = (
-        await db.exec(  # type: ignore[call-overload]
-            select(Membership).where(Membership.org_id == row.org_id, Membership.user_id == user.id)
-        )
-    ).scalar_one_or_none()
+    probe = OrgContext(org_id=OrgId(row.org_id), user_id=None, roles=(), auth=AuthMethod.SESSION)
+    membership = await get_membership(probe, db, user.id)
     org = await db.get(Organization, row.org_id)
     if (
         membership is None

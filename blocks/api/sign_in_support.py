@@ -28,7 +28,7 @@ from blocks.models.auth_tokens import (
     TokenPurpose,
     issue_auth_token,
 )
-from blocks.models.orgs import User, find_user_by_email, orgs_of_user
+from blocks.models.orgs import User, active_org_ids, find_user_by_email, orgs_of_user
 from blocks.models.user_sessions import start_session
 
 Password = str  # never stripped, truncated or normalized: what was typed is what is hashed
@@ -36,10 +36,6 @@ Password = str  # never stripped, truncated or normalized: what was typed is wha
 
 def auth_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
-
-
-async def member_org_ids(db: DbSession, user_id: uuid.UUID) -> list[uuid.UUID]:
-    return [org.id for org, _ in await orgs_of_user(db, user_id)]
 
 
 def token_problem(problem: TokenProblem) -> Problem:
@@ -123,7 +119,7 @@ async def complete_sign_in(
         user_id=user.id,
         email=user.email,
         data={"method": method, "mfa_pending": out.mfa_required},
-        org_ids=await member_org_ids(db, user.id),
+        org_ids=await active_org_ids(db, user.id),
     )
     return out
 

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import Field
-from sqlalchemy import select
 
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
@@ -34,7 +33,7 @@ from blocks.models.auth_tokens import (
     redeem_auth_token,
 )
 from blocks.models.base import utcnow
-from blocks.models.invites import Invite
+from blocks.models.invites import has_pending_invite
 from blocks.models.orgs import User, find_user_by_email
 
 router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
@@ -46,16 +45,6 @@ router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
 class SignUpIn(StrictModel):
     email: EmailAddress
     display_name: str = Field(min_length=1, max_length=200)
-
-
-async def _invited(db: DbSession, email: str) -> bool:
-    statement = select(Invite.id).where(
-        Invite.email == email,
-        Invite.accepted_at.is_(None),  # type: ignore[union-attr]
-        Invite.revoked_at.is_(None),  # type: ignore[union-attr]
-        Invite.expires_at > utcnow(),
-    )
-    return (await db.exec(statement)).first() is not None  # type: ignore[call-overload]
 
 
 @router.post("/signup", status_code=202, response_model=Accepted)
@@ -79,7 +68,7 @@ async def sign_up(
             f"Sign in at {public_link(request, '/auth/signin')} or reset your password at {public_link(request, '/auth/reset')}.\n",
         )
         outcome, reason = Outcome.FAILURE, "address already has an account"
-    elif not settings.open_signup and not await _invited(db, body.email):
+    elif not settings.open_signup and not await has_pending_invite(db, body.email):
         outcome, reason = Outcome.DENIED, "sign-up is by invitation on this deployment"
     else:
         token = await issue_auth_token(

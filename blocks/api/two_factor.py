@@ -10,8 +10,6 @@ no secret or code is ever logged or audited.
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
@@ -26,7 +24,7 @@ from blocks.core.audit import Outcome
 from blocks.infra.passwords import MAX_PASSWORD_LENGTH
 from blocks.models import two_factor
 from blocks.models.base import utcnow
-from blocks.models.orgs import User, orgs_of_user
+from blocks.models.orgs import User, active_org_ids
 from blocks.models.user_sessions import revoke_sessions
 
 router = APIRouter(prefix="/v1/me/2fa", tags=["account"])
@@ -73,10 +71,6 @@ class ConfirmedIn(StrictModel):
     )
 
 
-async def _org_ids(db: DbSession, user_id: uuid.UUID) -> list[uuid.UUID]:
-    return [org.id for org, _ in await orgs_of_user(db, user_id)]
-
-
 async def _count_attempt(request: Request, signed: SignedIn) -> None:
     """Count a change against the person's second-factor attempt limit."""
     await rate_limit.enforce(request, "2fa_account", f"user:{signed.user.id}")
@@ -100,7 +94,7 @@ async def _audit(
         user_id=user.id,
         email=user.email,
         data=data,
-        org_ids=await _org_ids(db, user.id),
+        org_ids=await active_org_ids(db, user.id),
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.audit import ActorType, AuditRecord
@@ -18,7 +17,6 @@ from blocks.models.api_keys import create_api_key
 from blocks.models.audit import append_events
 from blocks.models.base import utcnow
 from blocks.models.orgs import (
-    User,
     add_member,
     create_org_with_owner,
     find_user_by_email,
@@ -75,7 +73,7 @@ async def issue_member_key(
     if org is None:
         raise LookupError(f"no organization {org_slug!r}")
     await bind_org(session, org.id)
-    user = (await session.exec(select(User).where(User.email == email))).first()
+    user = await find_user_by_email(session, email)
     ctx = OrgContext(org_id=OrgId(org.id), user_id=None, roles=(), auth=AuthMethod.SYSTEM)
     membership = await get_membership(ctx, session, user.id) if user else None
     if user is None or membership is None:

@@ -89,6 +89,18 @@ def _pending(ctx: OrgContext) -> list[ColumnElement[bool]]:
     ]
 
 
+async def has_pending_invite(db: AsyncSession, email: str) -> bool:
+    """Pre-tenant: whether any organization has a live invite for this address (with sign-up
+    closed, only such an address may make an account)."""
+    statement = select(Invite.id).where(
+        col(Invite.email) == email,
+        col(Invite.accepted_at).is_(None),
+        col(Invite.revoked_at).is_(None),
+        col(Invite.expires_at) > utcnow(),
+    )
+    return (await db.exec(statement)).first() is not None
+
+
 async def create_invite(
     ctx: OrgContext,
     db: AsyncSession,

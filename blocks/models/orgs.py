@@ -86,7 +86,7 @@ async def create_org_with_owner(
     session: AsyncSession, *, slug: str, name: str, owner_email: str, owner_name: str
 ) -> tuple[Organization, User, Membership]:
     org = Organization(slug=slug, name=name)
-    user = (await session.exec(select(User).where(User.email == owner_email))).first()
+    user = await find_user_by_email(session, owner_email)
     if user is None:
         user = User(email=owner_email, display_name=owner_name)
         session.add(user)
@@ -103,7 +103,7 @@ async def add_member(
     ctx: OrgContext, session: AsyncSession, *, email: str, display_name: str, roles: list[Role]
 ) -> tuple[User, Membership]:
     await bind_org(session, ctx.org_id)
-    user = (await session.exec(select(User).where(User.email == email))).first()
+    user = await find_user_by_email(session, email)
     if user is None:
         user = User(email=email, display_name=display_name)
         session.add(user)
@@ -165,6 +165,11 @@ async def orgs_of_user(
         .order_by(col(Organization.name))
     )
     return [(org, membership) for org, membership in (await db.exec(statement)).all()]
+
+
+async def active_org_ids(db: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """The organizations a person's events are also written to (see api.security_audit)."""
+    return [org.id for org, _ in await orgs_of_user(db, user_id)]
 
 
 async def find_user_by_email(db: AsyncSession, email: str) -> User | None:
