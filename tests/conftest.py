@@ -112,9 +112,7 @@ async def identity_stack(
         task_queue=f"blocks-id-{uuid.uuid4().hex[:8]}",
         with_worker=False,
         extra_settings={
-            "smtp_host": "127.0.0.1",
-            "smtp_port": smtp_server.port,
-            "smtp_starttls": False,
+            **smtp_server.settings,
             "public_url": "https://blocks.test",
         },
     ) as running:

@@ -48,6 +48,11 @@ class SmtpServer:
         self.port = free_port()
         self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
 
+    @property
+    def settings(self) -> dict[str, object]:
+        """The Settings fields that point Blocks' email at this server."""
+        return {"smtp_host": "127.0.0.1", "smtp_port": self.port, "smtp_starttls": False}
+
     def start(self) -> None:
         self._controller.start()
 

@@ -241,6 +241,16 @@ async def wait_for_status(
         await asyncio.sleep(0.05)
 
 
+async def run_sql(
+    engine: AsyncEngine, statement: str, org: uuid.UUID | None = None, **params: object
+) -> None:
+    """One statement in a transaction of its own, as the app role (bound to `org` if given)."""
+    async with session_factory(engine)() as session, session.begin():
+        if org is not None:
+            await bind_org(session, org)
+        await session.exec(text(statement).bindparams(**params))  # type: ignore[call-overload]
+
+
 async def row_counts(engine: AsyncEngine, org_id: uuid.UUID) -> tuple[int, int]:
     """(runs, audit events) of one organization, read as the application role under RLS."""
     async with session_factory(engine)() as session, session.begin():

@@ -34,9 +34,7 @@ async def closed(
         with_worker=False,
         extra_settings={
             "open_signup": False,
-            "smtp_host": "127.0.0.1",
-            "smtp_port": smtp_server.port,
-            "smtp_starttls": False,
+            **smtp_server.settings,
         },
     ) as running:
         yield running

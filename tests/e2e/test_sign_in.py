@@ -9,15 +9,13 @@ from http.cookies import SimpleCookie
 import httpx
 import pyotp
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.api.sessions_auth import SESSION_COOKIE
 from blocks.infra import passwords
-from blocks.infra.db import bind_org, session_factory
 from blocks.infra.passwords import hash_password
 from tests.mail import SmtpServer
-from tests.support import Stack, audit_actions, make_org
+from tests.support import Stack, audit_actions, make_org, run_sql
 
 STRONG = "correct horse battery staple violet quarry"
 TOKEN = r"token=(\S+)"
@@ -37,15 +35,6 @@ def browser(stack: Stack, token: str | None = None) -> dict[str, str]:
     return headers
 
 
-async def _sql(
-    engine: AsyncEngine, statement: str, org: uuid.UUID | None = None, **params: object
-) -> None:
-    async with session_factory(engine)() as session, session.begin():
-        if org is not None:
-            await bind_org(session, org)
-        await session.exec(text(statement).bindparams(**params))  # type: ignore[call-overload]
-
-
 async def _sign_up(
     http: httpx.AsyncClient, stack: Stack, smtp: SmtpServer, email: str
 ) -> tuple[str, dict[str, object]]:
@@ -63,7 +52,7 @@ async def _sign_up(
 
 async def _password_user(engine: AsyncEngine, email: str) -> uuid.UUID:
     user_id = uuid.uuid4()
-    await _sql(
+    await run_sql(
         engine,
         "INSERT INTO users (id, email, display_name, created_at, email_verified_at, password_hash)"
         " VALUES (:id, :email, 'Pat', now(), now(), :hash)",
@@ -140,7 +129,7 @@ async def test_wrong_and_unknown_passwords_get_one_answer_and_are_audited(
     identity_stack: Stack, engine: AsyncEngine
 ) -> None:
     org = await make_org(engine)
-    await _sql(
+    await run_sql(
         engine,
         "UPDATE users SET password_hash = :h WHERE id = :id",
         h=hash_password(STRONG),
@@ -167,7 +156,7 @@ async def test_picking_an_organization_scopes_the_session_and_switching_returns_
     email = f"both-{uuid.uuid4().hex[:8]}@example.com"
     user_id = await _password_user(engine, email)
     for org, role in ((first, "operator"), (second, "auditor")):
-        await _sql(
+        await run_sql(
             engine,
             "INSERT INTO memberships (id, org_id, user_id, roles, created_at)"
             " VALUES (:id, :org_uuid, :user, ARRAY[:role]::varchar[], now())",
@@ -270,13 +259,13 @@ async def test_idle_expired_and_revoked_sessions_are_refused_on_their_next_reque
                 "session_id"
             ]
         idle = identity_stack.settings.session_idle_minutes
-        await _sql(
+        await run_sql(
             engine,
             "UPDATE user_sessions SET last_seen_at = now() - make_interval(mins => :m) WHERE id = :id",
             m=idle + 1,
             id=uuid.UUID(ids[tokens[0]]),
         )
-        await _sql(
+        await run_sql(
             engine,
             "UPDATE user_sessions SET expires_at = now() - interval '1 second' WHERE id = :id",
             id=uuid.UUID(ids[tokens[1]]),
@@ -331,7 +320,7 @@ async def test_password_reset_is_single_use_expires_and_signs_out_everywhere(
 
         await http.post("/v1/auth/password-reset", json={"email": email})
         late = await smtp_server.inbox.token_for(email, TOKEN, count=2)
-        await _sql(
+        await run_sql(
             engine,
             "UPDATE auth_tokens SET expires_at = now() - interval '1 second' WHERE email = :e AND used_at IS NULL",
             e=email,
@@ -435,7 +424,7 @@ async def test_a_sign_in_link_works_once_and_still_asks_for_the_second_factor(
 
         await http.post("/v1/auth/signin-link", json={"email": email})
         late = await smtp_server.inbox.token_for(email, TOKEN, count=2)
-        await _sql(
+        await run_sql(
             engine,
             "UPDATE auth_tokens SET expires_at = now() - interval '1 second'"
             " WHERE email = :e AND used_at IS NULL",

@@ -46,9 +46,7 @@ async def guarded(
             "rate_limit_2fa_account": "3/minute",
             "rate_limit_token_ip": "2/minute",
             "trusted_proxies": ["127.0.0.1"],
-            "smtp_host": "127.0.0.1",
-            "smtp_port": smtp_server.port,
-            "smtp_starttls": False,
+            **smtp_server.settings,
         },
     ) as running:
         yield running

@@ -17,18 +17,20 @@ from blocks.infra.db import bind_org, session_factory
 from blocks.infra.passwords import hash_password
 from blocks.models.orgs import User
 from blocks.models.two_factor import verify_second_factor
-from tests.support import Stack, audit_actions, cookie_headers, make_org, start_test_session
+from tests.support import (
+    Stack,
+    audit_actions,
+    cookie_headers,
+    make_org,
+    run_sql,
+    start_test_session,
+)
 
 PASSWORD = "correct horse battery staple violet quarry"
 
 
-async def _sql(engine: AsyncEngine, statement: str, **params: object) -> None:
-    async with session_factory(engine)() as session, session.begin():
-        await session.exec(text(statement).bindparams(**params))  # type: ignore[call-overload]
-
-
 async def _give_password(engine: AsyncEngine, user_id: uuid.UUID) -> None:
-    await _sql(
+    await run_sql(
         engine,
         "UPDATE users SET password_hash = :hash WHERE id = :id",
         hash=hash_password(PASSWORD),
@@ -244,7 +246,7 @@ async def test_without_a_password_a_fresh_sign_in_is_needed_and_no_organization_
     org = await make_org(engine)
     member = org["auditor"]
     # The organization requires 2FA: the member's session may not enter it, yet can enroll.
-    await _sql(engine, "UPDATE organizations SET require_2fa = true WHERE id = :id", id=org.id)
+    await run_sql(engine, "UPDATE organizations SET require_2fa = true WHERE id = :id", id=org.id)
     token = await start_test_session(engine, member.user_id, org.id)
     headers = cookie_headers(identity_stack.settings, token)
     async with identity_stack.http() as http:
@@ -256,7 +258,7 @@ async def test_without_a_password_a_fresh_sign_in_is_needed_and_no_organization_
         assert setup.status_code == 200, setup.text
 
         # An hour-old sign-in no longer proves who is at the keyboard.
-        await _sql(
+        await run_sql(
             engine,
             "UPDATE user_sessions SET authenticated_at = now() - interval '1 hour'"
             " WHERE user_id = :id",
