@@ -113,16 +113,3 @@ async def redeem_auth_token(db: AsyncSession, token: str, purpose: TokenPurpose)
     if not result.rowcount:
         raise TokenProblem("this link has already been used; ask for a new one")
     return row
-
-
-async def void_tokens(db: AsyncSession, *, email: str, purpose: TokenPurpose) -> None:
-    """Unused tokens of this purpose stop working (after a reset or an email change)."""
-    await db.exec(  # type: ignore[call-overload]
-        update(AuthToken)
-        .where(
-            col(AuthToken.purpose) == purpose.value,
-            col(AuthToken.email) == email,
-            col(AuthToken.used_at).is_(None),
-        )
-        .values(used_at=utcnow())
-    )

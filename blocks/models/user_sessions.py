@@ -79,11 +79,6 @@ async def rotate_token(db: AsyncSession, row: UserSession) -> str:
     return issued.plaintext
 
 
-def session_lookup(token: str) -> str | None:
-    parts = split_token(token, SESSION_PREFIX)
-    return parts[0] if parts else None
-
-
 async def find_live_session(db: AsyncSession, token: str, *, idle: timedelta) -> UserSession | None:
     """The live session a cookie names, or None (unknown, revoked, idle or past its lifetime)."""
     parts = split_token(token, SESSION_PREFIX)
