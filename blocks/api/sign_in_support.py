@@ -28,7 +28,7 @@ from blocks.models.auth_tokens import (
     TokenPurpose,
     issue_auth_token,
 )
-from blocks.models.orgs import User, active_org_ids, find_user_by_email, orgs_of_user
+from blocks.models.orgs import User, find_user_by_email, orgs_of_user
 from blocks.models.user_sessions import start_session
 
 Password = str  # never stripped, truncated or normalized: what was typed is what is hashed
@@ -78,9 +78,16 @@ async def org_choices(db: DbSession, user_id: uuid.UUID) -> list[OrgChoice]:
 
 
 async def open_session(
-    request: Request, response: Response, db: DbSession, user: User, *, next_path: str | None
+    request: Request,
+    response: Response,
+    db: DbSession,
+    user: User,
+    *,
+    next_path: str | None,
+    choices: list[OrgChoice],
 ) -> SignInOut:
-    """A brand-new session (and token) for a person who just proved who they are."""
+    """A brand-new session (and token) for a person who just proved who they are; `choices`
+    are their organizations, shown once the second factor (if any) is given."""
     settings = auth_settings(request)
     mfa = user.totp_enabled_at is not None
     _, token = await start_session(
@@ -96,7 +103,7 @@ async def open_session(
         user_id=user.id,
         email=user.email,
         mfa_required=mfa,
-        organizations=[] if mfa else await org_choices(db, user.id),
+        organizations=[] if mfa else choices,
         next=safe_next(next_path),
     )
 
@@ -111,7 +118,9 @@ async def complete_sign_in(
     next_path: str | None,
 ) -> SignInOut:
     """Open the session of a person who just proved who they are, and audit the sign-in."""
-    out = await open_session(request, response, db, user, next_path=next_path)
+    # One read of the person's organizations: the picker's choices and where to audit.
+    choices = await org_choices(db, user.id)
+    out = await open_session(request, response, db, user, next_path=next_path, choices=choices)
     await record_security_event(
         request,
         action="auth.signin",
@@ -119,7 +128,7 @@ async def complete_sign_in(
         user_id=user.id,
         email=user.email,
         data={"method": method, "mfa_pending": out.mfa_required},
-        org_ids=await active_org_ids(db, user.id),
+        org_ids=[choice.id for choice in choices],
     )
     return out
 

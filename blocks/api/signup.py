@@ -125,7 +125,8 @@ async def verify_sign_up(
     )
     db.add(user)
     await db.flush()
-    out = await open_session(request, response, db, user, next_path=body.next)
+    # A brand-new account belongs to no organization yet.
+    out = await open_session(request, response, db, user, next_path=body.next, choices=[])
     await record_security_event(
         request, action="auth.signup", user_id=user.id, email=user.email, db=db
     )
