@@ -19,7 +19,7 @@ from rich.console import Console
 from temporalio.client import Client
 
 from blocks.api.app import create_app
-from blocks.api.email_field import normalize_email
+from blocks.api.identity.email_field import normalize_email
 from blocks.audit_cli import audit_app
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role

@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 
 from blocks.activities.notifications import NoticeSender
 from blocks.api.app import create_app
-from blocks.api.sessions_auth import SESSION_COOKIE
+from blocks.api.identity.sessions import SESSION_COOKIE
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory

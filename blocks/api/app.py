@@ -11,17 +11,15 @@ from temporalio.client import Client
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from blocks import __version__
-from blocks.api import (
+from blocks.api import health
+from blocks.api.approvals import decision_links, delegations, groups, inbox, runs
+from blocks.api.approvals.sla_reports import router as sla_reports_router
+from blocks.api.audit import checkpoints, privacy
+from blocks.api.audit import events as audit_events
+from blocks.api.audit import export as audit_export
+from blocks.api.error_handlers import install_error_handlers
+from blocks.api.identity import (
     api_keys,
-    audit,
-    audit_export,
-    auth,
-    checkpoints,
-    decision_links,
-    delegations,
-    groups,
-    health,
-    inbox,
     invites,
     link_pages,
     me,
@@ -29,16 +27,13 @@ from blocks.api import (
     org_settings,
     orgs,
     password_reset,
-    privacy,
-    runs,
+    sign_in,
     signup,
     two_factor,
 )
-from blocks.api.errors import install_error_handlers
+from blocks.api.integrations.slack import router as slack_router
+from blocks.api.integrations.slack_interactions import router as slack_interactions_router
 from blocks.api.security_headers import SecurityHeaders
-from blocks.api.sla_reports import router as sla_reports_router
-from blocks.api.slack import router as slack_router
-from blocks.api.slack_interactions import router as slack_interactions_router
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.field_crypto import install_master_keys, load_master_keys
 from blocks.infra.rate_limits import RateLimiter
@@ -76,7 +71,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(signup.router)
-    app.include_router(auth.router)
+    app.include_router(sign_in.router)
     app.include_router(password_reset.router)
     app.include_router(me.router)
     app.include_router(orgs.router)
@@ -91,7 +86,7 @@ def create_app(
     app.include_router(delegations.router)
     app.include_router(groups.router)
     app.include_router(decision_links.router)
-    app.include_router(audit.router)
+    app.include_router(audit_events.router)
     app.include_router(checkpoints.router)
     app.include_router(audit_export.router)
     app.include_router(privacy.router)

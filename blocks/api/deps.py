@@ -12,9 +12,9 @@ from temporalio.client import Client
 
 from blocks.api import rate_limit
 from blocks.api.errors import Problem
-from blocks.api.security_audit import request_origin_fields
-from blocks.api.sessions_auth import SESSION_COOKIE, SignedIn, session_org_context, signed_in
-from blocks.core.audit import ActorType, AuditRecord, Outcome
+from blocks.api.identity.sessions import SESSION_COOKIE, SignedIn, session_org_context, signed_in
+from blocks.api.security_audit import request_audit_fields
+from blocks.core.audit import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
 from blocks.models.api_keys import TwoFactorRequired, resolve_api_key
@@ -114,16 +114,6 @@ async def person_mid_sign_in(request: Request, session: DbSession) -> SignedIn:
 Person = Annotated[SignedIn, Depends(signed_in_person)]
 # The same, also while the second factor is still owed (the 2FA step itself, sign-out).
 PersonMidSignIn = Annotated[SignedIn, Depends(person_mid_sign_in)]
-
-
-def request_audit_fields(request: Request, ctx: OrgContext) -> dict[str, Any]:
-    """Who and from where, for audit events written by the API."""
-    return {
-        "actor_type": ActorType.USER if ctx.user_id else ActorType.API_KEY,
-        "actor_id": str(ctx.user_id) if ctx.user_id else None,
-        "actor_email": ctx.actor_email,
-        **request_origin_fields(request),
-    }
 
 
 async def record_change(

@@ -6,12 +6,9 @@ import logging
 import traceback
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 _log = logging.getLogger("blocks.api")
@@ -91,21 +88,6 @@ def validation_problem(errors: list[dict[str, Any]]) -> Problem:
     return Problem(422, "Invalid Request", summary, code="validation_error", errors=fields)
 
 
-async def _counted_invalid(request: Request, problem: Problem) -> Problem:
-    """Count an invalid request (400/422) against rule "invalid_ip" of the client address:
-    `problem` while under the limit, else the 429 (audited) that replaces it."""
-    if request.client is None:
-        return problem
-    # Imported here: rate_limit imports this module (for Problem).
-    from blocks.api import rate_limit
-
-    try:
-        await rate_limit.enforce_per_address(request, "invalid_ip")
-    except Problem as refused:
-        return refused
-    return problem
-
-
 def loggable_error(exc: BaseException) -> str:
     """What to log of an unexpected error: where it happened and what kind it is.
 
@@ -120,61 +102,3 @@ def loggable_error(exc: BaseException) -> str:
         sqlstate = getattr(original, "sqlstate", None)
         return f"{kind} (SQLSTATE {sqlstate}); message withheld\n{frames}"
     return f"{type(exc).__name__}: {exc}\n{frames}"
-
-
-class UnexpectedErrors:
-    """ASGI middleware: an exception no handler took becomes a 500 problem, logged by
-    `loggable_error` (never the raw message of a database error)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as exc:
-            _log.error(
-                "unhandled error on %s %s: %s", scope["method"], scope["path"], loggable_error(exc)
-            )
-            if started:
-                return  # the response is under way; the connection ends here
-            problem = Problem(
-                500, "Internal Server Error", "an unexpected error occurred", code="internal"
-            )
-            await problem_response(Request(scope), problem)(scope, receive, send)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        if exc.status == 422:
-            return problem_response(request, await _counted_invalid(request, exc))
-        return problem_response(request, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problem = validation_problem(list(exc.errors()))
-        return problem_response(request, await _counted_invalid(request, problem))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
-        return problem_response(
-            request,
-            Problem(exc.status_code, title, str(exc.detail), code=title.lower().replace(" ", "_")),
-        )
-
-    # Outside Starlette's error middleware, which would log the raw exception (and its message)
-    # again after our handler ran.
-    app.add_middleware(UnexpectedErrors)

@@ -26,7 +26,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from blocks.api.errors import Problem
-from blocks.api.security_audit import client_ip, record_security_event
+from blocks.api.security_audit import client_ip, record_security_event, request_audit_fields
 from blocks.core.audit import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.infra.rate_limits import RateLimiter
@@ -145,9 +145,6 @@ async def _audit(request: Request, refusal: _Refusal, retry_after: int) -> None:
     data = _event_data(refusal, retry_after)
     ctx = getattr(request.state, "ctx", None)
     if isinstance(ctx, OrgContext):
-        # Imported here: blocks.api.deps imports this module.
-        from blocks.api.deps import request_audit_fields
-
         if ctx.credential_id is not None:
             data["credential_id"] = str(ctx.credential_id)
         async with request.app.state.sessions() as session, session.begin():

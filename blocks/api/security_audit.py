@@ -38,6 +38,16 @@ def request_origin_fields(request: Request) -> dict[str, Any]:
     return {"ip": client_ip(request), "user_agent": user_agent(request)}
 
 
+def request_audit_fields(request: Request, ctx: OrgContext) -> dict[str, Any]:
+    """Who and from where, for audit events written by the API."""
+    return {
+        "actor_type": ActorType.USER if ctx.user_id else ActorType.API_KEY,
+        "actor_id": str(ctx.user_id) if ctx.user_id else None,
+        "actor_email": ctx.actor_email,
+        **request_origin_fields(request),
+    }
+
+
 async def record_security_event(
     request: Request,
     *,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.api.audit_csv import CSV_COLUMNS
+from blocks.api.audit.export_csv import CSV_COLUMNS
 from blocks.core.audit import ActorType, AuditRecord
 from blocks.core.audit_verify import verify_export
 from blocks.core.context import AuthMethod, OrgContext, OrgId

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from blocks.api.sessions_auth import SESSION_COOKIE
+from blocks.api.identity.sessions import SESSION_COOKIE
 from blocks.infra.embedded_postgres import PostgresCredentials
 from tests.mail import SmtpServer
 from tests.support import Stack, audit_actions, make_org, running_stack

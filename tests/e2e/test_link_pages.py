@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.api.sessions_auth import SESSION_COOKIE
+from blocks.api.identity.sessions import SESSION_COOKIE
 from blocks.infra.db import session_factory
 from tests.mail import SmtpServer
 from tests.support import Stack

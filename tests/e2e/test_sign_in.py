@@ -11,7 +11,7 @@ import pyotp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.api.sessions_auth import SESSION_COOKIE
+from blocks.api.identity.sessions import SESSION_COOKIE
 from blocks.infra import passwords
 from blocks.infra.passwords import hash_password
 from tests.mail import SmtpServer

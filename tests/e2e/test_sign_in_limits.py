@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from blocks.api.sessions_auth import SESSION_COOKIE
+from blocks.api.identity.sessions import SESSION_COOKIE
 from blocks.infra.db import session_factory
 from blocks.infra.embedded_postgres import PostgresCredentials
 from blocks.infra.field_crypto import current_master_keys

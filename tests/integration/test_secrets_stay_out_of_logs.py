@@ -12,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.api.errors import install_error_handlers, loggable_error
+from blocks.api.error_handlers import install_error_handlers
+from blocks.api.errors import loggable_error
 from blocks.infra.db import session_factory
 
 

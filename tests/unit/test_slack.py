@@ -12,7 +12,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from pydantic import ValidationError
 
-from blocks.api.slack_interactions import signature_refusal
+from blocks.api.integrations.slack_interactions import signature_refusal
 from blocks.core.notifications import NoticeKind, StepNotice
 from blocks.infra.field_crypto import MasterKeys
 from blocks.infra.payload_codec import new_payload_key_spec

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.api.audit_csv import csv_checkpoint_rows, csv_event_rows, csv_header
+from blocks.api.audit.export_csv import csv_checkpoint_rows, csv_event_rows, csv_header
 from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.errors import not_found
 from blocks.api.params import time_window

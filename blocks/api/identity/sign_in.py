@@ -14,18 +14,16 @@ from pydantic import BaseModel, Field
 
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person, PersonMidSignIn
-from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem
-from blocks.api.schemas import StrictModel
-from blocks.api.security_audit import record_security_event
-from blocks.api.sessions_auth import (
+from blocks.api.identity.email_field import EmailAddress
+from blocks.api.identity.sessions import (
     SignedIn,
     check_origin,
     clear_session_cookie,
     refuse_without_two_factor,
     set_session_cookie,
 )
-from blocks.api.sign_in_support import (
+from blocks.api.identity.sign_in_support import (
     Accepted,
     EmailedLink,
     EmailIn,
@@ -39,6 +37,8 @@ from blocks.api.sign_in_support import (
     org_choices,
     token_problem,
 )
+from blocks.api.schemas import StrictModel
+from blocks.api.security_audit import record_security_event
 from blocks.core.audit import Outcome
 from blocks.core.redirects import safe_next
 from blocks.infra.passwords import (

@@ -14,8 +14,9 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from blocks.api.deps import CanErase, DbSession, request_audit_fields
+from blocks.api.deps import CanErase, DbSession
 from blocks.api.errors import not_found
+from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit import AuditRecord
 from blocks.models.audit import append_events
 from blocks.models.personal_data import erase_subject, holds_personal_data_of

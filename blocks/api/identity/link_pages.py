@@ -16,11 +16,11 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ValidationError
 
-from blocks.api import auth, invites, me, password_reset, sign_in_support, signup
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
 from blocks.api.html_pages import field, form, hidden, page, paragraph
-from blocks.api.sessions_auth import signed_in
+from blocks.api.identity import invites, me, password_reset, sign_in, sign_in_support, signup
+from blocks.api.identity.sessions import signed_in
 
 router = APIRouter(prefix="/auth", include_in_schema=False)
 
@@ -136,8 +136,8 @@ async def sign_in_form(request: Request, db: DbSession) -> HTMLResponse:
     ) -> HTMLResponse:
         if "token" in values:
             body = _body(sign_in_support.TokenIn, {"token": values["token"]})
-            return _signed_in_page(await auth.sign_in_with_link(body, request, response, db))
-        accepted = await auth.request_sign_in_link(
+            return _signed_in_page(await sign_in.sign_in_with_link(body, request, response, db))
+        accepted = await sign_in.request_sign_in_link(
             _body(sign_in_support.EmailIn, values), request, db, background
         )
         return page("Check your email", paragraph(accepted.detail))
@@ -151,8 +151,8 @@ async def second_factor_form(request: Request, db: DbSession) -> HTMLResponse:
         values: dict[str, str], response: Response, _: BackgroundTasks
     ) -> HTMLResponse:
         signed = await signed_in(request, db, allow_mfa_pending=True)
-        body = _body(auth.SecondFactorIn, values)
-        return _signed_in_page(await auth.second_factor(signed, body, request, response, db))
+        body = _body(sign_in.SecondFactorIn, values)
+        return _signed_in_page(await sign_in.second_factor(signed, body, request, response, db))
 
     return await _answer(request, handle)
 

@@ -9,15 +9,12 @@ from pydantic import Field
 
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
-from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem
-from blocks.api.outbound_mail import public_link, queue_email, require_mail
-from blocks.api.schemas import StrictModel
-from blocks.api.security_audit import record_security_event
-from blocks.api.sessions_auth import (
+from blocks.api.identity.email_field import EmailAddress
+from blocks.api.identity.sessions import (
     check_origin,
 )
-from blocks.api.sign_in_support import (
+from blocks.api.identity.sign_in_support import (
     Accepted,
     SignInOut,
     TokenIn,
@@ -25,6 +22,9 @@ from blocks.api.sign_in_support import (
     open_session,
     token_problem,
 )
+from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
+from blocks.api.schemas import StrictModel
+from blocks.api.security_audit import record_security_event
 from blocks.core.audit import Outcome
 from blocks.models.auth_tokens import (
     TokenProblem,

@@ -11,19 +11,19 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from temporalio.service import RPCError
 
-from blocks.api.decisions import submit_decision
+from blocks.api.approvals.decisions import submit_decision
 from blocks.api.deps import (
     CanManageSecurity,
     DbSession,
     TemporalClient,
     forbidden,
     record_denial,
-    request_audit_fields,
 )
 from blocks.api.errors import Problem
 from blocks.api.html_pages import page
+from blocks.api.identity.sessions import SESSION_COOKIE, signed_in
 from blocks.api.schemas import StrictModel
-from blocks.api.sessions_auth import SESSION_COOKIE, signed_in
+from blocks.api.security_audit import request_audit_fields
 from blocks.core.approvals import Decision
 from blocks.core.audit import AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId

@@ -16,10 +16,10 @@ from blocks.api.deps import (
     Person,
     record_change,
 )
-from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem, not_found
-from blocks.api.members import refuse_unless_owner
-from blocks.api.outbound_mail import public_link, queue_email, require_mail
+from blocks.api.identity.email_field import EmailAddress
+from blocks.api.identity.members import refuse_unless_owner
+from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit import Outcome

@@ -10,13 +10,13 @@ from pydantic import BaseModel, Field
 
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person
-from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem, invalid_field, not_found
-from blocks.api.outbound_mail import public_link, queue_email, require_mail
+from blocks.api.identity.email_field import EmailAddress
+from blocks.api.identity.sessions import SignedIn
+from blocks.api.identity.sign_in_support import Accepted
+from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.api.sessions_auth import SignedIn
-from blocks.api.sign_in_support import Accepted
 from blocks.core.audit import Outcome
 from blocks.infra.passwords import (
     MAX_PASSWORD_LENGTH,

@@ -8,12 +8,10 @@ from pydantic import Field
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
 from blocks.api.errors import invalid_field
-from blocks.api.schemas import StrictModel
-from blocks.api.security_audit import record_security_event
-from blocks.api.sessions_auth import (
+from blocks.api.identity.sessions import (
     check_origin,
 )
-from blocks.api.sign_in_support import (
+from blocks.api.identity.sign_in_support import (
     Accepted,
     EmailedLink,
     EmailIn,
@@ -22,6 +20,8 @@ from blocks.api.sign_in_support import (
     email_link,
     token_problem,
 )
+from blocks.api.schemas import StrictModel
+from blocks.api.security_audit import record_security_event
 from blocks.core.audit import Outcome
 from blocks.infra.passwords import (
     MAX_PASSWORD_LENGTH,

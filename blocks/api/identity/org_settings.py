@@ -17,7 +17,7 @@ from blocks.api.deps import (
     record_change,
 )
 from blocks.api.errors import Problem, invalid_field, not_found
-from blocks.api.members import MemberOut, member_out
+from blocks.api.identity.members import MemberOut, member_out
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role

@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person
 from blocks.api.errors import Problem
-from blocks.api.me import require_recent_proof
+from blocks.api.identity.me import require_recent_proof
+from blocks.api.identity.sessions import SignedIn
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.api.sessions_auth import SignedIn
 from blocks.core.audit import Outcome
 from blocks.infra.passwords import MAX_PASSWORD_LENGTH
 from blocks.models import two_factor

@@ -11,15 +11,15 @@ from pydantic import BaseModel, Field
 
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
-from blocks.api.email_field import EmailAddress
 from blocks.api.errors import Problem
-from blocks.api.outbound_mail import public_link, queue_email, require_mail
-from blocks.api.schemas import StrictModel
-from blocks.api.security_audit import client_ip, record_security_event, user_agent
-from blocks.api.sessions_auth import (
+from blocks.api.identity.email_field import EmailAddress
+from blocks.api.identity.sessions import (
     check_origin,
     set_session_cookie,
 )
+from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
+from blocks.api.schemas import StrictModel
+from blocks.api.security_audit import client_ip, record_security_event, user_agent
 from blocks.core.audit import Outcome
 from blocks.core.redirects import safe_next
 from blocks.infra.settings import Settings

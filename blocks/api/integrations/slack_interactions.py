@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api import rate_limit
-from blocks.api.decisions import submit_decision
+from blocks.api.approvals.decisions import submit_decision
 from blocks.api.deps import DbSession, TemporalClient
 from blocks.api.errors import Problem
 from blocks.api.security_audit import client_ip

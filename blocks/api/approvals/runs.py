@@ -14,14 +14,13 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from blocks.api.decisions import submit_decision
+from blocks.api.approvals.decisions import submit_decision
 from blocks.api.deps import (
     CanDecide,
     CanReadRuns,
     CanStartRuns,
     DbSession,
     TemporalClient,
-    request_audit_fields,
 )
 from blocks.api.errors import Problem, not_found, validation_problem
 from blocks.api.schemas import (
@@ -33,6 +32,7 @@ from blocks.api.schemas import (
     StartRunIn,
     StepOut,
 )
+from blocks.api.security_audit import request_audit_fields
 from blocks.core import search_attributes as sa
 from blocks.core.approvals import Decision
 from blocks.core.audit import AuditRecord, Outcome

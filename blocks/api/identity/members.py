@@ -17,10 +17,10 @@ from blocks.api.deps import (
     forbidden,
     record_change,
     record_denial,
-    request_audit_fields,
 )
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import StrictModel
+from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit import AuditRecord
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role

@@ -8,9 +8,10 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, model_validator
 
-from blocks.api.deps import CanDecide, DbSession, request_audit_fields
+from blocks.api.deps import CanDecide, DbSession
 from blocks.api.errors import invalid_field, not_found
 from blocks.api.schemas import StrictModel
+from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit import AuditRecord
 from blocks.models.audit import append_events
 from blocks.models.base import utcnow

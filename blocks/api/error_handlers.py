@@ -1,0 +1,87 @@
+"""The app's error handlers: every error a problem+json answer, invalid requests counted per
+address, and any unexpected exception a 500 problem logged without its values."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from blocks.api import rate_limit
+from blocks.api.errors import Problem, loggable_error, problem_response, validation_problem
+
+_log = logging.getLogger("blocks.api")
+
+
+async def _counted_invalid(request: Request, problem: Problem) -> Problem:
+    """Count an invalid request (400/422) against rule "invalid_ip" of the client address:
+    `problem` while under the limit, else the 429 (audited) that replaces it."""
+    if request.client is None:
+        return problem
+    try:
+        await rate_limit.enforce_per_address(request, "invalid_ip")
+    except Problem as refused:
+        return refused
+    return problem
+
+
+class UnexpectedErrors:
+    """ASGI middleware: an exception no handler took becomes a 500 problem, logged by
+    `loggable_error` (never the raw message of a database error)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            _log.error(
+                "unhandled error on %s %s: %s", scope["method"], scope["path"], loggable_error(exc)
+            )
+            if started:
+                return  # the response is under way; the connection ends here
+            problem = Problem(
+                500, "Internal Server Error", "an unexpected error occurred", code="internal"
+            )
+            await problem_response(Request(scope), problem)(scope, receive, send)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        if exc.status == 422:
+            return problem_response(request, await _counted_invalid(request, exc))
+        return problem_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problem = validation_problem(list(exc.errors()))
+        return problem_response(request, await _counted_invalid(request, problem))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
+        return problem_response(
+            request,
+            Problem(exc.status_code, title, str(exc.detail), code=title.lower().replace(" ", "_")),
+        )
+
+    # Outside Starlette's error middleware, which would log the raw exception (and its message)
+    # again after our handler ran.
+    app.add_middleware(UnexpectedErrors)
