@@ -18,7 +18,7 @@ from bench.cpu import CpuProbe, CpuUse
 from bench.stats import Latency, in_flight
 from blocks.core.approvals import Decision, DecisionRequest, DecisionResult
 from blocks.infra.temporal import describe_execution
-from blocks.models.runs import workflow_id_for
+from blocks.models.approvals.runs import workflow_id_for
 from blocks.workflows.sdk import DECIDE_UPDATE
 from blocks.workflows.types import RunOutcome
 from tests.support import EXPENSE, Org, Stack

@@ -17,7 +17,7 @@ from blocks.core.audit import ActorType, AuditRecord
 from blocks.core.audit_chain import GENESIS_HASH
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, session_factory
-from blocks.models.audit import AuditEvent, append_events, link_events
+from blocks.models.audit.events import AuditEvent, append_events, link_events
 
 PLAIN_TABLE = "bench_plain_audit_events"
 

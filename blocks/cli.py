@@ -35,7 +35,7 @@ from blocks.infra.search_attributes import ensure_registered
 from blocks.infra.settings import Settings, get_settings
 from blocks.infra.signing import load_signer
 from blocks.infra.temporal import connect
-from blocks.models.audit_reads import ExportFilters, export_lines
+from blocks.models.audit.reads import ExportFilters, export_lines
 from blocks.models.demo import (
     DemoKeys,
     create_org_by_operator,
@@ -43,7 +43,7 @@ from blocks.models.demo import (
     issue_member_key,
     set_password_by_operator,
 )
-from blocks.models.orgs import get_org_by_slug
+from blocks.models.identity.orgs import get_org_by_slug
 from blocks.workers.main import run_worker
 from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
 

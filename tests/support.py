@@ -29,9 +29,9 @@ from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.settings import Settings
 from blocks.infra.signing import new_signing_key_spec, parse_signing_key
 from blocks.infra.temporal import encrypting_data_converter
-from blocks.models.api_keys import create_api_key
-from blocks.models.orgs import add_member, create_org_with_owner
-from blocks.models.user_sessions import start_session
+from blocks.models.identity.api_keys import create_api_key
+from blocks.models.identity.orgs import add_member, create_org_with_owner
+from blocks.models.identity.sessions import start_session
 from blocks.workers.main import build_worker
 
 # One payload key for the whole session: API, in-process and subprocess workers share it.

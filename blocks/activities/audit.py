@@ -10,7 +10,7 @@ from temporalio import activity
 
 from blocks.core.audit import AuditBatch
 from blocks.core.context import AuthMethod, OrgContext, OrgId
-from blocks.models.audit import append_events
+from blocks.models.audit.events import append_events
 
 
 class AuditActivities:

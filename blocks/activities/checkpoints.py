@@ -9,8 +9,8 @@ from temporalio import activity
 
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.signing import CheckpointSigner
-from blocks.models.checkpoints import create_checkpoint
-from blocks.models.orgs import Organization
+from blocks.models.audit.checkpoints import create_checkpoint
+from blocks.models.identity.orgs import Organization
 
 
 class CheckpointActivities:

@@ -12,10 +12,10 @@ from blocks.core.approval_policy import GROUP_PREFIX
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.notifications import NoticeKind, StepNotice
 from blocks.infra.email import Mailer
-from blocks.models.decision_links import issue_link
-from blocks.models.groups import members_of_groups
-from blocks.models.orgs import members_matching
-from blocks.models.runs import get_run
+from blocks.models.approvals.decision_links import issue_link
+from blocks.models.approvals.groups import members_of_groups
+from blocks.models.approvals.runs import get_run
+from blocks.models.identity.orgs import members_matching
 
 _SUBJECTS = {
     NoticeKind.OPENED: "Approval needed: {title}",

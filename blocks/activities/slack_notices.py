@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.notifications import StepNotice
 from blocks.infra.slack import PERMANENT_ERRORS, notice_message, web_client
-from blocks.models.slack import bot_token, get_installation, slack_users_of
+from blocks.models.integrations.slack import bot_token, get_installation, slack_users_of
 
 _log = logging.getLogger("blocks.slack")
 

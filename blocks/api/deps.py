@@ -17,8 +17,8 @@ from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
-from blocks.models.api_keys import TwoFactorRequired, resolve_api_key
-from blocks.models.audit import append_events
+from blocks.models.audit.events import append_events
+from blocks.models.identity.api_keys import TwoFactorRequired, resolve_api_key
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:

@@ -30,7 +30,7 @@ from blocks.api.security_audit import client_ip, record_security_event, request_
 from blocks.core.audit import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.infra.rate_limits import RateLimiter
-from blocks.models.audit import append_events
+from blocks.models.audit.events import append_events
 
 ACTION = "rate_limit.exceeded"
 

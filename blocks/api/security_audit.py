@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.core.audit import ActorType, AuditRecord, Outcome
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bound_org
-from blocks.models.audit import append_events
+from blocks.models.audit.events import append_events
 
 
 def _sessions(request: Request) -> Any:

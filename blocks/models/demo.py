@@ -13,17 +13,17 @@ from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
 from blocks.infra.db import bind_org
 from blocks.infra.passwords import hash_password
-from blocks.models.api_keys import create_api_key
-from blocks.models.audit import append_events
+from blocks.models.audit.events import append_events
 from blocks.models.base import utcnow
-from blocks.models.orgs import (
+from blocks.models.identity.api_keys import create_api_key
+from blocks.models.identity.orgs import (
     add_member,
     create_org_with_owner,
     find_user_by_email,
     get_membership,
     get_org_by_slug,
 )
-from blocks.models.user_sessions import revoke_sessions
+from blocks.models.identity.sessions import revoke_sessions
 
 DEMO_SLUG = "demo"
 

@@ -21,7 +21,7 @@ from blocks.core.audit_verify import verify_export
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import session_factory
 from blocks.infra.signing import new_signing_key_spec, parse_signing_key
-from blocks.models.audit import append_events
+from blocks.models.audit.events import append_events
 from tests.support import EXPENSE, Org, Stack, make_org, wait_for_status
 
 ROOT = Path(__file__).resolve().parents[2]

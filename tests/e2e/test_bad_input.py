@@ -9,7 +9,7 @@ from sqlmodel import select
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import session_factory
-from blocks.models.api_keys import ApiKey, revoke_api_key
+from blocks.models.identity.api_keys import ApiKey, revoke_api_key
 from tests.support import (
     EXPENSE,
     Org,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.infra.db import bind_org, session_factory
 from blocks.models.base import utcnow
-from blocks.models.orgs import User
+from blocks.models.identity.orgs import User
 from tests.mail import SmtpServer
 from tests.support import (
     Org,

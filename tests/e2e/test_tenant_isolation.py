@@ -12,7 +12,7 @@ from blocks.api.app import create_app
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
-from blocks.models.invites import create_invite
+from blocks.models.identity.invites import create_invite
 from tests.support import (
     EXPENSE,
     Stack,

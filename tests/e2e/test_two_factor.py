@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.infra.db import bind_org, session_factory
 from blocks.infra.passwords import hash_password
-from blocks.models.orgs import User
-from blocks.models.two_factor import verify_second_factor
+from blocks.models.identity.orgs import User
+from blocks.models.identity.two_factor import verify_second_factor
 from tests.support import (
     Stack,
     audit_actions,

@@ -9,7 +9,7 @@ import uuid
 from blocks.core.audit import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import create_engine, session_factory
-from blocks.models.audit import append_events
+from blocks.models.audit.events import append_events
 
 
 async def main(database_url: str, org_id: str, writer: str, count: int) -> None:

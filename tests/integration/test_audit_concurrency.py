@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.core.audit_chain import first_broken_link
 from blocks.infra.embedded_postgres import PostgresCredentials
-from blocks.models.audit import hashed_payload
+from blocks.models.audit.events import hashed_payload
 from tests.integration.test_audit_log import _events
 from tests.support import make_org
 

@@ -19,9 +19,9 @@ from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
 from blocks.infra.embedded_postgres import PostgresCredentials
-from blocks.models.audit import AuditEvent, append_events, hashed_payload, list_events
-from blocks.models.orgs import add_member
-from blocks.models.personal_data import ERASED, UNREADABLE, reveal
+from blocks.models.audit.events import AuditEvent, append_events, hashed_payload, list_events
+from blocks.models.audit.personal_data import ERASED, UNREADABLE, reveal
+from blocks.models.identity.orgs import add_member
 from tests.support import EXPENSE, Member, Org, Stack, audit_actions, make_org
 
 UA = "ErasureTest/1.0 (personal)"

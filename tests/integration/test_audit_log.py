@@ -15,8 +15,8 @@ from blocks.core.audit_chain import first_broken_link
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, create_engine, session_factory
 from blocks.infra.embedded_postgres import PostgresCredentials
-from blocks.models import audit as audit_model
-from blocks.models.audit import AuditEvent, append_events, hashed_payload, list_events
+from blocks.models.audit import events as audit_model
+from blocks.models.audit.events import AuditEvent, append_events, hashed_payload, list_events
 from tests.support import make_org
 
 

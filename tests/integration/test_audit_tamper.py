@@ -19,7 +19,7 @@ from blocks.core.audit_chain import chain_hash
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import session_factory
 from blocks.infra.embedded_postgres import PostgresCredentials
-from blocks.models.audit import AuditEvent, append_events, hashed_payload, list_events
+from blocks.models.audit.events import AuditEvent, append_events, hashed_payload, list_events
 from tests.support import Org, Stack, make_org
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.infra import hashing
 from blocks.infra.db import session_factory
-from blocks.models.api_keys import resolve_api_key
-from blocks.models.auth_tokens import TokenProblem, TokenPurpose, redeem_auth_token
-from blocks.models.decision_links import LinkProblem, open_link
-from blocks.models.invites import InviteProblem, find_invite
-from blocks.models.user_sessions import find_live_session
+from blocks.models.approvals.decision_links import LinkProblem, open_link
+from blocks.models.identity.api_keys import resolve_api_key
+from blocks.models.identity.auth_tokens import TokenProblem, TokenPurpose, redeem_auth_token
+from blocks.models.identity.invites import InviteProblem, find_invite
+from blocks.models.identity.sessions import find_live_session
 
 Lookup = Callable[[object, str], Awaitable[object]]
 

@@ -13,14 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.infra.db import session_factory
-from blocks.models.auth_tokens import (
+from blocks.models.identity.auth_tokens import (
     TokenProblem,
     TokenPurpose,
     issue_auth_token,
     redeem_auth_token,
 )
-from blocks.models.orgs import User
-from blocks.models.two_factor import begin_setup, confirm_setup, verify_second_factor
+from blocks.models.identity.orgs import User
+from blocks.models.identity.two_factor import begin_setup, confirm_setup, verify_second_factor
 
 
 async def _both(

@@ -28,9 +28,15 @@ from blocks.core.approvals import Decision
 from blocks.core.audit import AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import parse_roles
-from blocks.models.audit import append_events
-from blocks.models.decision_links import DecisionLink, LinkProblem, OpenLink, open_link, use_link
-from blocks.models.orgs import Organization, User, get_membership
+from blocks.models.approvals.decision_links import (
+    DecisionLink,
+    LinkProblem,
+    OpenLink,
+    open_link,
+    use_link,
+)
+from blocks.models.audit.events import append_events
+from blocks.models.identity.orgs import Organization, User, get_membership
 from blocks.workflows.sdk import STATUS_QUERY
 from blocks.workflows.types import RunView
 

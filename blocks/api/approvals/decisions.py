@@ -30,9 +30,9 @@ from blocks.core.approvals import (
 )
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
-from blocks.models.delegations import active_delegators
-from blocks.models.groups import group_names_of
-from blocks.models.runs import get_run
+from blocks.models.approvals.delegations import active_delegators
+from blocks.models.approvals.groups import group_names_of
+from blocks.models.approvals.runs import get_run
 from blocks.workflows.sdk import DECIDE_UPDATE
 
 _FORBIDDEN_DETAIL = {

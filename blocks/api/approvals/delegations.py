@@ -13,15 +13,15 @@ from blocks.api.errors import invalid_field, not_found
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit import AuditRecord
-from blocks.models.audit import append_events
-from blocks.models.base import utcnow
-from blocks.models.delegations import (
+from blocks.models.approvals.delegations import (
     Delegation,
     create_delegation,
     is_member,
     my_delegations,
     revoke_delegation,
 )
+from blocks.models.audit.events import append_events
+from blocks.models.base import utcnow
 
 router = APIRouter(prefix="/v1/delegations", tags=["approvals"])
 

@@ -16,8 +16,8 @@ from blocks.api.deps import (
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
-from blocks.models.delegations import is_member
-from blocks.models.groups import (
+from blocks.models.approvals.delegations import is_member
+from blocks.models.approvals.groups import (
     MemberGroup,
     add_to_group,
     create_group,

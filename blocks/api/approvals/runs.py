@@ -38,8 +38,8 @@ from blocks.core.approvals import Decision
 from blocks.core.audit import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.infra.temporal import describe_execution
-from blocks.models.audit import append_events
-from blocks.models.runs import Run, StartState, create_run, get_run, set_start_state
+from blocks.models.approvals.runs import Run, StartState, create_run, get_run, set_start_state
+from blocks.models.audit.events import append_events
 from blocks.workflows.registry import REGISTRY
 from blocks.workflows.sdk import STATUS_QUERY
 from blocks.workflows.types import RunInput, RunOutcome, RunView

@@ -5,5 +5,5 @@ verification and a run's chain of custody (`export`, `export_csv`), signed check
 public key (`checkpoints`), and erasure of a member's personal data (`privacy`).
 
 May use: the shared modules at `blocks.api`'s top only. Every other domain writes audit events
-through `blocks.api.deps` and `blocks.models.audit`, not through these routes.
+through `blocks.api.deps` and `blocks.models.audit.events`, not through these routes.
 """

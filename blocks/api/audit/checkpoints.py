@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from blocks.api.deps import CanReadAudit, DbSession
 from blocks.infra.signing import CheckpointSigner
-from blocks.models.checkpoints import AuditCheckpoint, create_checkpoint, list_checkpoints
+from blocks.models.audit.checkpoints import AuditCheckpoint, create_checkpoint, list_checkpoints
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 

@@ -12,9 +12,9 @@ from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.errors import not_found
 from blocks.api.schemas import AuditEventListOut, AuditEventOut
 from blocks.core.context import OrgContext
-from blocks.models.audit import AuditEvent, list_events
-from blocks.models.personal_data import reveal
-from blocks.models.runs import get_run
+from blocks.models.approvals.runs import get_run
+from blocks.models.audit.events import AuditEvent, list_events
+from blocks.models.audit.personal_data import reveal
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 

@@ -28,7 +28,8 @@ from blocks.core.audit_chain_verifier import VerificationReport
 from blocks.core.audit_event_hash import event_hash
 from blocks.core.context import OrgContext
 from blocks.infra.signing import CheckpointSigner
-from blocks.models.audit_reads import (
+from blocks.models.approvals.runs import get_run
+from blocks.models.audit.reads import (
     ExportFilters,
     certifying_checkpoints,
     event_pages,
@@ -38,7 +39,6 @@ from blocks.models.audit_reads import (
     snapshot,
     verify_chain,
 )
-from blocks.models.runs import get_run
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 

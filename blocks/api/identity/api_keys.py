@@ -27,8 +27,8 @@ from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission, Role
 from blocks.infra.db import bind_org
-from blocks.models.api_keys import ApiKey, create_api_key, revoke_api_key
 from blocks.models.base import utcnow
+from blocks.models.identity.api_keys import ApiKey, create_api_key, revoke_api_key
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 

@@ -27,7 +27,7 @@ from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
 from blocks.infra.email import Mailer
 from blocks.infra.settings import Settings
-from blocks.models.invites import (
+from blocks.models.identity.invites import (
     Invite,
     InviteProblem,
     InviteState,
@@ -41,14 +41,14 @@ from blocks.models.invites import (
     revoke_invite,
     usable_or_raise,
 )
-from blocks.models.members import (
+from blocks.models.identity.members import (
     add_membership,
     canonical_roles,
     get_member,
     get_org,
     member_by_email,
 )
-from blocks.models.orgs import Organization
+from blocks.models.identity.orgs import Organization
 
 router = APIRouter(prefix="/v1/invites", tags=["members"])
 

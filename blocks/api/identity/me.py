@@ -25,15 +25,15 @@ from blocks.infra.passwords import (
     verify_password,
 )
 from blocks.infra.settings import Settings
-from blocks.models.auth_tokens import (
+from blocks.models.base import utcnow
+from blocks.models.identity.auth_tokens import (
     TokenProblem,
     TokenPurpose,
     issue_auth_token,
     redeem_auth_token,
 )
-from blocks.models.base import utcnow
-from blocks.models.orgs import active_org_ids, find_user_by_email
-from blocks.models.user_sessions import live_sessions, revoke_sessions
+from blocks.models.identity.orgs import active_org_ids, find_user_by_email
+from blocks.models.identity.sessions import live_sessions, revoke_sessions
 
 router = APIRouter(prefix="/v1/me", tags=["account"])
 

@@ -24,8 +24,8 @@ from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit import AuditRecord
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role
-from blocks.models.audit import append_events
-from blocks.models.members import (
+from blocks.models.audit.events import append_events
+from blocks.models.identity.members import (
     Member,
     active_owner_ids,
     canonical_roles,

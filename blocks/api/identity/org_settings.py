@@ -21,7 +21,7 @@ from blocks.api.identity.members import MemberOut, member_out
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role
-from blocks.models.members import (
+from blocks.models.identity.members import (
     canonical_roles,
     close_org,
     get_member,
@@ -30,7 +30,7 @@ from blocks.models.members import (
     set_require_2fa,
     set_roles,
 )
-from blocks.models.orgs import Organization, User
+from blocks.models.identity.orgs import Organization, User
 
 router = APIRouter(prefix="/v1/org", tags=["organization"])
 

@@ -14,7 +14,7 @@ from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit import Outcome
 from blocks.infra.settings import Settings
-from blocks.models.orgs import create_org_with_owner, get_org_by_slug
+from blocks.models.identity.orgs import create_org_with_owner, get_org_by_slug
 
 router = APIRouter(prefix="/v1/orgs", tags=["organizations"])
 

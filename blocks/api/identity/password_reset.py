@@ -28,15 +28,15 @@ from blocks.infra.passwords import (
     hash_password,
     password_problem,
 )
-from blocks.models.auth_tokens import (
+from blocks.models.base import utcnow
+from blocks.models.identity.auth_tokens import (
     TokenProblem,
     TokenPurpose,
     redeem_auth_token,
 )
-from blocks.models.base import utcnow
-from blocks.models.orgs import User, active_org_ids
-from blocks.models.two_factor import verify_second_factor
-from blocks.models.user_sessions import revoke_sessions
+from blocks.models.identity.orgs import User, active_org_ids
+from blocks.models.identity.sessions import revoke_sessions
+from blocks.models.identity.two_factor import verify_second_factor
 
 router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
 

@@ -23,8 +23,8 @@ from blocks.core.audit import Outcome
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import parse_roles
 from blocks.infra.settings import Settings
-from blocks.models.orgs import Organization, User, get_membership
-from blocks.models.user_sessions import UserSession, find_live_session
+from blocks.models.identity.orgs import Organization, User, get_membership
+from blocks.models.identity.sessions import UserSession, find_live_session
 
 # `__Host-`: the browser keeps it only if Secure, Path=/ and without Domain, so no subdomain
 # and no plain-http page can plant or overwrite it.

@@ -45,15 +45,15 @@ from blocks.infra.passwords import (
     MAX_PASSWORD_LENGTH,
     verify_password,
 )
-from blocks.models.auth_tokens import (
+from blocks.models.base import utcnow
+from blocks.models.identity.auth_tokens import (
     TokenProblem,
     TokenPurpose,
     redeem_auth_token,
 )
-from blocks.models.base import utcnow
-from blocks.models.orgs import User, active_org_ids, find_user_by_email
-from blocks.models.two_factor import verify_second_factor
-from blocks.models.user_sessions import UserSession, revoke_sessions, rotate_token
+from blocks.models.identity.orgs import User, active_org_ids, find_user_by_email
+from blocks.models.identity.sessions import UserSession, revoke_sessions, rotate_token
+from blocks.models.identity.two_factor import verify_second_factor
 
 router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
 

@@ -23,13 +23,13 @@ from blocks.api.security_audit import client_ip, record_security_event, user_age
 from blocks.core.audit import Outcome
 from blocks.core.redirects import safe_next
 from blocks.infra.settings import Settings
-from blocks.models.auth_tokens import (
+from blocks.models.identity.auth_tokens import (
     TokenProblem,
     TokenPurpose,
     issue_auth_token,
 )
-from blocks.models.orgs import User, find_user_by_email, orgs_of_user
-from blocks.models.user_sessions import start_session
+from blocks.models.identity.orgs import User, find_user_by_email, orgs_of_user
+from blocks.models.identity.sessions import start_session
 
 Password = str  # never stripped, truncated or normalized: what was typed is what is hashed
 

@@ -26,15 +26,15 @@ from blocks.api.integrations.outbound_mail import public_link, queue_email, requ
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit import Outcome
-from blocks.models.auth_tokens import (
+from blocks.models.base import utcnow
+from blocks.models.identity.auth_tokens import (
     TokenProblem,
     TokenPurpose,
     issue_auth_token,
     redeem_auth_token,
 )
-from blocks.models.base import utcnow
-from blocks.models.invites import has_pending_invite
-from blocks.models.orgs import User, find_user_by_email
+from blocks.models.identity.invites import has_pending_invite
+from blocks.models.identity.orgs import User, find_user_by_email
 
 router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
 

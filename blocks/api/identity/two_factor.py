@@ -22,10 +22,10 @@ from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit import Outcome
 from blocks.infra.passwords import MAX_PASSWORD_LENGTH
-from blocks.models import two_factor
 from blocks.models.base import utcnow
-from blocks.models.orgs import User, active_org_ids
-from blocks.models.user_sessions import revoke_sessions
+from blocks.models.identity import two_factor
+from blocks.models.identity.orgs import User, active_org_ids
+from blocks.models.identity.sessions import revoke_sessions
 
 router = APIRouter(prefix="/v1/me/2fa", tags=["account"])
 

@@ -16,7 +16,7 @@ from blocks.api.errors import Problem, invalid_field, not_found
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.infra.slack import SLACK_ID_PATTERN, SlackTokenRefused, SlackUnreachable, team_of_token
-from blocks.models.slack import (
+from blocks.models.integrations.slack import (
     SlackInstallation,
     get_installation,
     link_slack_user,

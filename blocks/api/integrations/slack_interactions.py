@@ -31,8 +31,8 @@ from blocks.core.audit import ActorType, AuditRecord, Outcome
 from blocks.core.context import AuthMethod, OrgContext
 from blocks.core.roles import parse_roles
 from blocks.infra.slack import ACTIONS, SLACK_ID_PATTERN, ButtonValue, escape
-from blocks.models.audit import append_events
-from blocks.models.slack import member_for_slack_user, org_for_slack_team
+from blocks.models.audit.events import append_events
+from blocks.models.integrations.slack import member_for_slack_user, org_for_slack_team
 
 router = APIRouter(prefix="/v1/integrations/slack", tags=["integrations"])
 

@@ -13,9 +13,9 @@ from blocks.core.approvals import Delegator
 from blocks.core.context import OrgContext
 from blocks.core.roles import parse_roles
 from blocks.infra.db import bind_org
+from blocks.models.approvals.groups import group_names_by_user
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
-from blocks.models.groups import group_names_by_user
-from blocks.models.orgs import Membership
+from blocks.models.identity.orgs import Membership
 
 
 class Delegation(SQLModel, table=True):

@@ -27,7 +27,7 @@ from blocks.core.sla import (
     summarize_by_workflow,
 )
 from blocks.infra.db import bind_org
-from blocks.models.audit import AuditEvent
+from blocks.models.audit.events import AuditEvent
 
 PAGE = 1000
 _EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]

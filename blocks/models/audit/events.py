@@ -18,8 +18,13 @@ from blocks.core.audit_chain import GENESIS_HASH, chain_hash
 from blocks.core.audit_event_hash import event_hash
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org, mark_bound
+from blocks.models.audit.personal_data import (
+    STORED_LIMITS,
+    Sealer,
+    check_personal_fields,
+    key_request,
+)
 from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
-from blocks.models.personal_data import STORED_LIMITS, Sealer, check_personal_fields, key_request
 
 
 class AuditEvent(SQLModel, table=True):

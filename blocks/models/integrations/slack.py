@@ -16,7 +16,7 @@ from blocks.core.context import OrgContext, OrgId
 from blocks.infra.db import bind_org, mark_bound
 from blocks.infra.field_crypto import current_master_keys
 from blocks.models.base import org_fk_column, timestamp_column, user_fk_column, utcnow
-from blocks.models.orgs import Membership, User
+from blocks.models.identity.orgs import Membership, User
 
 
 class SlackInstallation(SQLModel, table=True):

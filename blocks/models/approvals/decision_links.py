@@ -14,7 +14,7 @@ from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org, mark_bound
 from blocks.infra.hashing import issue_token, presented_secret_matches, split_token
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
-from blocks.models.orgs import Organization
+from blocks.models.identity.orgs import Organization
 
 LINK_PREFIX = "dl"
 _FIND = text("SELECT * FROM blocks_find_decision_link(:lookup)")

@@ -13,11 +13,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role, parse_roles
 from blocks.infra.db import bind_org
-from blocks.models.api_keys import ApiKey
 from blocks.models.base import utcnow
-from blocks.models.invites import revoke_all_pending
-from blocks.models.orgs import Membership, Organization, User
-from blocks.models.user_sessions import UserSession, revoke_sessions
+from blocks.models.identity.api_keys import ApiKey
+from blocks.models.identity.invites import revoke_all_pending
+from blocks.models.identity.orgs import Membership, Organization, User
+from blocks.models.identity.sessions import UserSession, revoke_sessions
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from blocks.core.audit_export_format import (
 )
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
-from blocks.models.audit import AuditEvent, hashed_payload
-from blocks.models.checkpoints import AuditCheckpoint
+from blocks.models.audit.checkpoints import AuditCheckpoint
+from blocks.models.audit.events import AuditEvent, hashed_payload
 
 PAGE = 1000
 _EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]

@@ -33,7 +33,7 @@ from blocks.infra.totp import (
     verify_totp,
 )
 from blocks.models.base import new_id, timestamp_column, user_fk_column, utcnow
-from blocks.models.orgs import User
+from blocks.models.identity.orgs import User
 
 SecondFactor = Literal["totp", "backup_code"]
 

@@ -1,0 +1,9 @@
+"""Approval data: runs, decision links, delegations, member groups and the SLA report's reads.
+
+The `runs` table (`runs`), hashed single-use decision links (`decision_links`), delegations of
+approvals for a period (`delegations`), member groups policies can require (`groups`), and the
+keyset reads of approval events the SLA report is computed from (`sla_reports`).
+
+May use: `blocks.models.base`, `blocks.models.identity` (members a link or group names),
+`blocks.models.audit`, `core` and `infra`.
+"""
