@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.cpu import CpuProbe, CpuUse
 from bench.stats import Latency, in_flight
-from blocks.core.audit import ActorType, AuditRecord
-from blocks.core.audit_chain import GENESIS_HASH
+from blocks.core.audit.chain import GENESIS_HASH
+from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, session_factory
 from blocks.models.audit.events import AuditEvent, append_events, link_events

@@ -35,7 +35,7 @@ from bench.audit import (
 )
 from bench.cpu import CpuProbe
 from bench.verify import measure as measure_verify
-from blocks.core.search_attributes import ALL_KEYS
+from blocks.core.approvals.search_attributes import ALL_KEYS
 from blocks.infra.db import create_engine
 from blocks.infra.embedded_postgres import EmbeddedPostgres, PostgresCredentials
 from blocks.infra.embedded_temporal import temporal_cli_path

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from time import perf_counter
 from typing import Any
 
-from blocks.core.audit_chain import GENESIS_HASH, chain_hash
-from blocks.core.audit_export_format import event_line, header_line
-from blocks.core.audit_verify import verify_export
+from blocks.core.audit.chain import GENESIS_HASH, chain_hash
+from blocks.core.audit.export_format import event_line, header_line
+from blocks.core.audit.verify import verify_export
 
 ACTIONS = ("run.started", "step.requested", "step.decided", "run.completed", "access.denied")
 

@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from blocks.core.audit_chain_verifier import VerificationReport
-from blocks.core.audit_verify import verify_export
+from blocks.core.audit.chain_verifier import VerificationReport
+from blocks.core.audit.verify import verify_export
 
 audit_app = typer.Typer(
     help="Audit log tools; `verify` needs nothing but the exported file.", no_args_is_help=True

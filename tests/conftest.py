@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from blocks.core.search_attributes import ALL_KEYS
+from blocks.core.approvals.search_attributes import ALL_KEYS
 from blocks.infra.db import create_engine
 from blocks.infra.embedded_postgres import EmbeddedPostgres, PostgresCredentials
 from blocks.infra.embedded_temporal import temporal_cli_path

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
-from blocks.core.audit import AuditBatch
+from blocks.core.audit.records import AuditBatch
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.models.audit.events import append_events
 

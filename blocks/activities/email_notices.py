@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.approval_policy import GROUP_PREFIX
+from blocks.core.approvals.notifications import NoticeKind, StepNotice
+from blocks.core.approvals.policy import GROUP_PREFIX
 from blocks.core.context import AuthMethod, OrgContext, OrgId
-from blocks.core.notifications import NoticeKind, StepNotice
 from blocks.infra.email import Mailer
 from blocks.models.approvals.decision_links import issue_link
 from blocks.models.approvals.groups import members_of_groups

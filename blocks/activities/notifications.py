@@ -8,7 +8,7 @@ from typing import Protocol
 
 from temporalio import activity
 
-from blocks.core.notifications import StepNotice
+from blocks.core.approvals.notifications import StepNotice
 
 _log = logging.getLogger("blocks.notifications")
 

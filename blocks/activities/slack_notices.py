@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.exceptions import ApplicationError
 
+from blocks.core.approvals.notifications import StepNotice
 from blocks.core.context import AuthMethod, OrgContext, OrgId
-from blocks.core.notifications import StepNotice
 from blocks.infra.slack import PERMANENT_ERRORS, notice_message, web_client
 from blocks.models.integrations.slack import bot_token, get_installation, slack_users_of
 

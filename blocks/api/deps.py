@@ -14,7 +14,7 @@ from blocks.api import rate_limit
 from blocks.api.errors import Problem
 from blocks.api.identity.sessions import SESSION_COOKIE, SignedIn, session_org_context, signed_in
 from blocks.api.security_audit import request_audit_fields
-from blocks.core.audit import AuditRecord, Outcome
+from blocks.core.audit.records import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
 from blocks.models.audit.events import append_events

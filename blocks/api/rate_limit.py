@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 
 from blocks.api.errors import Problem
 from blocks.api.security_audit import client_ip, record_security_event, request_audit_fields
-from blocks.core.audit import AuditRecord, Outcome
+from blocks.core.audit.records import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.infra.rate_limits import RateLimiter
 from blocks.models.audit.events import append_events

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.audit import ActorType, AuditRecord, Outcome
+from blocks.core.audit.records import ActorType, AuditRecord, Outcome
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bound_org
 from blocks.models.audit.events import append_events

@@ -10,7 +10,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from blocks.core.search_attributes import ALL_KEYS
+from blocks.core.approvals.search_attributes import ALL_KEYS
 
 _CLI_TYPE_NAMES = {
     IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD: "Keyword",

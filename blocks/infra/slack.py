@@ -19,8 +19,8 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.core.approvals import Decision
-from blocks.core.notifications import NoticeKind, StepNotice
+from blocks.core.approvals.eligibility import Decision
+from blocks.core.approvals.notifications import NoticeKind, StepNotice
 
 _log = logging.getLogger("blocks.slack")
 

@@ -12,7 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, PayloadConverter
 from temporalio.service import TLSConfig
 
-from blocks.core.search_attributes import STATUS
+from blocks.core.approvals.search_attributes import STATUS
 from blocks.infra.dev_keys import configured_or_dev_key
 from blocks.infra.payload_codec import (
     EncryptionCodec,

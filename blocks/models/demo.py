@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.audit import ActorType, AuditRecord
+from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
 from blocks.infra.db import bind_org

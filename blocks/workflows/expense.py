@@ -8,8 +8,8 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 
-from blocks.core.approval_policy import ApprovalPolicy
-from blocks.core.approvals import StepState
+from blocks.core.approvals.eligibility import StepState
+from blocks.core.approvals.policy import ApprovalPolicy
 from blocks.workflows.sdk import BlocksWorkflow
 from blocks.workflows.types import RunInput, RunOutcome
 

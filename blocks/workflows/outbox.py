@@ -9,9 +9,9 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 
-from blocks.core.audit import ActorType, AuditBatch, AuditRecord, Outcome
-from blocks.core.ids import workflow_event_id
-from blocks.core.notifications import StepNotice
+from blocks.core.approvals.notifications import StepNotice
+from blocks.core.audit.ids import workflow_event_id
+from blocks.core.audit.records import ActorType, AuditBatch, AuditRecord, Outcome
 
 with workflow.unsafe.imports_passed_through():
     from blocks.activities.audit import AuditActivities

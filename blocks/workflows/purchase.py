@@ -8,9 +8,9 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
 
-from blocks.core.approval_policy import ApprovalPolicy, ApproverGroup
-from blocks.core.approvals import BreachAction, Escalation, OnBreach, StepState
-from blocks.core.business_hours import BusinessCalendar
+from blocks.core.approvals.business_hours import BusinessCalendar
+from blocks.core.approvals.eligibility import BreachAction, Escalation, OnBreach, StepState
+from blocks.core.approvals.policy import ApprovalPolicy, ApproverGroup
 from blocks.workflows.sdk import BlocksWorkflow
 from blocks.workflows.types import RunInput, RunOutcome
 

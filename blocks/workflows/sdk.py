@@ -1,7 +1,7 @@
 """The author SDK: subclass BlocksWorkflow and await `request_approval` for a durable approval step.
 
 Decisions arrive as the `blocks.decide` Update, whose validator applies the eligibility rule from
-`blocks.core.approvals` before anything reaches history, so the API can answer 403, 409 or 422 at
+`blocks.core.approvals.eligibility` before anything reaches history, so the API can answer 403, 409 or 422 at
 once. A step waits on durable timers for its reminders, escalation and SLA breach. Every step
 opening, vote, closing, reminder, escalation and breach is audited with an id derived from the
 run, so a replayed or retried activity never writes an event twice.
@@ -17,9 +17,9 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
-from blocks.core import search_attributes as sa
-from blocks.core.approval_policy import ApprovalPolicy, ApproverGroup
-from blocks.core.approvals import (
+from blocks.core.approvals import search_attributes as sa
+from blocks.core.approvals.business_hours import BusinessCalendar, deadline_after
+from blocks.core.approvals.eligibility import (
     ApprovalStep,
     BreachAction,
     CastVote,
@@ -33,10 +33,10 @@ from blocks.core.approvals import (
     refusal_for,
     resolve_decider,
 )
-from blocks.core.audit import ActorType, Outcome
-from blocks.core.business_hours import BusinessCalendar, deadline_after
-from blocks.core.ids import workflow_event_id
-from blocks.core.notifications import NoticeKind, StepNotice
+from blocks.core.approvals.notifications import NoticeKind, StepNotice
+from blocks.core.approvals.policy import ApprovalPolicy, ApproverGroup
+from blocks.core.audit.ids import workflow_event_id
+from blocks.core.audit.records import ActorType, Outcome
 from blocks.workflows.outbox import Outbox
 from blocks.workflows.types import RunInput, RunOutcome, RunView, StepView
 

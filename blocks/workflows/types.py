@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from blocks.core.approvals import ApprovalStep
+from blocks.core.approvals.eligibility import ApprovalStep
 
 
 @dataclass(frozen=True)

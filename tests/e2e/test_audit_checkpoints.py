@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.core.checkpoints import CheckpointClaim
+from blocks.core.audit.checkpoints import CheckpointClaim
 from blocks.infra.db import bind_org, session_factory
 from blocks.infra.schedules import CHECKPOINT_SCHEDULE_ID, ensure_checkpoint_schedule
 from blocks.infra.signing import parse_signing_key, verify_signature

@@ -16,8 +16,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.api.audit.export_csv import CSV_COLUMNS
-from blocks.core.audit import ActorType, AuditRecord
-from blocks.core.audit_verify import verify_export
+from blocks.core.audit.records import ActorType, AuditRecord
+from blocks.core.audit.verify import verify_export
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import session_factory
 from blocks.infra.signing import new_signing_key_spec, parse_signing_key

@@ -6,7 +6,7 @@ import asyncio
 import sys
 import uuid
 
-from blocks.core.audit import ActorType, AuditRecord
+from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import create_engine, session_factory
 from blocks.models.audit.events import append_events

@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.core.audit import ActorType, AuditRecord
-from blocks.core.audit_chain import first_broken_link
+from blocks.core.audit.chain import first_broken_link
+from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory

@@ -10,8 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.core.audit import ActorType, AuditRecord
-from blocks.core.audit_chain import first_broken_link
+from blocks.core.audit.chain import first_broken_link
+from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, create_engine, session_factory
 from blocks.infra.embedded_postgres import PostgresCredentials

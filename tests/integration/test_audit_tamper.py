@@ -14,8 +14,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.core.audit import ActorType, AuditRecord
-from blocks.core.audit_chain import chain_hash
+from blocks.core.audit.chain import chain_hash
+from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import session_factory
 from blocks.infra.embedded_postgres import PostgresCredentials

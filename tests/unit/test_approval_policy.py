@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from blocks.core.approval_policy import (
+from blocks.core.approvals.policy import (
     ApprovalPolicy,
     ApproverGroup,
     Outcome,

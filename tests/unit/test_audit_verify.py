@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 import rfc8785
 
-from blocks.core.audit_chain import GENESIS_HASH, chain_hash
-from blocks.core.audit_chain_verifier import ChainVerifier, VerificationReport
-from blocks.core.audit_event_hash import event_hash
-from blocks.core.audit_export_format import (
+from blocks.core.audit.chain import GENESIS_HASH, chain_hash
+from blocks.core.audit.chain_verifier import ChainVerifier, VerificationReport
+from blocks.core.audit.checkpoints import CheckpointClaim
+from blocks.core.audit.event_hash import event_hash
+from blocks.core.audit.export_format import (
     Link,
     SignedCheckpoint,
     event_line,
     header_line,
     signed_checkpoint,
 )
-from blocks.core.audit_verify import verify_export, verify_rows
-from blocks.core.checkpoints import CheckpointClaim
+from blocks.core.audit.verify import verify_export, verify_rows
 from blocks.infra.signing import CheckpointSigner, new_signing_key_spec, parse_signing_key
 
 ORG = str(uuid.UUID(int=0xB10C5))

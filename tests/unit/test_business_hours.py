@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from blocks.core.business_hours import BusinessCalendar
+from blocks.core.approvals.business_hours import BusinessCalendar
 
 BERLIN = ZoneInfo("Europe/Berlin")
 CAL = BusinessCalendar(time_zone="Europe/Berlin", holidays=frozenset({date(2026, 12, 25)}))

@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 import pytest
 import rfc8785
 
-from blocks.core.approval_policy import ApprovalPolicy
-from blocks.core.approvals import (
+from blocks.core.approvals.eligibility import (
     ApprovalStep,
     CastVote,
     Decision,
@@ -17,7 +16,8 @@ from blocks.core.approvals import (
     StepState,
     refusal_for,
 )
-from blocks.core.audit_chain import canonical_json, chain_hash
+from blocks.core.approvals.policy import ApprovalPolicy
+from blocks.core.audit.chain import canonical_json, chain_hash
 from blocks.core.roles import Permission, Role, has_permission, parse_roles
 from blocks.infra.hashing import issue_api_key, secret_matches, split_api_key
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from blocks.core.redirects import safe_next
+from blocks.core.identity.redirects import safe_next
 
 
 @pytest.mark.parametrize(

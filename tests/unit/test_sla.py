@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from blocks.core.sla import (
+from blocks.core.approvals.sla import (
     CSV_COLUMNS,
     LoggedEvent,
     ReportFilters,

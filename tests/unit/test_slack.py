@@ -13,7 +13,7 @@ from cryptography.exceptions import InvalidTag
 from pydantic import ValidationError
 
 from blocks.api.integrations.slack_interactions import signature_refusal
-from blocks.core.notifications import NoticeKind, StepNotice
+from blocks.core.approvals.notifications import NoticeKind, StepNotice
 from blocks.infra.field_crypto import MasterKeys
 from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.settings import Settings

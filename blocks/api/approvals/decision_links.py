@@ -24,8 +24,8 @@ from blocks.api.html_pages import page
 from blocks.api.identity.sessions import SESSION_COOKIE, signed_in
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import request_audit_fields
-from blocks.core.approvals import Decision
-from blocks.core.audit import AuditRecord
+from blocks.core.approvals.eligibility import Decision
+from blocks.core.audit.records import AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import parse_roles
 from blocks.models.approvals.decision_links import (

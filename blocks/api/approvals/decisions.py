@@ -20,14 +20,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from blocks.api.deps import forbidden, record_denial
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import DecisionOut
-from blocks.core.approval_policy import policy_memberships
-from blocks.core.approvals import (
+from blocks.core.approvals.eligibility import (
     Decision,
     DecisionRequest,
     DecisionResult,
     Delegator,
     RefusalReason,
 )
+from blocks.core.approvals.policy import policy_memberships
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
 from blocks.models.approvals.delegations import active_delegators

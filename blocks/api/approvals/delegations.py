@@ -12,7 +12,7 @@ from blocks.api.deps import CanDecide, DbSession
 from blocks.api.errors import invalid_field, not_found
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import request_audit_fields
-from blocks.core.audit import AuditRecord
+from blocks.core.audit.records import AuditRecord
 from blocks.models.approvals.delegations import (
     Delegation,
     create_delegation,

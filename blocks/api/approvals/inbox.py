@@ -14,8 +14,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from blocks.api.deps import CanDecide, DbSession, TemporalClient
-from blocks.core import search_attributes as sa
-from blocks.core.approval_policy import GROUP_PREFIX, policy_memberships
+from blocks.core.approvals import search_attributes as sa
+from blocks.core.approvals.policy import GROUP_PREFIX, policy_memberships
 from blocks.models.approvals.delegations import active_delegators
 from blocks.models.approvals.groups import group_names_of
 from blocks.workflows.sdk import STATUS_QUERY

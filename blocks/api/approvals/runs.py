@@ -33,9 +33,9 @@ from blocks.api.schemas import (
     StepOut,
 )
 from blocks.api.security_audit import request_audit_fields
-from blocks.core import search_attributes as sa
-from blocks.core.approvals import Decision
-from blocks.core.audit import AuditRecord, Outcome
+from blocks.core.approvals import search_attributes as sa
+from blocks.core.approvals.eligibility import Decision
+from blocks.core.audit.records import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.infra.temporal import describe_execution
 from blocks.models.approvals.runs import Run, StartState, create_run, get_run, set_start_state

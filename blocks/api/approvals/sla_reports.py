@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.params import time_window
-from blocks.core.sla import ReportFilters, StepRow, Summary, csv_header, csv_rows
+from blocks.core.approvals.sla import ReportFilters, StepRow, Summary, csv_header, csv_rows
 from blocks.models.approvals.sla_reports import SlaReport, sla_report
 
 router = APIRouter(prefix="/v1", tags=["reports"])

@@ -24,8 +24,8 @@ from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.errors import not_found
 from blocks.api.params import time_window
 from blocks.api.schemas import AuditEventFields
-from blocks.core.audit_chain_verifier import VerificationReport
-from blocks.core.audit_event_hash import event_hash
+from blocks.core.audit.chain_verifier import VerificationReport
+from blocks.core.audit.event_hash import event_hash
 from blocks.core.context import OrgContext
 from blocks.infra.signing import CheckpointSigner
 from blocks.models.approvals.runs import get_run

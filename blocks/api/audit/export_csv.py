@@ -30,7 +30,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from blocks.core.audit_export_format import Link, SignedCheckpoint
+from blocks.core.audit.export_format import Link, SignedCheckpoint
 from blocks.core.spreadsheet import defuse_formula
 
 CSV_COLUMNS = (

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from blocks.api.deps import CanErase, DbSession
 from blocks.api.errors import not_found
 from blocks.api.security_audit import request_audit_fields
-from blocks.core.audit import AuditRecord
+from blocks.core.audit.records import AuditRecord
 from blocks.models.audit.events import append_events
 from blocks.models.audit.personal_data import erase_subject, holds_personal_data_of
 

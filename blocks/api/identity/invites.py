@@ -22,7 +22,7 @@ from blocks.api.identity.members import refuse_unless_owner
 from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.core.audit import Outcome
+from blocks.core.audit.records import Outcome
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
 from blocks.infra.email import Mailer

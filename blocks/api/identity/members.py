@@ -21,7 +21,7 @@ from blocks.api.deps import (
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import request_audit_fields
-from blocks.core.audit import AuditRecord
+from blocks.core.audit.records import AuditRecord
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role
 from blocks.models.audit.events import append_events

@@ -12,7 +12,7 @@ from blocks.api.deps import DbSession, Person
 from blocks.api.errors import Problem
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.core.audit import Outcome
+from blocks.core.audit.records import Outcome
 from blocks.infra.settings import Settings
 from blocks.models.identity.orgs import create_org_with_owner, get_org_by_slug
 

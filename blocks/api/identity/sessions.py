@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.api import rate_limit
 from blocks.api.errors import Problem
 from blocks.api.security_audit import record_security_event
-from blocks.core.audit import Outcome
+from blocks.core.audit.records import Outcome
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import parse_roles
 from blocks.infra.settings import Settings

@@ -39,8 +39,8 @@ from blocks.api.identity.sign_in_support import (
 )
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.core.audit import Outcome
-from blocks.core.redirects import safe_next
+from blocks.core.audit.records import Outcome
+from blocks.core.identity.redirects import safe_next
 from blocks.infra.passwords import (
     MAX_PASSWORD_LENGTH,
     verify_password,

@@ -20,8 +20,8 @@ from blocks.api.identity.sessions import (
 from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import client_ip, record_security_event, user_agent
-from blocks.core.audit import Outcome
-from blocks.core.redirects import safe_next
+from blocks.core.audit.records import Outcome
+from blocks.core.identity.redirects import safe_next
 from blocks.infra.settings import Settings
 from blocks.models.identity.auth_tokens import (
     TokenProblem,

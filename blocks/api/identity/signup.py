@@ -25,7 +25,7 @@ from blocks.api.identity.sign_in_support import (
 from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.core.audit import Outcome
+from blocks.core.audit.records import Outcome
 from blocks.models.base import utcnow
 from blocks.models.identity.auth_tokens import (
     TokenProblem,

@@ -20,7 +20,7 @@ from blocks.api.identity.me import require_recent_proof
 from blocks.api.identity.sessions import SignedIn
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
-from blocks.core.audit import Outcome
+from blocks.core.audit.records import Outcome
 from blocks.infra.passwords import MAX_PASSWORD_LENGTH
 from blocks.models.base import utcnow
 from blocks.models.identity import two_factor

@@ -27,7 +27,7 @@ from blocks.api.approvals.decisions import submit_decision
 from blocks.api.deps import DbSession, TemporalClient
 from blocks.api.errors import Problem
 from blocks.api.security_audit import client_ip
-from blocks.core.audit import ActorType, AuditRecord, Outcome
+from blocks.core.audit.records import ActorType, AuditRecord, Outcome
 from blocks.core.context import AuthMethod, OrgContext
 from blocks.core.roles import parse_roles
 from blocks.infra.slack import ACTIONS, SLACK_ID_PATTERN, ButtonValue, escape

@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.approval_policy import policy_memberships
-from blocks.core.approvals import Delegator
+from blocks.core.approvals.eligibility import Delegator
+from blocks.core.approvals.policy import policy_memberships
 from blocks.core.context import OrgContext
 from blocks.core.roles import parse_roles
 from blocks.infra.db import bind_org

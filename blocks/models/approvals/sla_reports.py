@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Table, select, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.context import OrgContext
-from blocks.core.sla import (
+from blocks.core.approvals.sla import (
     REPORT_ACTIONS,
     LoggedEvent,
     ReportFilters,
@@ -26,6 +25,7 @@ from blocks.core.sla import (
     summarize,
     summarize_by_workflow,
 )
+from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
 from blocks.models.audit.events import AuditEvent
 

@@ -9,8 +9,8 @@ from sqlalchemy import BigInteger, Column, String, Text, text
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.audit_chain import GENESIS_HASH
-from blocks.core.checkpoints import CheckpointClaim
+from blocks.core.audit.chain import GENESIS_HASH
+from blocks.core.audit.checkpoints import CheckpointClaim
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
 from blocks.infra.signing import CheckpointSigner

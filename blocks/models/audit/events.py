@@ -13,9 +13,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.audit import AuditRecord
-from blocks.core.audit_chain import GENESIS_HASH, chain_hash
-from blocks.core.audit_event_hash import event_hash
+from blocks.core.audit.chain import GENESIS_HASH, chain_hash
+from blocks.core.audit.event_hash import event_hash
+from blocks.core.audit.records import AuditRecord
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org, mark_bound
 from blocks.models.audit.personal_data import (

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.audit import ActorType, AuditRecord
+from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
 from blocks.infra.field_crypto import (

@@ -19,9 +19,9 @@ from sqlalchemy import Table, bindparam, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.audit_chain import GENESIS_HASH
-from blocks.core.audit_chain_verifier import ChainVerifier, VerificationReport
-from blocks.core.audit_export_format import (
+from blocks.core.audit.chain import GENESIS_HASH
+from blocks.core.audit.chain_verifier import ChainVerifier, VerificationReport
+from blocks.core.audit.export_format import (
     Link,
     SignedCheckpoint,
     event_line,

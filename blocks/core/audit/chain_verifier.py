@@ -20,8 +20,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from blocks.core.audit_chain import GENESIS_HASH
-from blocks.core.audit_diagnosis import (
+from blocks.core.audit.chain import GENESIS_HASH
+from blocks.core.audit.diagnosis import (
     ChainBounds,
     Problem,
     Suspect,
@@ -30,8 +30,8 @@ from blocks.core.audit_diagnosis import (
     diagnose_at_once,
     name_of,
 )
-from blocks.core.audit_event_hash import MAX_SAFE_INT, event_hash
-from blocks.core.audit_export_format import Link, SignedCheckpoint
+from blocks.core.audit.event_hash import MAX_SAFE_INT, event_hash
+from blocks.core.audit.export_format import Link, SignedCheckpoint
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from blocks.core.checkpoints import CheckpointClaim
+from blocks.core.audit.checkpoints import CheckpointClaim
 
 EXPORT_FORMAT = "blocks.audit.export.v1"
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from blocks.core.audit_event_hash import event_hash
-from blocks.core.audit_export_format import Link
+from blocks.core.audit.event_hash import event_hash
+from blocks.core.audit.export_format import Link
 
 ProblemKind = Literal["changed", "deleted", "inserted", "reordered", "bad_checkpoint", "malformed"]
 

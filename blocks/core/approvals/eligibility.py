@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from blocks.core.approval_policy import ApprovalPolicy, Outcome, Vote
+from blocks.core.approvals.policy import ApprovalPolicy, Outcome, Vote
 
 
 class Decision(StrEnum):

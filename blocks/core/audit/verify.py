@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from blocks.core.audit_chain_verifier import ChainVerifier, VerificationReport
-from blocks.core.audit_diagnosis import Problem
-from blocks.core.audit_export_format import (
+from blocks.core.audit.chain_verifier import ChainVerifier, VerificationReport
+from blocks.core.audit.diagnosis import Problem
+from blocks.core.audit.export_format import (
     Link,
     SignedCheckpoint,
     UnreadableLine,

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from hashlib import sha256
 from typing import Any
 
-from blocks.core.audit_chain import canonical_json
+from blocks.core.audit.chain import canonical_json
 
 # The largest integer RFC 8785 writes exactly (an IEEE 754 double's); also "no limit" for a seq.
 MAX_SAFE_INT = 2**53 - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from blocks.core.audit_chain import canonical_json
+from blocks.core.audit.chain import canonical_json
 
 
 @dataclass(frozen=True)
