@@ -17,7 +17,7 @@ from bench.bare import BareApproval
 from bench.cpu import CpuProbe, CpuUse
 from bench.stats import Latency, in_flight
 from blocks.core.approvals.eligibility import Decision, DecisionRequest, DecisionResult
-from blocks.infra.temporal import describe_execution
+from blocks.infra.temporal.client import describe_execution
 from blocks.models.approvals.runs import workflow_id_for
 from blocks.workflows.sdk import DECIDE_UPDATE
 from blocks.workflows.types import RunOutcome

@@ -37,8 +37,8 @@ from bench.cpu import CpuProbe
 from bench.verify import measure as measure_verify
 from blocks.core.approvals.search_attributes import ALL_KEYS
 from blocks.infra.db import create_engine
-from blocks.infra.embedded_postgres import EmbeddedPostgres, PostgresCredentials
-from blocks.infra.embedded_temporal import temporal_cli_path
+from blocks.infra.embedded.postgres import EmbeddedPostgres, PostgresCredentials
+from blocks.infra.embedded.temporal import temporal_cli_path
 from blocks.infra.migrate import upgrade_database
 from tests.support import DATA_CONVERTER, free_port, make_org, running_stack
 

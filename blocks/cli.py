@@ -23,18 +23,18 @@ from blocks.api.identity.email_field import normalize_email
 from blocks.audit_cli import audit_app
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
+from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
+from blocks.infra.crypto.key_specs import new_payload_key_spec
+from blocks.infra.crypto.passwords import password_problem
+from blocks.infra.crypto.signing import load_signer
 from blocks.infra.db import create_engine, session_factory
-from blocks.infra.embedded_postgres import EmbeddedPostgres
-from blocks.infra.embedded_temporal import EmbeddedTemporal
-from blocks.infra.field_crypto import install_master_keys, load_master_keys
+from blocks.infra.embedded.postgres import EmbeddedPostgres
+from blocks.infra.embedded.temporal import EmbeddedTemporal
 from blocks.infra.migrate import upgrade_database
-from blocks.infra.passwords import password_problem
-from blocks.infra.payload_codec import new_payload_key_spec
-from blocks.infra.schedules import ensure_checkpoint_schedule
-from blocks.infra.search_attributes import ensure_registered
 from blocks.infra.settings import Settings, get_settings
-from blocks.infra.signing import load_signer
-from blocks.infra.temporal import connect
+from blocks.infra.temporal.client import connect
+from blocks.infra.temporal.schedules import ensure_checkpoint_schedule
+from blocks.infra.temporal.search_attributes import ensure_registered
 from blocks.models.audit.reads import ExportFilters, export_lines
 from blocks.models.demo import (
     DemoKeys,

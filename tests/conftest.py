@@ -13,10 +13,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from blocks.core.approvals.search_attributes import ALL_KEYS
 from blocks.infra.db import create_engine
-from blocks.infra.embedded_postgres import EmbeddedPostgres, PostgresCredentials
-from blocks.infra.embedded_temporal import temporal_cli_path
+from blocks.infra.embedded.postgres import EmbeddedPostgres, PostgresCredentials
+from blocks.infra.embedded.temporal import temporal_cli_path
 from blocks.infra.migrate import upgrade_database
-from blocks.infra.search_attributes import ensure_registered
+from blocks.infra.temporal.search_attributes import ensure_registered
 from tests.mail import SmtpServer
 from tests.support import DATA_CONVERTER, Stack, free_port, running_stack
 

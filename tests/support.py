@@ -23,12 +23,12 @@ from blocks.api.app import create_app
 from blocks.api.identity.sessions import SESSION_COOKIE
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
+from blocks.infra.crypto.field_crypto import MasterKeys, install_master_keys
+from blocks.infra.crypto.key_specs import new_payload_key_spec
+from blocks.infra.crypto.signing import new_signing_key_spec, parse_signing_key
 from blocks.infra.db import bind_org, session_factory
-from blocks.infra.field_crypto import MasterKeys, install_master_keys
-from blocks.infra.payload_codec import new_payload_key_spec
 from blocks.infra.settings import Settings
-from blocks.infra.signing import new_signing_key_spec, parse_signing_key
-from blocks.infra.temporal import encrypting_data_converter
+from blocks.infra.temporal.client import encrypting_data_converter
 from blocks.models.identity.api_keys import create_api_key
 from blocks.models.identity.orgs import add_member, create_org_with_owner
 from blocks.models.identity.sessions import start_session

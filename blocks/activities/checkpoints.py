@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
 from blocks.core.context import AuthMethod, OrgContext, OrgId
-from blocks.infra.signing import CheckpointSigner
+from blocks.infra.crypto.signing import CheckpointSigner
 from blocks.models.audit.checkpoints import create_checkpoint
 from blocks.models.identity.orgs import Organization
 

@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.core.approvals.notifications import NoticeKind, StepNotice
 from blocks.core.approvals.policy import GROUP_PREFIX
 from blocks.core.context import AuthMethod, OrgContext, OrgId
-from blocks.infra.email import Mailer
+from blocks.infra.integrations.email import Mailer
 from blocks.models.approvals.decision_links import issue_link
 from blocks.models.approvals.groups import members_of_groups
 from blocks.models.approvals.runs import get_run

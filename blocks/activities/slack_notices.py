@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from blocks.core.approvals.notifications import StepNotice
 from blocks.core.context import AuthMethod, OrgContext, OrgId
-from blocks.infra.slack import PERMANENT_ERRORS, notice_message, web_client
+from blocks.infra.integrations.slack import PERMANENT_ERRORS, notice_message, web_client
 from blocks.models.integrations.slack import bot_token, get_installation, slack_users_of
 
 _log = logging.getLogger("blocks.slack")

@@ -34,12 +34,12 @@ from blocks.api.identity import (
 from blocks.api.integrations.slack import router as slack_router
 from blocks.api.integrations.slack_interactions import router as slack_interactions_router
 from blocks.api.security_headers import SecurityHeaders
+from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
+from blocks.infra.crypto.signing import load_signer
 from blocks.infra.db import create_engine, session_factory
-from blocks.infra.field_crypto import install_master_keys, load_master_keys
 from blocks.infra.rate_limits import RateLimiter
 from blocks.infra.settings import Settings
-from blocks.infra.signing import load_signer
-from blocks.infra.temporal import connect
+from blocks.infra.temporal.client import connect
 
 
 def create_app(

@@ -11,8 +11,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
+from blocks.infra.crypto.passwords import hash_password
 from blocks.infra.db import bind_org
-from blocks.infra.passwords import hash_password
 from blocks.models.audit.events import append_events
 from blocks.models.base import utcnow
 from blocks.models.identity.api_keys import create_api_key

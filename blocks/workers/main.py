@@ -15,11 +15,11 @@ from blocks.activities.checkpoints import CheckpointActivities
 from blocks.activities.email_notices import EmailNoticeSender
 from blocks.activities.notifications import NoticeSender, NotificationActivities
 from blocks.activities.slack_notices import SlackSender
+from blocks.infra.crypto.signing import CheckpointSigner, load_signer
 from blocks.infra.db import create_engine, session_factory
-from blocks.infra.email import Mailer
+from blocks.infra.integrations.email import Mailer
 from blocks.infra.settings import Settings
-from blocks.infra.signing import CheckpointSigner, load_signer
-from blocks.infra.temporal import connect
+from blocks.infra.temporal.client import connect
 from blocks.workflows.checkpoints import AuditCheckpointWorkflow
 from blocks.workflows.registry import REGISTRY
 

@@ -11,9 +11,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.core.audit.checkpoints import CheckpointClaim
+from blocks.infra.crypto.signing import parse_signing_key, verify_signature
 from blocks.infra.db import bind_org, session_factory
-from blocks.infra.schedules import CHECKPOINT_SCHEDULE_ID, ensure_checkpoint_schedule
-from blocks.infra.signing import parse_signing_key, verify_signature
+from blocks.infra.temporal.schedules import CHECKPOINT_SCHEDULE_ID, ensure_checkpoint_schedule
 from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
 from tests.support import EXPENSE, SIGNING_KEY, Stack, make_org, wait_for_status
 

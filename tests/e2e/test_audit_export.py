@@ -19,8 +19,8 @@ from blocks.api.audit.export_csv import CSV_COLUMNS
 from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.audit.verify import verify_export
 from blocks.core.context import AuthMethod, OrgContext, OrgId
+from blocks.infra.crypto.signing import new_signing_key_spec, parse_signing_key
 from blocks.infra.db import session_factory
-from blocks.infra.signing import new_signing_key_spec, parse_signing_key
 from blocks.models.audit.events import append_events
 from tests.support import EXPENSE, Org, Stack, make_org, wait_for_status
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from blocks.api.identity.sessions import SESSION_COOKIE
-from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.embedded.postgres import PostgresCredentials
 from tests.mail import SmtpServer
 from tests.support import Stack, audit_actions, make_org, running_stack
 

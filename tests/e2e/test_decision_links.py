@@ -15,8 +15,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from blocks.activities.email_notices import EmailNoticeSender
 from blocks.infra.db import session_factory
-from blocks.infra.email import Mailer
-from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.embedded.postgres import PostgresCredentials
+from blocks.infra.integrations.email import Mailer
 from blocks.infra.settings import Settings
 from tests.mail import Inbox, SmtpServer
 from tests.support import (

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from blocks.infra.db import bind_org, session_factory
-from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.embedded.postgres import PostgresCredentials
 from tests.support import Stack, audit_actions, make_org, running_stack
 
 LOW_LIMITS = {

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.api.identity.sessions import SESSION_COOKIE
-from blocks.infra import passwords
-from blocks.infra.passwords import hash_password
+from blocks.infra.crypto import passwords
+from blocks.infra.crypto.passwords import hash_password
 from tests.mail import SmtpServer
 from tests.support import Stack, audit_actions, make_org, run_sql
 

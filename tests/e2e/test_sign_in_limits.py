@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from blocks.api.identity.sessions import SESSION_COOKIE
+from blocks.infra.crypto.field_crypto import current_master_keys
+from blocks.infra.crypto.passwords import hash_password
+from blocks.infra.crypto.totp import new_totp_secret
 from blocks.infra.db import session_factory
-from blocks.infra.embedded_postgres import PostgresCredentials
-from blocks.infra.field_crypto import current_master_keys
-from blocks.infra.passwords import hash_password
-from blocks.infra.totp import new_totp_secret
+from blocks.infra.embedded.postgres import PostgresCredentials
 from tests.mail import SmtpServer
 from tests.support import Stack, audit_actions, running_stack
 

@@ -32,7 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from blocks.activities.slack_notices import SlackSender
 from blocks.infra.db import session_factory
-from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.embedded.postgres import PostgresCredentials
 from tests.support import EXPENSE, Org, Stack, free_port, make_org, running_stack, wait_for_status
 
 SIGNING_SECRET = "test-signing-secret-" + uuid.uuid4().hex

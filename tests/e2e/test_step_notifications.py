@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from blocks.core.approvals.notifications import NoticeKind, StepNotice
-from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.embedded.postgres import PostgresCredentials
 from tests.e2e.test_approval_chains import _start
 from tests.support import make_org, running_stack, wait_for_status
 

@@ -13,8 +13,8 @@ import pyotp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from blocks.infra.crypto.passwords import hash_password
 from blocks.infra.db import bind_org, session_factory
-from blocks.infra.passwords import hash_password
 from blocks.models.identity.orgs import User
 from blocks.models.identity.two_factor import verify_second_factor
 from tests.support import (

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.embedded.postgres import PostgresCredentials
 from tests.support import (
     EXPENSE,
     PAYLOAD_KEYS,

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.core.audit.chain import first_broken_link
-from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.models.audit.events import hashed_payload
 from tests.integration.test_audit_log import _events
 from tests.support import make_org

@@ -18,7 +18,7 @@ from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
-from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.models.audit.events import AuditEvent, append_events, hashed_payload, list_events
 from blocks.models.audit.personal_data import ERASED, UNREADABLE, reveal
 from blocks.models.identity.orgs import add_member

@@ -14,7 +14,7 @@ from blocks.core.audit.chain import first_broken_link
 from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, create_engine, session_factory
-from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.models.audit import events as audit_model
 from blocks.models.audit.events import AuditEvent, append_events, hashed_payload, list_events
 from tests.support import make_org

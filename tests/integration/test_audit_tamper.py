@@ -18,7 +18,7 @@ from blocks.core.audit.chain import chain_hash
 from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import session_factory
-from blocks.infra.embedded_postgres import PostgresCredentials
+from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.models.audit.events import AuditEvent, append_events, hashed_payload, list_events
 from tests.support import Org, Stack, make_org
 

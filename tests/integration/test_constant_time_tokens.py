@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.infra import hashing
+from blocks.infra.crypto import hashing
 from blocks.infra.db import session_factory
 from blocks.models.approvals.decision_links import LinkProblem, open_link
 from blocks.models.identity.api_keys import resolve_api_key

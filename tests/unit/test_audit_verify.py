@@ -25,7 +25,7 @@ from blocks.core.audit.export_format import (
     signed_checkpoint,
 )
 from blocks.core.audit.verify import verify_export, verify_rows
-from blocks.infra.signing import CheckpointSigner, new_signing_key_spec, parse_signing_key
+from blocks.infra.crypto.signing import CheckpointSigner, new_signing_key_spec, parse_signing_key
 
 ORG = str(uuid.UUID(int=0xB10C5))
 SIGNER = parse_signing_key(new_signing_key_spec("k1"))

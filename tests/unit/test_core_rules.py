@@ -19,7 +19,7 @@ from blocks.core.approvals.eligibility import (
 from blocks.core.approvals.policy import ApprovalPolicy
 from blocks.core.audit.chain import canonical_json, chain_hash
 from blocks.core.roles import Permission, Role, has_permission, parse_roles
-from blocks.infra.hashing import issue_api_key, secret_matches, split_api_key
+from blocks.infra.crypto.hashing import issue_api_key, secret_matches, split_api_key
 
 
 @pytest.mark.parametrize(

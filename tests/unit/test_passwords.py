@@ -9,8 +9,8 @@ import pytest
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from blocks.infra import passwords
-from blocks.infra.passwords import (
+from blocks.infra.crypto import passwords
+from blocks.infra.crypto.passwords import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
     hash_password,

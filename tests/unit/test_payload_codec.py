@@ -6,13 +6,8 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from temporalio.api.common.v1 import Payload
 
-from blocks.infra.payload_codec import (
-    ENCODING,
-    EncryptionCodec,
-    PayloadKeyError,
-    new_payload_key_spec,
-    parse_payload_keys,
-)
+from blocks.infra.crypto.key_specs import PayloadKeyError, new_payload_key_spec, parse_payload_keys
+from blocks.infra.temporal.payload_codec import ENCODING, EncryptionCodec
 
 
 def _payload(text: str) -> Payload:

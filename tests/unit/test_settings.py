@@ -7,9 +7,9 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from blocks.infra.payload_codec import new_payload_key_spec
+from blocks.infra.crypto.key_specs import new_payload_key_spec
+from blocks.infra.crypto.signing import new_signing_key_spec
 from blocks.infra.settings import Settings
-from blocks.infra.signing import new_signing_key_spec
 
 
 @pytest.fixture(autouse=True)

@@ -14,11 +14,11 @@ from pydantic import ValidationError
 
 from blocks.api.integrations.slack_interactions import signature_refusal
 from blocks.core.approvals.notifications import NoticeKind, StepNotice
-from blocks.infra.field_crypto import MasterKeys
-from blocks.infra.payload_codec import new_payload_key_spec
+from blocks.infra.crypto.field_crypto import MasterKeys
+from blocks.infra.crypto.key_specs import new_payload_key_spec
+from blocks.infra.crypto.signing import new_signing_key_spec
+from blocks.infra.integrations.slack import ButtonValue, notice_message, web_client
 from blocks.infra.settings import Settings
-from blocks.infra.signing import new_signing_key_spec
-from blocks.infra.slack import ButtonValue, notice_message, web_client
 
 SECRET = "unit-signing-secret"
 NOW = 1_800_000_000

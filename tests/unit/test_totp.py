@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 import pyotp
 import pytest
 
-from blocks.infra.totp import (
+from blocks.infra.crypto.totp import (
     BACKUP_CODE_COUNT,
     backup_code_matches,
     hash_backup_code,

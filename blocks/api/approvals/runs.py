@@ -37,7 +37,7 @@ from blocks.core.approvals import search_attributes as sa
 from blocks.core.approvals.eligibility import Decision
 from blocks.core.audit.records import AuditRecord, Outcome
 from blocks.core.context import OrgContext
-from blocks.infra.temporal import describe_execution
+from blocks.infra.temporal.client import describe_execution
 from blocks.models.approvals.runs import Run, StartState, create_run, get_run, set_start_state
 from blocks.models.audit.events import append_events
 from blocks.workflows.registry import REGISTRY

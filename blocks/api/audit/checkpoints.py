@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from blocks.api.deps import CanReadAudit, DbSession
-from blocks.infra.signing import CheckpointSigner
+from blocks.infra.crypto.signing import CheckpointSigner
 from blocks.models.audit.checkpoints import AuditCheckpoint, create_checkpoint, list_checkpoints
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])

@@ -27,7 +27,7 @@ from blocks.api.schemas import AuditEventFields
 from blocks.core.audit.chain_verifier import VerificationReport
 from blocks.core.audit.event_hash import event_hash
 from blocks.core.context import OrgContext
-from blocks.infra.signing import CheckpointSigner
+from blocks.infra.crypto.signing import CheckpointSigner
 from blocks.models.approvals.runs import get_run
 from blocks.models.audit.reads import (
     ExportFilters,

@@ -25,7 +25,7 @@ from blocks.api.security_audit import record_security_event
 from blocks.core.audit.records import Outcome
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
-from blocks.infra.email import Mailer
+from blocks.infra.integrations.email import Mailer
 from blocks.infra.settings import Settings
 from blocks.models.identity.invites import (
     Invite,

@@ -23,7 +23,7 @@ from blocks.api.identity.sign_in_support import (
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit.records import Outcome
-from blocks.infra.passwords import (
+from blocks.infra.crypto.passwords import (
     MAX_PASSWORD_LENGTH,
     hash_password,
     password_problem,

@@ -41,7 +41,7 @@ from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit.records import Outcome
 from blocks.core.identity.redirects import safe_next
-from blocks.infra.passwords import (
+from blocks.infra.crypto.passwords import (
     MAX_PASSWORD_LENGTH,
     verify_password,
 )

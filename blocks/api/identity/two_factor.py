@@ -21,7 +21,7 @@ from blocks.api.identity.sessions import SignedIn
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit.records import Outcome
-from blocks.infra.passwords import MAX_PASSWORD_LENGTH
+from blocks.infra.crypto.passwords import MAX_PASSWORD_LENGTH
 from blocks.models.base import utcnow
 from blocks.models.identity import two_factor
 from blocks.models.identity.orgs import User, active_org_ids

@@ -11,7 +11,7 @@ import logging
 from fastapi import BackgroundTasks, Request
 
 from blocks.api.errors import Problem
-from blocks.infra.email import Mailer
+from blocks.infra.integrations.email import Mailer
 from blocks.infra.settings import Settings
 
 _log = logging.getLogger("blocks.mail")

@@ -15,7 +15,12 @@ from blocks.api.deps import CanManageIntegrations, DbSession, record_change
 from blocks.api.errors import Problem, invalid_field, not_found
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
-from blocks.infra.slack import SLACK_ID_PATTERN, SlackTokenRefused, SlackUnreachable, team_of_token
+from blocks.infra.integrations.slack import (
+    SLACK_ID_PATTERN,
+    SlackTokenRefused,
+    SlackUnreachable,
+    team_of_token,
+)
 from blocks.models.integrations.slack import (
     SlackInstallation,
     get_installation,

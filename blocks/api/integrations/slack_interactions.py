@@ -30,7 +30,7 @@ from blocks.api.security_audit import client_ip
 from blocks.core.audit.records import ActorType, AuditRecord, Outcome
 from blocks.core.context import AuthMethod, OrgContext
 from blocks.core.roles import parse_roles
-from blocks.infra.slack import ACTIONS, SLACK_ID_PATTERN, ButtonValue, escape
+from blocks.infra.integrations.slack import ACTIONS, SLACK_ID_PATTERN, ButtonValue, escape
 from blocks.models.audit.events import append_events
 from blocks.models.integrations.slack import member_for_slack_user, org_for_slack_team
 

@@ -11,8 +11,8 @@ from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext
+from blocks.infra.crypto.hashing import issue_token, presented_secret_matches, split_token
 from blocks.infra.db import bind_org, mark_bound
-from blocks.infra.hashing import issue_token, presented_secret_matches, split_token
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
 from blocks.models.identity.orgs import Organization
 

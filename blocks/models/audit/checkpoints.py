@@ -12,8 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.core.audit.chain import GENESIS_HASH
 from blocks.core.audit.checkpoints import CheckpointClaim
 from blocks.core.context import OrgContext
+from blocks.infra.crypto.signing import CheckpointSigner
 from blocks.infra.db import bind_org
-from blocks.infra.signing import CheckpointSigner
 from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
 
 

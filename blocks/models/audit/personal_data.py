@@ -33,14 +33,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import OrgContext
-from blocks.infra.db import bind_org
-from blocks.infra.field_crypto import (
+from blocks.infra.crypto.field_crypto import (
     DataKey,
     MasterKeys,
     current_master_keys,
     new_data_key,
     parse_sealed,
 )
+from blocks.infra.db import bind_org
 from blocks.models.base import org_fk_column, timestamp_column, user_fk_column, utcnow
 
 _log = logging.getLogger("blocks.privacy")

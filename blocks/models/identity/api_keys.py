@@ -11,13 +11,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
-from blocks.infra.db import bind_org, mark_bound
-from blocks.infra.hashing import (
+from blocks.infra.crypto.hashing import (
     IssuedKey,
     issue_api_key,
     presented_secret_matches,
     split_api_key,
 )
+from blocks.infra.db import bind_org, mark_bound
 from blocks.models.base import (
     new_id,
     org_fk_column,

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.infra.hashing import issue_token, presented_secret_matches, split_token
+from blocks.infra.crypto.hashing import issue_token, presented_secret_matches, split_token
 from blocks.models.base import new_id, timestamp_column, user_fk_column, utcnow
 
 

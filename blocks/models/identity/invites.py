@@ -13,8 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role
+from blocks.infra.crypto.hashing import issue_token, presented_secret_matches, split_token
 from blocks.infra.db import bind_org
-from blocks.infra.hashing import issue_token, presented_secret_matches, split_token
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
 
 INVITE_PREFIX = "inv"

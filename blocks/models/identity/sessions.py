@@ -9,7 +9,7 @@ from sqlalchemy import update
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.infra.hashing import issue_token, presented_secret_matches, split_token
+from blocks.infra.crypto.hashing import issue_token, presented_secret_matches, split_token
 from blocks.models.base import new_id, timestamp_column, user_fk_column, utcnow
 
 SESSION_PREFIX = "bls"

@@ -22,8 +22,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.infra.field_crypto import current_master_keys
-from blocks.infra.totp import (
+from blocks.infra.crypto.field_crypto import current_master_keys
+from blocks.infra.crypto.totp import (
     backup_code_matches,
     hash_backup_code,
     new_backup_codes,

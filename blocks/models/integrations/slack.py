@@ -13,8 +13,8 @@ from sqlmodel import Field, SQLModel, col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext, OrgId
+from blocks.infra.crypto.field_crypto import current_master_keys
 from blocks.infra.db import bind_org, mark_bound
-from blocks.infra.field_crypto import current_master_keys
 from blocks.models.base import org_fk_column, timestamp_column, user_fk_column, utcnow
 from blocks.models.identity.orgs import Membership, User
 

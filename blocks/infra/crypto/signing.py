@@ -10,7 +10,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from blocks.infra.dev_keys import configured_or_dev_key
+from blocks.infra.crypto.dev_keys import configured_or_dev_key
 from blocks.infra.settings import Settings
 
 

@@ -13,13 +13,10 @@ from temporalio.converter import DataConverter, PayloadConverter
 from temporalio.service import TLSConfig
 
 from blocks.core.approvals.search_attributes import STATUS
-from blocks.infra.dev_keys import configured_or_dev_key
-from blocks.infra.payload_codec import (
-    EncryptionCodec,
-    new_payload_key_spec,
-    parse_payload_keys,
-)
+from blocks.infra.crypto.dev_keys import configured_or_dev_key
+from blocks.infra.crypto.key_specs import new_payload_key_spec, parse_payload_keys
 from blocks.infra.settings import Settings
+from blocks.infra.temporal.payload_codec import EncryptionCodec
 
 # Without the codec: for reading raw history in tests, and what the codec wraps.
 PLAIN_DATA_CONVERTER: DataConverter = pydantic_data_converter

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from blocks.infra.search_attributes import dev_server_flags
+from blocks.infra.temporal.search_attributes import dev_server_flags
 
 
 def temporal_cli_path() -> str:

@@ -17,8 +17,12 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from blocks.infra.dev_keys import configured_or_dev_key
-from blocks.infra.payload_codec import PayloadKeyError, new_payload_key_spec, parse_payload_keys
+from blocks.infra.crypto.dev_keys import configured_or_dev_key
+from blocks.infra.crypto.key_specs import (
+    PayloadKeyError,
+    new_payload_key_spec,
+    parse_payload_keys,
+)
 from blocks.infra.settings import Settings, get_settings
 
 SEALED_PREFIX = "enc:v1:"
