@@ -273,3 +273,26 @@ async def audit_actions(
 
 
 EXPENSE = {"amount": "120.50", "currency": "EUR", "description": "Team lunch"}
+
+
+async def wait_for_audit(
+    engine: AsyncEngine, org_id: uuid.UUID, action: str, *, run_id: str, within: float = 20
+) -> None:
+    """Poll until the run's `action` event is in the log (workflow events land asynchronously,
+    e.g. `run.started`, which the workflow writes itself at its first flush)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        async with session_factory(engine)() as session, session.begin():
+            await bind_org(session, org_id)
+            found = (
+                await session.exec(  # type: ignore[call-overload]
+                    text(
+                        "SELECT count(*) FROM audit_events WHERE action = :action AND run_id = :run"
+                    ).bindparams(action=action, run=run_id)
+                )
+            ).one()[0]
+        if found:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no {action} event for run {run_id} within {within} s")
+        await asyncio.sleep(0.05)

@@ -12,7 +12,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from blocks import __version__
 from blocks.api import health
-from blocks.api.approvals import decision_links, delegations, groups, inbox, runs
+from blocks.api.approvals import decision_links, delegations, groups, inbox, run_starts, runs
 from blocks.api.approvals.sla_reports import router as sla_reports_router
 from blocks.api.audit import checkpoints, privacy
 from blocks.api.audit import events as audit_events
@@ -87,6 +87,7 @@ def create_app(
     app.include_router(groups.router)
     app.include_router(decision_links.router)
     app.include_router(audit_events.router)
+    app.include_router(run_starts.router)
     app.include_router(checkpoints.router)
     app.include_router(audit_export.router)
     app.include_router(privacy.router)

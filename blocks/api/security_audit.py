@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.core.audit.records import ActorType, AuditRecord, Outcome
+from blocks.core.audit.records import ActorType, AuditRecord, Outcome, RequestOrigin
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bound_org
 from blocks.models.audit.events import append_events
@@ -46,6 +46,18 @@ def request_audit_fields(request: Request, ctx: OrgContext) -> dict[str, Any]:
         "actor_email": ctx.actor_email,
         **request_origin_fields(request),
     }
+
+
+def request_origin(request: Request, ctx: OrgContext) -> RequestOrigin:
+    """The same fields, for an event a workflow writes on the caller's behalf (a run's start, a
+    decision), plus the credential that signed the request."""
+    return RequestOrigin(
+        actor_email=ctx.actor_email,
+        ip=client_ip(request),
+        user_agent=user_agent(request),
+        credential_type=ctx.auth.value,
+        credential_id=str(ctx.credential_id) if ctx.credential_id else None,
+    )
 
 
 async def record_security_event(

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
 
     # The Slack app's signing secret (one app per deployment): verifies interactive-button
     # requests. Unset: the Slack channel is off (no messages posted, interactions refused).
+    # A run left `starting` this long (a crash between its row and its workflow) is settled by the
+    # worker's reconciler: confirmed if its workflow exists, else closed as abandoned. Far above
+    # the API's 10 s wait for Temporal to take a start, so no start in flight is judged.
+    run_start_bound_seconds: float = Field(default=60.0, ge=1.0, le=86_400.0)
+    run_start_reconcile_seconds: float = Field(default=15.0, ge=0.1, le=3_600.0)
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
 

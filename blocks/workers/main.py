@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from blocks.infra.db import create_engine, session_factory
 from blocks.infra.integrations.email import Mailer
 from blocks.infra.settings import Settings
 from blocks.infra.temporal.client import connect
+from blocks.workers.run_start_reconciler import RunStartReconciler
 from blocks.workflows.checkpoints import AuditCheckpointWorkflow
 from blocks.workflows.registry import REGISTRY
 
@@ -84,6 +86,15 @@ async def run_worker(settings: Settings) -> None:
             signer=load_signer(settings),
             notice_senders=notice_senders_for(settings, engine),
         )
-        await worker.run()
+        reconciler = RunStartReconciler(
+            session_factory(engine),
+            client,
+            bound_seconds=settings.run_start_bound_seconds,
+            interval_seconds=settings.run_start_reconcile_seconds,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            reconciling = tasks.create_task(reconciler.run_forever())
+            await worker.run()
+            reconciling.cancel()
     finally:
         await engine.dispose()

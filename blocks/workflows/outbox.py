@@ -11,7 +11,7 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 
 from blocks.core.approvals.notifications import StepNotice
 from blocks.core.audit.ids import workflow_event_id
-from blocks.core.audit.records import ActorType, AuditBatch, AuditRecord, Outcome
+from blocks.core.audit.records import ActorType, AuditBatch, AuditRecord, Outcome, RequestOrigin
 
 with workflow.unsafe.imports_passed_through():
     from blocks.activities.audit import AuditActivities
@@ -48,13 +48,18 @@ class Outbox:
         outcome: Outcome = Outcome.SUCCESS,
         reason: str | None = None,
         data: dict[str, object] | None = None,
+        origin: RequestOrigin | None = None,
     ) -> None:
         """Queue an event with an id derived from the run and `key`.
 
         A crash before the flush loses nothing: replay re-creates the same event with the same id,
-        and the append skips ids already written.
+        and the append skips ids already written. `origin` adds the fields of the request that
+        caused the event (who, from where, with which credential), as API events carry them.
         """
         workflow_id = workflow.info().workflow_id
+        data = dict(data or {})
+        if origin is not None:
+            data["credential"] = origin.credential()
         self._audit.append(
             AuditRecord(
                 action=action,
@@ -65,7 +70,10 @@ class Outbox:
                 run_id=run_id,
                 outcome=outcome,
                 reason=reason,
-                data=dict(data or {}),
+                data=data,
+                actor_email=origin.actor_email if origin else None,
+                ip=origin.ip if origin else None,
+                user_agent=origin.user_agent if origin else None,
                 event_id=str(workflow_event_id(workflow_id, key)),
             )
         )

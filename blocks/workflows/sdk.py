@@ -87,6 +87,7 @@ class BlocksWorkflow:
             actor_type=ActorType.USER,
             actor_id=request.actor_user_id,
             target_id=step.step_id,
+            origin=request.origin,
             data={
                 "at": vote.at.isoformat(),
                 "decision": request.decision.value,
@@ -148,6 +149,16 @@ class BlocksWorkflow:
 
     def begin(self, run_input: RunInput) -> None:
         self._input = run_input
+        # The run records its own start, with an id derived from the run: the log never holds a
+        # start that did not happen, and a start confirmed twice is written once.
+        self._audit(
+            "run:started",
+            "run.started",
+            actor_type=ActorType.USER if run_input.requested_by else ActorType.SYSTEM,
+            actor_id=run_input.requested_by,
+            origin=run_input.origin,
+            data={"workflow": run_input.workflow_name},
+        )
 
     async def request_approval(
         self,

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from blocks.core.approvals.eligibility import ApprovalStep
+from blocks.core.audit.records import RequestOrigin
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class RunInput:
     workflow_name: str
     requested_by: str | None
     params: dict[str, Any] = field(default_factory=dict)
+    # How the requester asked (email, address, user agent, credential) for the run.started event
+    # the workflow writes itself; absent in runs started before it existed.
+    origin: RequestOrigin | None = None
 
 
 @dataclass(frozen=True)

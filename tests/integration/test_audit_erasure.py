@@ -22,7 +22,7 @@ from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.models.audit.events import AuditEvent, append_events, hashed_payload, list_events
 from blocks.models.audit.personal_data import ERASED, UNREADABLE, reveal
 from blocks.models.identity.orgs import add_member
-from tests.support import EXPENSE, Member, Org, Stack, audit_actions, make_org
+from tests.support import EXPENSE, Member, Org, Stack, audit_actions, make_org, wait_for_audit
 
 UA = "ErasureTest/1.0 (personal)"
 CONFIRM = {"confirm": True}
@@ -40,7 +40,7 @@ def _erase_path(user_id: uuid.UUID) -> str:
     return f"/v1/members/{user_id}/erase-personal-data"
 
 
-async def _start_run(stack: Stack, member: Member) -> str:
+async def _start_run(stack: Stack, member: Member, org: Org) -> str:
     async with stack.http() as http:
         response = await http.post(
             "/v1/runs",
@@ -48,7 +48,10 @@ async def _start_run(stack: Stack, member: Member) -> str:
             headers=_headers(member),
         )
     assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+    run_id = str(response.json()["id"])
+    # The workflow writes run.started itself, at its first flush.
+    await wait_for_audit(stack.engine, org.id, "run.started", run_id=run_id)
+    return run_id
 
 
 async def _api_events(stack: Stack, org: Org) -> list[dict[str, Any]]:
@@ -140,7 +143,7 @@ async def test_personal_fields_are_ciphertext_in_the_table_and_plaintext_through
 ) -> None:
     org = await make_org(stack.engine)
     operator = org["operator"]
-    run_id = await _start_run(stack, operator)
+    run_id = await _start_run(stack, operator, org)
 
     raw = [r for r in await _raw_rows(postgres, org.id) if r.actor_id == str(operator.user_id)]
     assert [r.action for r in raw] == ["run.started"]
@@ -176,7 +179,7 @@ async def test_erasure_makes_past_fields_read_erased_and_leaves_rows_and_chain_i
 ) -> None:
     org = await make_org(stack.engine)
     operator, approver, admin = org["operator"], org["approver"], org["admin"]
-    await _start_run(stack, operator)
+    await _start_run(stack, operator, org)
     async with stack.http() as http:
         # An approver may not read the audit log: a denial, audited with the approver's fields.
         denied = await http.get("/v1/audit-events", headers=_headers(approver))
@@ -223,7 +226,7 @@ async def test_erasure_makes_past_fields_read_erased_and_leaves_rows_and_chain_i
     assert operator.email not in str(raw_erased)
 
     # The person's next event gets a fresh key and reads in plain through the API.
-    await _start_run(stack, operator)
+    await _start_run(stack, operator, org)
     keys = await _raw_keys(postgres, org.id, operator.user_id)
     assert len(keys) == 2
     assert keys[0][1] is None
@@ -288,7 +291,7 @@ async def test_erasure_is_per_organization_and_never_reaches_another(
                 )
             ],
         )
-    await _start_run(stack, person)
+    await _start_run(stack, person, org_a)
 
     async with stack.http() as http:
         # B's admin cannot reach A's people (nor anyone unknown): the same 404 for all.
@@ -322,7 +325,7 @@ async def test_erasure_is_per_organization_and_never_reaches_another(
 async def test_only_owners_and_admins_may_erase_and_a_refusal_is_audited(stack: Stack) -> None:
     org = await make_org(stack.engine)
     target = org["operator"]
-    await _start_run(stack, target)
+    await _start_run(stack, target, org)
     async with stack.http() as http:
         for name in ("approver", "auditor", "operator"):
             response = await http.post(
@@ -346,7 +349,7 @@ async def test_erasure_needs_an_explicit_confirmation(
 ) -> None:
     org = await make_org(stack.engine)
     target = org["operator"]
-    await _start_run(stack, target)
+    await _start_run(stack, target, org)
     async with stack.http() as http:
         response = await http.post(
             _erase_path(target.user_id), json=body, headers=_headers(org["admin"])

@@ -20,11 +20,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from blocks.api.deps import forbidden, record_denial
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import DecisionOut
+from blocks.api.security_audit import request_origin
 from blocks.core.approvals.eligibility import (
     Decision,
     DecisionRequest,
     DecisionResult,
-    Delegator,
     RefusalReason,
 )
 from blocks.core.approvals.policy import policy_memberships
@@ -74,7 +74,19 @@ async def submit_decision(
     )
     try:
         result = await _execute(
-            handle, ctx, step_id, decision, comment, form, delegators, channel, memberships
+            handle,
+            ctx,
+            DecisionRequest(
+                step_id=step_id,
+                actor_user_id=str(ctx.user_id),
+                actor_roles=memberships,
+                decision=decision,
+                comment=comment,
+                channel=channel,
+                form=form,
+                delegators=delegators,
+                origin=request_origin(request, ctx),
+            ),
         )
     except _Refused as refused:
         if refused.reason is RefusalReason.STEP_NOT_FOUND:
@@ -123,26 +135,9 @@ class _Refused(Exception):
 
 
 async def _execute(
-    handle: WorkflowHandle[object, object],
-    ctx: OrgContext,
-    step_id: str,
-    decision: Decision,
-    comment: str | None,
-    form: dict[str, Any] | None,
-    delegators: tuple[Delegator, ...],
-    channel: str,
-    memberships: tuple[str, ...],
+    handle: WorkflowHandle[object, object], ctx: OrgContext, request: DecisionRequest
 ) -> DecisionResult:
-    request = DecisionRequest(
-        step_id=step_id,
-        actor_user_id=str(ctx.user_id),
-        actor_roles=memberships,
-        decision=decision,
-        comment=comment,
-        channel=channel,
-        form=form,
-        delegators=delegators,
-    )
+    step_id = request.step_id
     try:
         # One Update id per person and step, whatever the channel: a retried request (or the
         # same answer given in Slack after the API) is the same decision, recorded once.

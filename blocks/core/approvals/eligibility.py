@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from blocks.core.approvals.policy import ApprovalPolicy, Outcome, Vote
+from blocks.core.audit.records import RequestOrigin
 
 
 class Decision(StrEnum):
@@ -128,6 +129,8 @@ class DecisionRequest:
     channel: str = "api"
     form: dict[str, Any] | None = None
     delegators: tuple[Delegator, ...] = ()
+    # Where the decision came from (email, address, user agent, credential), for its audit event.
+    origin: RequestOrigin | None = None
 
 
 @dataclass(frozen=True)

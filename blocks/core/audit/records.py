@@ -41,6 +41,22 @@ class AuditRecord:
 
 
 @dataclass(frozen=True)
+class RequestOrigin:
+    """Who asked and from where, as the API resolved it, for events a workflow writes on a
+    person's behalf (the run's start, a decision): the same fields an API event carries. The
+    personal ones (email, address, user agent) are sealed when the event is appended."""
+
+    actor_email: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    credential_type: str | None = None  # how the person signed the request: api_key, session, ...
+    credential_id: str | None = None  # which key, session, link or Slack user
+
+    def credential(self) -> dict[str, str | None]:
+        return {"type": self.credential_type, "id": self.credential_id}
+
+
+@dataclass(frozen=True)
 class AuditBatch:
     """Events a workflow appends in one activity, each with its deterministic id."""
 

@@ -10,7 +10,7 @@ from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, PayloadConverter
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from blocks.core.approvals.search_attributes import STATUS
 from blocks.infra.crypto.dev_keys import configured_or_dev_key
@@ -81,3 +81,13 @@ async def describe_execution(client: Client, workflow_id: str) -> ExecutionState
     payload = info.search_attributes.indexed_fields.get(STATUS.name)
     stage = PayloadConverter.default.from_payload(payload, str) if payload is not None else None
     return ExecutionState(status=WorkflowExecutionStatus(info.status), stage=stage)
+
+
+async def find_execution(client: Client, workflow_id: str) -> ExecutionState | None:
+    """`describe_execution`, or None when Temporal has no workflow with this id."""
+    try:
+        return await describe_execution(client, workflow_id)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise

@@ -1,0 +1,256 @@
+"""Starting a run, exactly once: `POST /v1/runs`, idempotent with `Idempotency-Key`.
+
+The run's row is committed as `starting` first, so no workflow ever exists that nothing records;
+then, holding the row's lock, the workflow `run-<run id>` is started and the row marked `started`.
+The workflow writes its own `run.started` event (an id derived from the run), so the log never
+records a start that did not happen. A crash between the two leaves a `starting` row that a
+retry with the same key resumes, or that the worker's reconciler settles (confirms the workflow,
+or records `run.start_abandoned`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from pydantic import ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from blocks.api.approvals.runs import current_run_out, run_out
+from blocks.api.deps import CanStartRuns, DbSession, TemporalClient
+from blocks.api.errors import Problem, validation_problem
+from blocks.api.schemas import RunOut, StartRunIn
+from blocks.api.security_audit import request_audit_fields, request_origin
+from blocks.core.approvals import search_attributes as sa
+from blocks.core.audit.chain import canonical_json
+from blocks.core.audit.records import AuditRecord, Outcome
+from blocks.core.context import OrgContext
+from blocks.models.approvals.runs import (
+    Run,
+    StartState,
+    create_run,
+    lock_run,
+    run_by_idempotency_key,
+    set_start_state,
+)
+from blocks.models.audit.events import append_events
+from blocks.workflows.registry import REGISTRY, RegisteredWorkflow
+from blocks.workflows.types import RunInput
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+# Temporal's answers that mean "this start will never be accepted as asked"; any other error may
+# be passing (the engine unreachable, a timeout after the start was taken), so the row stays
+# `starting` for a retry or the reconciler to settle.
+_DEFINITE_REFUSALS = frozenset(
+    {
+        RPCStatusCode.INVALID_ARGUMENT,
+        RPCStatusCode.FAILED_PRECONDITION,
+        RPCStatusCode.PERMISSION_DENIED,
+        RPCStatusCode.UNAUTHENTICATED,
+        RPCStatusCode.NOT_FOUND,
+    }
+)
+# How long the API waits for Temporal to take a start. Far below the reconciler's bound, so a
+# start still in flight is never judged abandoned.
+_START_RPC_TIMEOUT = timedelta(seconds=10)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description=(
+            "Any unique string (a UUID is best). A retry with the same key and body returns the "
+            "same run (200, `Idempotent-Replayed: true`) instead of starting another; the same "
+            "key with another body is refused (422)."
+        ),
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=RunOut,
+    responses={200: {"model": RunOut, "description": "A retry: the run this key started"}},
+)
+async def start_run(
+    body: StartRunIn,
+    request: Request,
+    response: Response,
+    ctx: CanStartRuns,
+    session: DbSession,
+    client: TemporalClient,
+    idempotency_key: IdempotencyKey = None,
+) -> RunOut:
+    entry = REGISTRY.get(body.workflow)
+    if entry is None:
+        raise Problem(
+            422,
+            "Invalid Request",
+            f"workflow: no registered workflow is named {body.workflow!r}",
+            code="unknown_workflow",
+            errors=[{"field": "workflow", "reason": f"unknown workflow {body.workflow!r}"}],
+        )
+    try:
+        params = entry.params_model.model_validate(body.input)
+    except ValidationError as err:
+        raise validation_problem(
+            [{**e, "loc": ("body", "input", *e["loc"])} for e in err.errors()]
+        ) from None
+    request_hash = start_fingerprint(entry.name, body.input)
+
+    run, replayed = await _claim_run(ctx, session, entry.name, idempotency_key, request_hash)
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    # The row exists before any workflow does: a crash from here on leaves a `starting` row.
+    await session.commit()
+    if run.start_state != StartState.STARTING:
+        return await current_run_out(run, client)
+    run_input = RunInput(
+        org_id=str(ctx.org_id),
+        run_id=str(run.id),
+        workflow_name=entry.name,
+        requested_by=str(ctx.user_id) if ctx.user_id else None,
+        params=params.model_dump(mode="json"),
+        origin=request_origin(request, ctx),
+    )
+    started = await _start_workflow(request, ctx, session, client, run, entry, run_input)
+    if started.start_state != StartState.STARTED or replayed:
+        return await current_run_out(started, client)
+    return run_out(started, status="running", stage="running", view=None, result=None)
+
+
+def start_fingerprint(workflow_name: str, params: dict[str, Any]) -> str:
+    """What makes two starts the same request: the workflow and its input, canonically encoded."""
+    return hashlib.sha256(canonical_json({"workflow": workflow_name, "input": params})).hexdigest()
+
+
+async def _claim_run(
+    ctx: OrgContext,
+    session: AsyncSession,
+    workflow_name: str,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> tuple[Run, bool]:
+    """(the run, whether an earlier request with this key made it)."""
+    if idempotency_key is not None:
+        earlier = await run_by_idempotency_key(ctx, session, idempotency_key)
+        if earlier is not None:
+            return _same_request(earlier, request_hash), True
+    run = await create_run(
+        ctx,
+        session,
+        workflow_name=workflow_name,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    if run is not None:
+        return run, False
+    # A concurrent request with the same key committed its row first.
+    assert idempotency_key is not None
+    earlier = await run_by_idempotency_key(ctx, session, idempotency_key)
+    if earlier is None:  # pragma: no cover - the unique index said it exists
+        raise Problem(409, "Conflict", "retry the request", code="idempotency_conflict")
+    return _same_request(earlier, request_hash), True
+
+
+def _same_request(run: Run, request_hash: str) -> Run:
+    if run.request_hash != request_hash:
+        raise Problem(
+            422,
+            "Invalid Request",
+            "Idempotency-Key: this key was used for a request with another body",
+            code="idempotency_key_reused",
+            errors=[{"field": "Idempotency-Key", "reason": "already used for a different request"}],
+        )
+    return run
+
+
+async def _start_workflow(
+    request: Request,
+    ctx: OrgContext,
+    session: AsyncSession,
+    client: Client,
+    run: Run,
+    entry: RegisteredWorkflow,
+    run_input: RunInput,
+) -> Run:
+    """Start the run's workflow holding its row's lock, and mark it started; returns the row."""
+    locked = await lock_run(ctx, session, run.id)
+    if locked is None or locked.start_state != StartState.STARTING:
+        # Settled meanwhile: a concurrent retry started it, or the reconciler closed it.
+        await session.commit()
+        return locked or run
+    try:
+        await client.start_workflow(
+            entry.name,
+            run_input,
+            id=locked.workflow_id,
+            task_queue=request.app.state.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            # A closed workflow of this run is never started again by a late retry.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.ORG_ID, str(ctx.org_id)),
+                    SearchAttributePair(sa.WORKFLOW_NAME, entry.name),
+                    SearchAttributePair(sa.STATUS, "running"),
+                ]
+            ),
+            rpc_timeout=_START_RPC_TIMEOUT,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # an earlier attempt started it before it could say so: this is that run
+    except RPCError as err:
+        if err.status not in _DEFINITE_REFUSALS:
+            await session.rollback()
+            raise Problem(
+                503,
+                "Service Unavailable",
+                "the workflow engine did not answer; retry with the same Idempotency-Key",
+                code="engine_unavailable",
+                headers={"Retry-After": "5"},
+            ) from err
+        await set_start_state(ctx, session, locked, StartState.START_FAILED)
+        await append_events(
+            ctx,
+            session,
+            [
+                AuditRecord(
+                    action="run.start_failed",
+                    target_type="run",
+                    target_id=str(locked.id),
+                    run_id=str(locked.id),
+                    outcome=Outcome.FAILURE,
+                    reason=err.message[:500],
+                    data={"workflow": entry.name},
+                    **request_audit_fields(request, ctx),
+                )
+            ],
+        )
+        await session.commit()
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "the workflow engine did not accept the run",
+            code="engine_refused",
+        ) from err
+    await set_start_state(ctx, session, locked, StartState.STARTED)
+    await session.commit()
+    return locked
