@@ -54,7 +54,7 @@ def create_app(
             settings.require_database_url(), pool_size=settings.db_pool_size
         )
         app.state.sessions = session_factory(app.state.engine)
-        app.state.temporal = temporal or await connect(settings)
+        app.state.temporal = temporal or await connect(settings, lazy=True)
         try:
             yield
         finally:

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blocks.api import rate_limit
 from blocks.api.errors import Problem, loggable_error, problem_response, validation_problem
+from blocks.api.outages import outage_problem
 
 _log = logging.getLogger("blocks.api")
 
@@ -51,14 +52,20 @@ class UnexpectedErrors:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            _log.error(
-                "unhandled error on %s %s: %s", scope["method"], scope["path"], loggable_error(exc)
-            )
+            # A dependency that is down is a 503 the client may retry, not an unexpected error.
+            problem = outage_problem(exc)
+            if problem is None:
+                _log.error(
+                    "unhandled error on %s %s: %s",
+                    scope["method"],
+                    scope["path"],
+                    loggable_error(exc),
+                )
+                problem = Problem(
+                    500, "Internal Server Error", "an unexpected error occurred", code="internal"
+                )
             if started:
                 return  # the response is under way; the connection ends here
-            problem = Problem(
-                500, "Internal Server Error", "an unexpected error occurred", code="internal"
-            )
             await problem_response(Request(scope), problem)(scope, receive, send)
 
 

@@ -1,4 +1,5 @@
-"""Liveness and readiness: ready only when PostgreSQL and Temporal both answer."""
+"""Liveness and readiness: ready only when PostgreSQL and Temporal both answer; when not, the
+answer names the dependency that is down."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+from blocks.api.outages import RETRY_AFTER_SECONDS
 
 router = APIRouter(tags=["health"])
 
@@ -26,6 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
+        headers=None if ready else {"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 

@@ -131,7 +131,7 @@ async def start_run(
         origin=request_origin(request, ctx),
     )
     started = await _start_workflow(request, ctx, session, client, run, entry, run_input)
-    if started.start_state != StartState.STARTED or replayed:
+    if started.start_state != StartState.STARTED:
         return await current_run_out(started, client)
     return run_out(started, status="running", stage="running", view=None, result=None)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client
 from temporalio.client import WorkflowExecutionStatus as Status
+from temporalio.service import RPCError, RPCStatusCode
 
 from blocks.api.approvals.decisions import submit_decision
 from blocks.api.deps import (
@@ -17,7 +19,8 @@ from blocks.api.deps import (
     DbSession,
     TemporalClient,
 )
-from blocks.api.errors import not_found
+from blocks.api.errors import Problem, not_found
+from blocks.api.outages import RETRY_AFTER_SECONDS
 from blocks.api.schemas import (
     DecisionIn,
     DecisionOut,
@@ -35,6 +38,9 @@ from blocks.workflows.sdk import STATUS_QUERY
 from blocks.workflows.types import RunOutcome, RunView
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+# A running run's steps come from a query, which only a worker answers; without one it would wait.
+_QUERY_TIMEOUT = timedelta(seconds=5)
 
 _STATUS_NAMES: dict[int, str] = {
     Status.RUNNING: "running",
@@ -99,7 +105,19 @@ async def current_run_out(run: Run, client: Client) -> RunOut:
     view: RunView | None = None
     result: RunOutcome | None = None
     if state.status == Status.RUNNING:
-        view = await handle.query(STATUS_QUERY, result_type=RunView)
+        try:
+            view = await handle.query(STATUS_QUERY, result_type=RunView, rpc_timeout=_QUERY_TIMEOUT)
+        except RPCError as err:
+            if err.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                raise
+            # Only a worker answers a query: none is serving this run's task queue right now.
+            raise Problem(
+                503,
+                "Service Unavailable",
+                "no worker answered for this run; retry in a few seconds",
+                code="worker_unavailable",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from err
     elif state.status == Status.COMPLETED:
         result = await handle.result()
     return run_out(

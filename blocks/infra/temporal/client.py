@@ -49,7 +49,10 @@ def _tls(settings: Settings) -> TLSConfig | bool:
     return settings.temporal_tls or settings.temporal_api_key is not None
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """The client every process uses. `lazy` (the API) connects on first use and again on any
+    later call while Temporal is unreachable, so the API starts and serves what needs no
+    workflow engine while it is down, and recovers by itself when it is back."""
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
         settings.require_temporal_address(),
@@ -57,6 +60,7 @@ async def connect(settings: Settings) -> Client:
         data_converter=encrypting_data_converter(payload_key_spec(settings)),
         tls=_tls(settings),
         api_key=api_key,
+        lazy=lazy,
     )
 
 
