@@ -10,11 +10,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# The locked dependencies first, each checked against its hash (`make lock` writes the file),
+# then Blocks itself without resolving anything again.
+COPY requirements.txt ./
+RUN pip install --require-hashes -r requirements.txt
+
 # A wheel install (not editable): the migrations ship inside the package as blocks/_migrations.
 COPY pyproject.toml README.md alembic.ini ./
 COPY blocks/ blocks/
 COPY migrations/ migrations/
-RUN pip install . \
+RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 --user-group blocks
 
 USER blocks

@@ -1,20 +1,38 @@
 # The two commands of the README: `make dev` runs Blocks, `make test` runs every check.
+# Both install from the lock files (every package pinned, with its hashes, for every platform),
+# then Blocks itself without resolving again: installs are the same everywhere.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LOCK := requirements.txt
+TEST_LOCK := requirements-test.txt
+# The resolver that writes the locks (`make lock`); installing from them needs only pip.
+UV_VERSION := 0.13.8
+# `make lock` keeps every pin the constraints still allow; `make lock LOCK_FLAGS=--upgrade`
+# moves everything to the newest allowed versions.
+LOCK_FLAGS ?=
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock" $(LOCK_FLAGS)
 
-.PHONY: dev test lint bench clean
+.PHONY: dev test lint audit lock bench clean system-packages
+
+# Debian packages the test suite drives for real (nginx in front of the API, for TLS termination
+# and forwarded addresses), installed when missing.
+SYSTEM_PACKAGES := nginx-light
+SYSTEM_COMMANDS := nginx
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.installed-dev: $(LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+$(VENV)/.installed-test: $(TEST_LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(TEST_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@ $(VENV)/.installed-dev
 
 dev: $(VENV)/.installed-dev
@@ -24,8 +42,29 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+system-packages:
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null 2>&1 || \
+		[ -x /usr/sbin/$$c ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
+	fi
+
+test: lint system-packages
 	$(BIN)/pytest
+
+# Known vulnerabilities of the locked dependencies (the test lock holds every runtime pin too).
+# Fails on a vulnerability found; a vulnerability service out of reach is reported, not fatal
+# (AUDIT_STRICT=1 makes it fatal).
+audit: $(VENV)/.installed-test
+	$(BIN)/python tools/audit_locked.py $(TEST_LOCK) $(if $(AUDIT_STRICT),--strict)
+
+# Regenerate both locks from pyproject.toml: the test lock (dependencies and the `test` extra),
+# then the runtime lock (dependencies and the `redis` extra, for `make dev` and the image)
+# held to the test lock's versions, so the two never disagree.
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(UV_COMPILE) --extra test --output-file $(TEST_LOCK)
+	$(UV_COMPILE) --extra redis --constraint $(TEST_LOCK) --output-file $(LOCK)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench.run

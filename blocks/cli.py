@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,9 +24,18 @@ from blocks.core.roles import Role
 from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
 from blocks.infra.crypto.key_specs import new_payload_key_spec
 from blocks.infra.crypto.passwords import password_problem
-from blocks.infra.crypto.signing import load_signer
+from blocks.infra.crypto.signing import load_public_keys, load_signer
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.embedded.postgres import EmbeddedPostgres
+from blocks.infra.embedded.supervisor import (
+    DataDirBusy,
+    DataDirLock,
+    PortBusy,
+    Supervisor,
+    interrupt_on_stop_signals,
+    spawn,
+    wait_port_free,
+)
 from blocks.infra.embedded.temporal import EmbeddedTemporal
 from blocks.infra.migrate import upgrade_database
 from blocks.infra.settings import Settings, get_settings
@@ -91,19 +98,24 @@ def dev() -> None:
     """Start PostgreSQL, Temporal and its UI, migrations, the API, a worker and a demo organization."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    postgres: EmbeddedPostgres | None = None
-    temporal: EmbeddedTemporal | None = None
-    children: list[subprocess.Popen[bytes]] = []
-    owner_url: str | None = None
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except DataDirBusy as err:
+        console.print(
+            f"{err}; stop that one first (Ctrl-C in its terminal).", style="red", markup=False
+        )
+        raise typer.Exit(1) from None
+    interrupt_on_stop_signals()
+    supervisor = Supervisor(lambda line: console.print(line, style="yellow", markup=False))
     try:
         env = dict(os.environ)
+        owner_url: str | None = None
         if settings.database_url is None:
             console.print(f"starting PostgreSQL on 127.0.0.1:{settings.postgres_port} ...")
             postgres = EmbeddedPostgres(settings.data_dir, port=settings.postgres_port)
-            credentials = postgres.start()
+            supervisor.start("PostgreSQL", postgres.spawn, postgres.stop_server)
+            credentials = postgres.credentials()
             env["BLOCKS_DATABASE_URL"] = credentials.url()
             # Only this process migrates; the API and worker never see the owner's password.
             owner_url = credentials.url(owner=True)
@@ -114,7 +126,7 @@ def dev() -> None:
                 port=settings.temporal_port,
                 ui_port=settings.temporal_ui_port,
             )
-            temporal.start()
+            supervisor.start("Temporal", temporal.start)
             env["BLOCKS_TEMPORAL_ADDRESS"] = temporal.address
         effective = settings.model_copy(
             update={
@@ -126,22 +138,20 @@ def dev() -> None:
         )
         upgrade_database(owner_url or effective.require_migration_database_url())
         keys = asyncio.run(_prepare(effective))
+        wait_port_free(settings.api_host, settings.api_port)
         for command in ("api", "worker"):
-            children.append(
-                subprocess.Popen([sys.executable, "-m", "blocks.cli", command], env=env)
-            )
+            args = [sys.executable, "-m", "blocks.cli", command]
+            supervisor.start(command, partial(spawn, args, env=env))
         _print_banner(effective, keys)
-        while not stop.wait(0.5):
-            if any(child.poll() is not None for child in children):
-                console.print("[red]a Blocks process exited; stopping everything[/red]")
-                break
+        supervisor.run()
+    except KeyboardInterrupt:
+        pass
+    except PortBusy as err:
+        console.print(f"{err}; stop it or choose another port.", style="red", markup=False)
+        raise typer.Exit(1) from None
     finally:
-        for child in reversed(children):
-            _terminate(child)
-        if temporal is not None:
-            temporal.stop()
-        if postgres is not None:
-            postgres.stop()
+        supervisor.stop_all()
+        lock.release()
         console.print("stopped")
 
 
@@ -218,6 +228,14 @@ async def _operate(settings: Settings, action: Callable[..., Awaitable[T]], **kw
         await engine.dispose()
 
 
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the public half of this deployment's checkpoint signing key, as the API's
+    BLOCKS_AUDIT_PUBLIC_KEYS wants it (run it where the signing key is: the worker's settings)."""
+    public = load_signer(get_settings()).public()
+    print(f"{public.key_id}:{public.b64()}")
+
+
 @audit_app.command("export")
 def audit_export(
     out: Annotated[Path, typer.Option(help="the JSON Lines file to write")],
@@ -235,7 +253,6 @@ def audit_export(
 
 
 async def _export_audit(settings: Settings, org_slug: str | None, out: Path) -> int:
-    signer = load_signer(settings)
     engine = create_engine(_operator_database_url(settings), pool_size=1)
     try:
         sessions = session_factory(engine)
@@ -250,7 +267,7 @@ async def _export_audit(settings: Settings, org_slug: str | None, out: Path) -> 
         ctx = OrgContext(org_id=org_id, user_id=None, roles=(), auth=AuthMethod.SYSTEM)
         lines = 0
         with out.open("w", encoding="utf-8") as handle:
-            keys = {signer.key_id: signer.public_key_b64()}
+            keys = load_public_keys(settings).by_id()
             async for chunk in export_lines(ctx, sessions, ExportFilters(), keys):
                 handle.write(chunk)
                 lines += chunk.count("\n")
@@ -287,16 +304,6 @@ async def _prepare(settings: Settings) -> DemoKeys | None:
             return await ensure_demo_org(session)
     finally:
         await engine.dispose()
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _print_banner(settings: Settings, keys: DemoKeys | None) -> None:

@@ -168,17 +168,19 @@ async def running_stack(
     """The real API on a loopback port (uvicorn) and, optionally, an in-process worker.
 
     `extra_settings` are further Settings fields (e.g. `slack_signing_secret`)."""
-    settings_fields = {**GENEROUS_RATE_LIMITS, **(extra_settings or {})}
     settings = Settings(
-        env="test",
-        database_url=database_url,
-        temporal_address=temporal.service_client.config.target_host,
-        task_queue=task_queue,
-        demo_org=False,
-        payload_keys=PAYLOAD_KEYS,
-        audit_signing_key=SIGNING_KEY,
-        master_keys=MASTER_KEYS,
-        **settings_fields,
+        **{
+            "env": "test",
+            "database_url": database_url,
+            "temporal_address": temporal.service_client.config.target_host,
+            "task_queue": task_queue,
+            "demo_org": False,
+            "payload_keys": PAYLOAD_KEYS,
+            "audit_signing_key": SIGNING_KEY,
+            "master_keys": MASTER_KEYS,
+            **GENEROUS_RATE_LIMITS,
+            **(extra_settings or {}),
+        }
     )
     app = create_app(settings, engine=engine, temporal=temporal)
     port = free_port()

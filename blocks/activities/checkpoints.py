@@ -1,6 +1,9 @@
-"""The periodic checkpoint activity: signs the chain head of every organization with new events."""
+"""Checkpoint activities: sign the chain head of every organization with new events (periodic),
+or of one organization (on demand). The signing key is the worker's alone."""
 
 from __future__ import annotations
+
+import uuid
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
@@ -35,3 +38,14 @@ class CheckpointActivities:
                     written += 1
             activity.heartbeat(written)
         return written
+
+    @activity.defn(name="blocks.audit.checkpoint_org")
+    async def checkpoint_org(self, org_id: str) -> str:
+        """Sign one organization's chain head now; returns the checkpoint's id."""
+        ctx = OrgContext(
+            org_id=OrgId(uuid.UUID(org_id)), user_id=None, roles=(), auth=AuthMethod.SYSTEM
+        )
+        async with self._sessions() as session, session.begin():
+            checkpoint = await create_checkpoint(ctx, session, self._signer)
+        assert checkpoint is not None  # only_if_new is off: a checkpoint is always made
+        return str(checkpoint.id)

@@ -33,9 +33,12 @@ from blocks.api.identity import (
 )
 from blocks.api.integrations.slack import router as slack_router
 from blocks.api.integrations.slack_interactions import router as slack_interactions_router
+from blocks.api.integrations.slack_links import router as slack_links_router
+from blocks.api.openapi import install_openapi
+from blocks.api.request_limits import install_request_limits
 from blocks.api.security_headers import SecurityHeaders
 from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
-from blocks.infra.crypto.signing import load_signer
+from blocks.infra.crypto.signing import load_public_keys
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.rate_limits import RateLimiter
 from blocks.infra.settings import Settings
@@ -63,12 +66,16 @@ def create_app(
 
     app = FastAPI(title="Blocks", version=__version__, lifespan=lifespan)
     app.state.settings = settings
-    app.state.signer = load_signer(settings)
+    # Public keys only: the checkpoint signing key lives on the worker, which signs.
+    app.state.public_keys = load_public_keys(settings)
     # Built now so a malformed BLOCKS_RATE_LIMIT_* (or a missing redis library) stops the start.
     app.state.rate_limiter = RateLimiter(settings)
     # Process-wide: append_events (API and in-process workers) seals personal fields with it.
     install_master_keys(load_master_keys(settings))
+    # Inside the error handlers' middleware (added by install_error_handlers, so outside this).
+    install_request_limits(app, settings)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(signup.router)
     app.include_router(sign_in.router)
@@ -81,19 +88,20 @@ def create_app(
     app.include_router(invites.router)
     app.include_router(link_pages.router)
     app.include_router(org_settings.router)
+    app.include_router(run_starts.router)
     app.include_router(runs.router)
     app.include_router(inbox.router)
     app.include_router(delegations.router)
     app.include_router(groups.router)
     app.include_router(decision_links.router)
     app.include_router(audit_events.router)
-    app.include_router(run_starts.router)
     app.include_router(checkpoints.router)
     app.include_router(audit_export.router)
     app.include_router(privacy.router)
     app.include_router(sla_reports_router)
     app.include_router(slack_router)
     app.include_router(slack_interactions_router)
+    app.include_router(slack_links_router)
     # The client address of a request is the peer's, or, when the peer is a configured trusted
     # proxy, the one it reports in X-Forwarded-For: a spoofed header from anyone else is ignored
     # (rate limits and audit events key on this address). Uvicorn's own proxy handling, which

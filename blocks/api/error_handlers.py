@@ -1,5 +1,6 @@
 """The app's error handlers: every error a problem+json answer, invalid requests counted per
-address, and any unexpected exception a 500 problem logged without its values."""
+address, a 405 naming the methods its path allows, and any unexpected exception a 500 problem
+logged without its values."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blocks.api import rate_limit
@@ -18,9 +21,17 @@ from blocks.api.outages import outage_problem
 _log = logging.getLogger("blocks.api")
 
 
-async def _counted_invalid(request: Request, problem: Problem) -> Problem:
-    """Count an invalid request (400/422) against rule "invalid_ip" of the client address:
-    `problem` while under the limit, else the 429 (audited) that replaces it."""
+_TITLES = {
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+}
+
+
+async def counted_invalid(request: Request, problem: Problem) -> Problem:
+    """Count an invalid request (400/413/415/422) against rule "invalid_ip" of the client
+    address: `problem` while under the limit, else the 429 (audited) that replaces it."""
     if request.client is None:
         return problem
     try:
@@ -69,25 +80,51 @@ class UnexpectedErrors:
             await problem_response(Request(scope), problem)(scope, receive, send)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of this request's path answers. Starlette's own 405 names only
+    the first route that matched the path, and GET and POST of one path are two routes here."""
+    path = get_route_path(request.scope)
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         if exc.status == 422:
-            return problem_response(request, await _counted_invalid(request, exc))
+            return problem_response(request, await counted_invalid(request, exc))
         return problem_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problem = validation_problem(list(exc.errors()))
-        return problem_response(request, await _counted_invalid(request, problem))
+        return problem_response(request, await counted_invalid(request, problem))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
+        title = _TITLES.get(exc.status_code, "Error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return problem_response(
             request,
-            Problem(exc.status_code, title, str(exc.detail), code=title.lower().replace(" ", "_")),
+            Problem(
+                exc.status_code,
+                title,
+                str(exc.detail),
+                code=title.lower().replace(" ", "_"),
+                headers=headers or None,
+            ),
         )
+
+    # Dependency outages (PostgreSQL, Temporal, the rate limiter's store) are answered 503 with
+    # Retry-After (api.outages, in UnexpectedErrors); a handler of an outage that arrives as an
+    # exception type of its own goes here, beside these. The OpenAPI document promises that 503
+    # on every route that uses the database or Temporal (api.openapi).
 
     # Outside Starlette's error middleware, which would log the raw exception (and its message)
     # again after our handler ran.

@@ -1,10 +1,27 @@
-"""Query-parameter rules routes share: a time window given as `from` and `to`."""
+"""Parameter rules routes share: integers within what PostgreSQL holds, and a time window given
+as `from` and `to`.
+
+Every integer a request carries is bounded: one past PostgreSQL's bigint reached a query and
+failed there as a 500. tests/unit/test_openapi_errors.py checks the OpenAPI document for any
+integer parameter or body field without both bounds.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Query
 
 from blocks.api.errors import invalid_field
+
+BIGINT_MAX = 2**63 - 1  # PostgreSQL bigint (audit seq)
+INT_MAX = 2**31 - 1  # PostgreSQL integer
+
+# An audit event's seq to read after: 0 (or nothing) reads from the start.
+AfterSeq = Annotated[
+    int, Query(ge=0, le=BIGINT_MAX, description="Return events with a larger seq than this")
+]
 
 
 def time_window(

@@ -2,9 +2,13 @@
 
 `enforce(request, rule, *identifiers)` counts one hit of `rule` for each identifier. A rule is
 named after its setting `rate_limit_<rule>` (see blocks.infra.rate_limits for the list):
-"signin_ip", "signin_account", "token_ip", "2fa_account", "api_credential", "api_ip",
-"invalid_ip". Rule "api_credential" also counts "api_ip" for the client address, so callers of
-the API rules pass only the credential.
+"signin_ip", "signin_account", "token_ip", "2fa_account", "slack_link_user", "api_credential",
+"api_ip", "invalid_ip". Rule "api_credential" also counts "api_ip" for the client address, so
+callers of the API rules pass only the credential.
+
+When the counters' storage is down, the rules that guard secrets (sign-in, tokens, 2FA, Slack
+link codes) answer 503 with Retry-After rather than let guesses through unlimited; the others
+let the request through (blocks.infra.rate_limits logs it).
 
 Identifiers are "<kind>:<value>", e.g. "ip:203.0.113.7", "credential:<uuid>",
 "account:<email>", "user:<uuid>". The kind goes into the audit event's data; the value only
@@ -19,6 +23,7 @@ ProxyHeadersMiddleware, which believes X-Forwarded-For only from `trusted_proxie
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from math import ceil
 from typing import Any
@@ -29,7 +34,7 @@ from blocks.api.errors import Problem
 from blocks.api.security_audit import client_ip, record_security_event, request_audit_fields
 from blocks.core.audit.records import AuditRecord, Outcome
 from blocks.core.context import OrgContext
-from blocks.infra.rate_limits import RateLimiter
+from blocks.infra.rate_limits import RateLimiter, RateLimitUnavailable
 from blocks.models.audit.events import append_events
 
 ACTION = "rate_limit.exceeded"
@@ -43,7 +48,11 @@ _WHAT = {
     "api_credential": "requests with this credential",
     "api_ip": "requests from this address",
     "invalid_ip": "invalid requests from this address",
+    "slack_link_user": "Slack link codes tried by this Slack user",
 }
+# Seconds a client is asked to wait when the counters' storage is down (a guess: it is usually
+# a restart away).
+UNAVAILABLE_RETRY_AFTER = 30
 # Identifier kinds whose value may be written into an audit event's data as it is (not
 # personal data; see the module's docstring).
 _LOGGABLE_KINDS = frozenset({"credential", "user"})
@@ -80,7 +89,7 @@ async def enforce(request: Request, rule: str, *identifiers: str) -> None:
         checks.append(("api_ip", f"ip:{ip}"))
     refusals: list[_Refusal] = []
     for checked_rule, identifier in checks:
-        seconds = await counter.hit(checked_rule, identifier)
+        seconds = await _counted(counter.hit(checked_rule, identifier))
         if seconds is not None:
             refusals.append(_Refusal(checked_rule, identifier, seconds))
     await _refuse(request, counter, refusals)
@@ -92,7 +101,7 @@ async def refuse_if_over(request: Request, rule: str, *identifiers: str) -> None
     counter = limiter(request.app)
     refusals: list[_Refusal] = []
     for identifier in identifiers:
-        seconds = await counter.over(rule, identifier)
+        seconds = await _counted(counter.over(rule, identifier))
         if seconds is not None:
             refusals.append(_Refusal(rule, identifier, seconds))
     await _refuse(request, counter, refusals)
@@ -102,7 +111,21 @@ async def count(request: Request, rule: str, *identifiers: str) -> None:
     """Count one hit of `rule` for each identifier without refusing this request."""
     counter = limiter(request.app)
     for identifier in identifiers:
-        await counter.hit(rule, identifier)
+        await _counted(counter.hit(rule, identifier))
+
+
+async def _counted(check: Awaitable[float | None]) -> float | None:
+    """The limiter's answer; 503 with Retry-After when a fail-closed rule cannot be counted."""
+    try:
+        return await check
+    except RateLimitUnavailable:
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "this request cannot be checked against its rate limit right now; try again later",
+            code="rate_limit_unavailable",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+        ) from None
 
 
 async def _refuse(request: Request, counter: RateLimiter, refusals: list[_Refusal]) -> None:

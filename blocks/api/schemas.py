@@ -110,3 +110,22 @@ class AuditEventOut(AuditEventFields[uuid.UUID, datetime]):
 class AuditEventListOut(BaseModel):
     events: list[AuditEventOut]
     next_after_seq: int | None
+
+
+class FieldErrorOut(BaseModel):
+    field: str = Field(description="The field (dotted path), parameter or header at fault")
+    reason: str
+
+
+class ProblemOut(BaseModel):
+    """An error, as RFC 9457 problem+json (blocks.api.errors.Problem)."""
+
+    type: str = Field(description="/problems/<code>")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    instance: str | None = Field(default=None, description="The request's path")
+    code: str = Field(description="A stable identifier of the error, for programs")
+    errors: list[FieldErrorOut] | None = Field(
+        default=None, description="The fields at fault, for a refused request"
+    )

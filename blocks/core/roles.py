@@ -19,6 +19,9 @@ class Permission(StrEnum):
     RUN_READ = "run:read"
     STEP_DECIDE = "step:decide"
     AUDIT_READ = "audit:read"
+    # Sign the audit chain's head now (a write to the log, beside the scheduled checkpoints):
+    # owners and admins (they hold all); auditors read, they do not write.
+    AUDIT_CHECKPOINT = "audit:checkpoint"
     ORG_READ = "org:read"
     MEMBER_MANAGE = "member:manage"
     API_KEY_MANAGE = "api_key:manage"

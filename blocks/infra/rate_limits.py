@@ -12,11 +12,17 @@ which then apply. The rules:
     api_credential  authenticated requests per API key or session
     api_ip          authenticated requests per client address (counted with api_credential)
     invalid_ip      requests refused as invalid (400/422), from one client address
+    slack_link_user Slack link codes tried by one Slack user (see api/integrations/slack_links)
 
 Counters live in `rate_limit_storage_url`: "memory://" keeps them in this process (each API
 replica counts on its own), "redis://host:6379[/db]" (also rediss://, redis+unix://,
 redis+sentinel://, redis+cluster://) shares them between replicas and needs the optional
 `redis` dependency (`pip install 'blocks[redis]'`).
+
+When the storage fails (a shared Redis is down), the rules that guard secrets (passwords, codes,
+tokens: `FAIL_CLOSED_RULES`) refuse, raising `RateLimitUnavailable` (the API answers 503): without
+counters those secrets could be guessed without limit. The throughput rules let the request
+through and log a line, so an outage of the store does not take the whole API down with it.
 """
 
 from __future__ import annotations
@@ -44,13 +50,34 @@ _log = logging.getLogger("blocks.rate_limits")
 # (a moving window of 6000/minute would keep 6000 timestamps per address) and an exact
 # Retry-After (the window's end), at the price of allowing up to twice the limit across the
 # edge of two windows, which is fine for a throughput limit.
-MOVING_WINDOW_RULES = ("signin_ip", "signin_account", "token_ip", "2fa_account", "invalid_ip")
+MOVING_WINDOW_RULES = (
+    "signin_ip",
+    "signin_account",
+    "token_ip",
+    "2fa_account",
+    "slack_link_user",
+    "invalid_ip",
+)
 FIXED_WINDOW_RULES = ("api_credential", "api_ip")
 RULES = MOVING_WINDOW_RULES + FIXED_WINDOW_RULES
+# Rules that refuse when their counters cannot be read: each guards a secret someone could guess.
+FAIL_CLOSED_RULES = frozenset(
+    {"signin_ip", "signin_account", "token_ip", "2fa_account", "slack_link_user"}
+)
+# While the storage is down, a rule that fails open logs at most one line per this many seconds.
+_OPEN_LOG_INTERVAL_SECONDS = 10.0
 
 _REDIS_SCHEMES = {"redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster"}
 # Identifiers whose refusal was audited, kept at most this many (see first_refusal).
 _AUDIT_MEMO_MAX = 10_000
+
+
+class RateLimitUnavailable(Exception):
+    """The counters of a fail-closed rule could not be read or written: refuse the request."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(f"rate-limit storage unavailable for rule {rule}")
+        self.rule = rule
 
 
 def setting_name(rule: str) -> str:
@@ -128,6 +155,7 @@ class RateLimiter:
         self._moving = MovingWindowRateLimiter(storage)
         self._fixed = FixedWindowRateLimiter(storage)
         self._audited: dict[tuple[str, str], float] = {}
+        self._open_logged: dict[str, float] = {}
 
     def _strategy(self, rule: str) -> Strategy:
         return self._fixed if rule in FIXED_WINDOW_RULES else self._moving
@@ -146,8 +174,9 @@ class RateLimiter:
         """Count one hit of `rule` for `identifier`: None if it is allowed, else the seconds
         (at least 1) until a retry may succeed. Refused hits do not push that time back.
 
-        If the storage fails (a shared Redis is down), the hit is allowed and the error logged:
-        the API stays up, unlimited, rather than refusing everyone."""
+        If the storage fails (a shared Redis is down), a rule of `FAIL_CLOSED_RULES` raises
+        `RateLimitUnavailable`; any other rule allows the hit and logs the failure, so the API
+        stays up, unlimited, rather than refusing everyone."""
         return await self._check(rule, identifier, count=True)
 
     async def over(self, rule: str, identifier: str) -> float | None:
@@ -172,10 +201,27 @@ class RateLimiter:
                 stats = await strategy.get_window_stats(item, "blocks", rule, key)
                 wait = max(1.0, stats.reset_time - time.time())
                 retry = wait if retry is None else max(retry, wait)
-        except StorageError:
-            _log.exception("rate-limit storage failed; rule %s not enforced here", rule)
+        except StorageError as err:
+            if rule in FAIL_CLOSED_RULES:
+                _log.error("rate-limit storage failed; rule %s refuses: %s", rule, err)
+                raise RateLimitUnavailable(rule) from err
+            self._log_open(rule, err)
             return None
         return None if retry is None else float(ceil(retry))
+
+    def _log_open(self, rule: str, err: StorageError) -> None:
+        now = time.monotonic()
+        last = self._open_logged.get(rule)
+        if last is not None and now - last < _OPEN_LOG_INTERVAL_SECONDS:
+            return
+        self._open_logged[rule] = now
+        _log.warning(
+            "rate-limit storage failed; rule %s not enforced (requests allowed) until it is back "
+            "(logged at most every %.0f s): %s",
+            rule,
+            _OPEN_LOG_INTERVAL_SECONDS,
+            err,
+        )
 
     def first_refusal(self, rule: str, identifier: str) -> bool:
         """Whether a refusal of `rule` for `identifier` is the first one in this process within

@@ -7,6 +7,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,12 @@ class Settings(BaseSettings):
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
 
     db_pool_size: int = Field(default=20, ge=1)
+    # Request bodies (api.request_limits): larger ones are refused (413) before they are read
+    # whole; a JSON body also past this nesting depth or this many members in all, before it
+    # is parsed.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_json_depth: int = Field(default=32, ge=2, le=256)
+    max_json_members: int = Field(default=10_000, ge=10, le=1_000_000)
     demo_org: bool = True
 
     # `key-id:base64(32 bytes)`, comma-separated; the first encrypts, all decrypt (rotation).
@@ -62,20 +69,26 @@ class Settings(BaseSettings):
     decision_link_hours: int = Field(default=72, ge=1, le=24 * 30)
     # `key-id:base64(32-byte Ed25519 seed)`: signs audit checkpoints. Generated in dev and test.
     audit_signing_key: SecretStr | None = None
+    # `key-id:base64(raw Ed25519 public key)`, comma-separated, current first: what the API
+    # publishes and verifies with. Required in production (the signing key stays on the worker);
+    # derived from the signing key elsewhere.
+    audit_public_keys: str | None = None
     audit_checkpoint_minutes: int = Field(default=15, ge=1)
+    # A run left `starting` this long (a crash between its row and its workflow) is settled by the
+    # worker's reconciler: confirmed if its workflow exists, else closed as abandoned. Far above
+    # the API's 10 s wait for Temporal to take a start, so no start in flight is judged.
+    run_start_bound_seconds: float = Field(default=60.0, ge=1.0, le=86_400.0)
+    run_start_reconcile_seconds: float = Field(default=15.0, ge=0.1, le=3_600.0)
     # `key-id:base64(32 bytes)`, comma-separated, like payload_keys: wrap the per-person keys that
     # encrypt personal fields of audit events. Generated in dev and test (data dir, mode 0600).
     master_keys: SecretStr | None = None
 
     # The Slack app's signing secret (one app per deployment): verifies interactive-button
     # requests. Unset: the Slack channel is off (no messages posted, interactions refused).
-    # A run left `starting` this long (a crash between its row and its workflow) is settled by the
-    # worker's reconciler: confirmed if its workflow exists, else closed as abandoned. Far above
-    # the API's 10 s wait for Temporal to take a start, so no start in flight is judged.
-    run_start_bound_seconds: float = Field(default=60.0, ge=1.0, le=86_400.0)
-    run_start_reconcile_seconds: float = Field(default=15.0, ge=0.1, le=3_600.0)
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # How long a code from POST /v1/me/slack-link may be confirmed from Slack.
+    slack_link_code_minutes: int = Field(default=10, ge=1, le=60)
 
     # Sign-in. Sessions end after this long without a request, and at the latest after the
     # absolute limit; sensitive changes (email, 2FA) need a sign-in no older than reauth_minutes.
@@ -101,6 +114,7 @@ class Settings(BaseSettings):
     rate_limit_api_credential: str = "3000/minute"
     rate_limit_api_ip: str = "6000/minute"
     rate_limit_invalid_ip: str = "120/minute"  # requests refused as invalid, from one address
+    rate_limit_slack_link_user: str = "10/15 minutes"  # Slack link codes tried by one Slack user
 
     @model_validator(mode="before")
     @classmethod
@@ -137,8 +151,13 @@ class Settings(BaseSettings):
         if self.env is Environment.PROD:
             if self.payload_keys is None:
                 raise ValueError("BLOCKS_PAYLOAD_KEYS is required when BLOCKS_ENV=prod")
-            if self.audit_signing_key is None:
-                raise ValueError("BLOCKS_AUDIT_SIGNING_KEY is required when BLOCKS_ENV=prod")
+            # The worker signs checkpoints with the key; the API and migrations only publish and
+            # verify, with the public keys. Each process needs one of the two.
+            if self.audit_signing_key is None and self.audit_public_keys is None:
+                raise ValueError(
+                    "BLOCKS_AUDIT_SIGNING_KEY (worker) or BLOCKS_AUDIT_PUBLIC_KEYS (API) is "
+                    "required when BLOCKS_ENV=prod"
+                )
             if self.master_keys is None:
                 raise ValueError("BLOCKS_MASTER_KEYS is required when BLOCKS_ENV=prod")
             if self.database_url is None or self.temporal_address is None:
@@ -150,6 +169,13 @@ class Settings(BaseSettings):
             if not self.slack_api_url.startswith("https://"):
                 # Bot tokens travel in its Authorization header.
                 raise ValueError("BLOCKS_SLACK_API_URL must be https:// when BLOCKS_ENV=prod")
+            # The default (loopback, plain http) would send emailed links nowhere and make the
+            # origin check refuse every browser; the session cookie needs https (`__Host-`).
+            if "public_url" not in self.model_fields_set:
+                raise ValueError("BLOCKS_PUBLIC_URL is required when BLOCKS_ENV=prod")
+            public = urlsplit(self.public_url)
+            if public.scheme != "https" or not public.hostname:
+                raise ValueError("BLOCKS_PUBLIC_URL must be an https:// URL when BLOCKS_ENV=prod")
         return self
 
     def require_database_url(self) -> str:

@@ -1,5 +1,6 @@
 """Operator tooling: the demo organization `blocks dev` creates once, keys, passwords and
-organizations made from the CLI."""
+organizations made from the CLI. Each leaves the audit event the API would, its actor the system
+and the command (`cli:dev`, `cli:api-key`, ...)."""
 
 from __future__ import annotations
 
@@ -57,11 +58,14 @@ async def ensure_demo_org(session: AsyncSession) -> DemoKeys | None:
         display_name="Demo Approver",
         roles=[Role.APPROVER],
     )
-    _, owner_key = await create_api_key(
-        ctx, session, user_id=owner.id, name="demo owner", roles=[Role.OWNER]
+    await append_events(
+        ctx, session, [_operator_record("dev", "org.created", "organization", str(org.id))]
     )
-    _, approver_key = await create_api_key(
-        ctx, session, user_id=approver.id, name="demo approver", roles=[Role.APPROVER]
+    owner_key = await _audited_key(
+        ctx, session, "dev", user_id=owner.id, name="demo owner", roles=[Role.OWNER]
+    )
+    approver_key = await _audited_key(
+        ctx, session, "dev", user_id=approver.id, name="demo approver", roles=[Role.APPROVER]
     )
     return DemoKeys(owner.email, owner_key, approver.email, approver_key)
 
@@ -82,17 +86,46 @@ async def issue_member_key(
     if not set(roles) <= held:
         missing = ", ".join(sorted(r.value for r in set(roles) - held))
         raise LookupError(f"{email} does not hold {missing} in {org_slug!r}")
-    _, plaintext = await create_api_key(ctx, session, user_id=user.id, name=name, roles=roles)
+    return await _audited_key(ctx, session, "api-key", user_id=user.id, name=name, roles=roles)
+
+
+async def _audited_key(
+    ctx: OrgContext,
+    session: AsyncSession,
+    command: str,
+    *,
+    user_id: uuid.UUID,
+    name: str,
+    roles: list[Role],
+) -> str:
+    """A key and its `api_key.created` event, shaped as the API's (api/identity/api_keys.py)."""
+    key, plaintext = await create_api_key(ctx, session, user_id=user_id, name=name, roles=roles)
+    data = {
+        "name": key.name,
+        "owner_user_id": str(key.user_id),
+        "roles": list(key.roles),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+    }
+    record = _operator_record(command, "api_key.created", "api_key", str(key.id), data)
+    await append_events(ctx, session, [record])
     return plaintext
 
 
-def _operator_record(action: str, target_type: str, target_id: str) -> AuditRecord:
+def _operator_record(
+    command: str,
+    action: str,
+    target_type: str,
+    target_id: str,
+    data: dict[str, object] | None = None,
+) -> AuditRecord:
+    """An event whose actor is an operator command, not a person: `cli:<command>`."""
     return AuditRecord(
         action=action,
         actor_type=ActorType.SYSTEM,
-        actor_id="cli",
+        actor_id=f"cli:{command}",
         target_type=target_type,
         target_id=target_id,
+        data=data or {},
     )
 
 
@@ -108,7 +141,9 @@ async def set_password_by_operator(session: AsyncSession, *, email: str, passwor
     await revoke_sessions(session, user_id=user.id, reason="password set by an operator")
     platform = OrgContext(org_id=PLATFORM_ORG, user_id=None, roles=(), auth=AuthMethod.SYSTEM)
     await append_events(
-        platform, session, [_operator_record("user.password_set_by_operator", "user", str(user.id))]
+        platform,
+        session,
+        [_operator_record("set-password", "user.password_set_by_operator", "user", str(user.id))],
     )
 
 
@@ -124,6 +159,6 @@ async def create_org_by_operator(
     )
     ctx = OrgContext(org_id=OrgId(org.id), user_id=None, roles=(), auth=AuthMethod.SYSTEM)
     await append_events(
-        ctx, session, [_operator_record("org.created", "organization", str(org.id))]
+        ctx, session, [_operator_record("create-org", "org.created", "organization", str(org.id))]
     )
     return org.id

@@ -22,7 +22,7 @@ from blocks.infra.integrations.email import Mailer
 from blocks.infra.settings import Settings
 from blocks.infra.temporal.client import connect
 from blocks.workers.run_start_reconciler import RunStartReconciler
-from blocks.workflows.checkpoints import AuditCheckpointWorkflow
+from blocks.workflows.checkpoints import AuditCheckpointWorkflow, OrgCheckpointWorkflow
 from blocks.workflows.registry import REGISTRY
 
 # Blocks' own modules and pydantic are deterministic and hold no mutable state, so the sandbox may
@@ -51,8 +51,17 @@ def build_worker(
         client,
         task_queue=task_queue,
         # Workflows organizations start by name, plus the system ones they cannot start.
-        workflows=[*(entry.workflow for entry in REGISTRY.values()), AuditCheckpointWorkflow],
-        activities=[audit.record, checkpoints.checkpoint_all, notifications.notify_step],
+        workflows=[
+            *(entry.workflow for entry in REGISTRY.values()),
+            AuditCheckpointWorkflow,
+            OrgCheckpointWorkflow,
+        ],
+        activities=[
+            audit.record,
+            checkpoints.checkpoint_all,
+            checkpoints.checkpoint_org,
+            notifications.notify_step,
+        ],
         workflow_runner=SANDBOX,
     )
 

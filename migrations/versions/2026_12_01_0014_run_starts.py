@@ -29,9 +29,44 @@ def upgrade() -> None:
         CREATE UNIQUE INDEX ux_runs_idempotency_key ON runs (org_id, idempotency_key)
             WHERE idempotency_key IS NOT NULL;
         CREATE INDEX ix_runs_unsettled ON runs (created_at) WHERE start_state = 'starting';
-        CREATE POLICY runs_unsettled_starts ON runs FOR SELECT
-            USING (start_state = 'starting'
-                   AND current_setting('app.reconcile_starts', true) = 'on');
+        DO $$
+        BEGIN
+            EXECUTE format(
+                'CREATE POLICY runs_unsettled_starts ON runs FOR SELECT TO %s USING ('
+                'start_state = ''starting'' '
+                'AND current_setting(''app.pre_tenant_lookup'', true) = ''on'')',
+                (SELECT c.relowner::regrole::text FROM pg_class c
+                 WHERE c.oid = 'public.runs'::regclass)
+            );
+        END
+        $$;
+
+        CREATE FUNCTION blocks_unsettled_run_starts(p_bound_seconds double precision, p_limit int)
+        RETURNS TABLE (org_id uuid, run_id uuid)
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+        BEGIN
+            PERFORM set_config('app.pre_tenant_lookup', 'on', true);
+            RETURN QUERY
+                SELECT r.org_id, r.id FROM public.runs r
+                WHERE r.start_state = 'starting'
+                    AND r.created_at < now() - make_interval(secs => p_bound_seconds)
+                ORDER BY r.created_at
+                LIMIT p_limit;
+            PERFORM set_config('app.pre_tenant_lookup', '', true);
+        END;
+        $$;
+        DO $$
+        BEGIN
+            EXECUTE format(
+                'ALTER FUNCTION blocks_unsettled_run_starts(double precision, int) OWNER TO %s',
+                (SELECT c.relowner::regrole::text FROM pg_class c
+                 WHERE c.oid = 'public.runs'::regclass)
+            );
+        END
+        $$;
+        REVOKE ALL ON FUNCTION blocks_unsettled_run_starts(double precision, int) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION blocks_unsettled_run_starts(double precision, int)
+            TO blocks_app;
         """
     )
 
@@ -39,6 +74,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         """
+        DROP FUNCTION blocks_unsettled_run_starts(double precision, int);
         DROP POLICY runs_unsettled_starts ON runs;
         DROP INDEX ix_runs_unsettled;
         DROP INDEX ux_runs_idempotency_key;

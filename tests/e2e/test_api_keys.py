@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.infra.db import session_factory
+from blocks.infra.db import bind_org, session_factory
 from tests.support import Member, Stack, audit_actions, make_org
 
 
@@ -154,6 +154,7 @@ async def test_an_expired_key_and_a_revoked_key_stop_working(
         expiring_key = expiring.json()["key"]
         assert (await http.get("/v1/api-keys", headers=_bearer(expiring_key))).status_code == 200
         async with session_factory(engine)() as session, session.begin():
+            await bind_org(session, org.id)  # api_keys has row-level security
             await session.exec(  # type: ignore[call-overload]
                 text(
                     "UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = :id"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta
 
@@ -9,13 +10,30 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
 
 from blocks.core.audit.checkpoints import CheckpointClaim
-from blocks.infra.crypto.signing import parse_signing_key, verify_signature
+from blocks.infra.crypto.signing import (
+    SigningKeyError,
+    load_public_keys,
+    new_signing_key_spec,
+    parse_signing_key,
+    verify_signature,
+)
 from blocks.infra.db import bind_org, session_factory
+from blocks.infra.embedded.postgres import PostgresCredentials
+from blocks.infra.settings import Environment, Settings
 from blocks.infra.temporal.schedules import CHECKPOINT_SCHEDULE_ID, ensure_checkpoint_schedule
 from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
-from tests.support import EXPENSE, SIGNING_KEY, Stack, make_org, wait_for_status
+from tests.support import (
+    EXPENSE,
+    PAYLOAD_KEYS,
+    SIGNING_KEY,
+    Stack,
+    make_org,
+    running_stack,
+    wait_for_status,
+)
 
 
 def _claim(body: dict[str, object]) -> CheckpointClaim:
@@ -34,7 +52,7 @@ async def test_on_demand_checkpoint_verifies_with_the_published_key(
     org = await make_org(engine)
     async with stack.http() as http:
         published = (await http.get("/v1/audit/public-key")).json()  # no credentials needed
-        assert published["public_key"] == parse_signing_key(SIGNING_KEY).public_key_b64()
+        assert published["public_key"] == parse_signing_key(SIGNING_KEY).public().b64()
         assert published["jwk"]["crv"] == "Ed25519"
         run = await http.post(
             "/v1/runs",
@@ -49,9 +67,10 @@ async def test_on_demand_checkpoint_verifies_with_the_published_key(
             stage="awaiting_approval",
         )
 
-        refused = await http.post("/v1/audit/checkpoints", headers=org["operator"].headers)
+        # Signing writes to the log: auditors read it (audit:read), admins sign it.
+        refused = await http.post("/v1/audit/checkpoints", headers=org["auditor"].headers)
         assert refused.status_code == 403
-        made = await http.post("/v1/audit/checkpoints", headers=org["auditor"].headers)
+        made = await http.post("/v1/audit/checkpoints", headers=org["admin"].headers)
         assert made.status_code == 201, made.text
         checkpoint = made.json()
         events = (await http.get("/v1/audit-events", headers=org["auditor"].headers)).json()[
@@ -116,7 +135,7 @@ async def test_checkpoints_are_append_only(stack: Stack, engine: AsyncEngine) ->
     org = await make_org(engine)
     async with stack.http() as http:
         assert (
-            await http.post("/v1/audit/checkpoints", headers=org["auditor"].headers)
+            await http.post("/v1/audit/checkpoints", headers=org["admin"].headers)
         ).status_code == 201
 
     async def attempt(statement: str) -> None:
@@ -127,3 +146,56 @@ async def test_checkpoints_are_append_only(stack: Stack, engine: AsyncEngine) ->
     for statement in ("UPDATE audit_checkpoints SET seq = 0", "DELETE FROM audit_checkpoints"):
         with pytest.raises(DBAPIError, match="permission denied"):
             await attempt(statement)
+
+
+async def test_the_api_holds_no_signing_key_and_the_worker_signs(
+    engine: AsyncEngine, temporal_env: WorkflowEnvironment, postgres: PostgresCredentials
+) -> None:
+    """An API configured with public keys only (as in production) makes checkpoints through the
+    worker, which has the key, and publishes the retired key beside the current one."""
+    retired = parse_signing_key(new_signing_key_spec("retired")).public()
+    current = parse_signing_key(SIGNING_KEY).public()
+    org = await make_org(engine)
+    async with running_stack(
+        engine=engine,
+        temporal=temporal_env.client,
+        database_url=postgres.url(),
+        task_queue=f"keys-{uuid.uuid4().hex[:8]}",
+        extra_settings={
+            "audit_signing_key": None,
+            "audit_public_keys": (
+                f"{current.key_id}:{current.b64()},{retired.key_id}:{retired.b64()}"
+            ),
+        },
+    ) as stack:
+        assert stack.settings.audit_signing_key is None
+        async with stack.http() as http:
+            made = await http.post("/v1/audit/checkpoints", headers=org["admin"].headers)
+            published = await http.get("/v1/audit/public-key")
+            exported = await http.get("/v1/audit/export", headers=org["auditor"].headers)
+    assert made.status_code == 201, made.text
+    checkpoint = made.json()
+    claim = CheckpointClaim(
+        org_id=checkpoint["org_id"],
+        seq=checkpoint["seq"],
+        hash=checkpoint["hash"],
+        signed_at=datetime.fromisoformat(checkpoint["signed_at"]),
+        key_id=checkpoint["key_id"],
+    )
+    assert published.json()["key_id"] == current.key_id
+    assert verify_signature(
+        published.json()["public_key"], claim.message(), checkpoint["signature"]
+    )
+    header = json.loads(exported.text.splitlines()[0])
+    assert header["public_keys"] == {current.key_id: current.b64(), retired.key_id: retired.b64()}
+
+
+def test_production_refuses_an_api_without_public_keys() -> None:
+    settings = Settings(
+        env="test", payload_keys=PAYLOAD_KEYS, audit_signing_key=SIGNING_KEY
+    ).model_copy(update={"env": Environment.PROD})
+    with pytest.raises(SigningKeyError, match="BLOCKS_AUDIT_PUBLIC_KEYS must be set"):
+        load_public_keys(settings)
+    current = parse_signing_key(SIGNING_KEY).public()
+    with_keys = settings.model_copy(update={"audit_public_keys": f"k:{current.b64()}"})
+    assert load_public_keys(with_keys).current.b64() == current.b64()

@@ -155,7 +155,7 @@ async def test_a_checkpoint_is_exported_and_verified_and_a_forged_signature_caug
     org = await make_org(engine)
     async with stack.http() as http:
         await _approved_run(http, org)
-        made = await http.post("/v1/audit/checkpoints", headers=org["auditor"].headers)
+        made = await http.post("/v1/audit/checkpoints", headers=org["admin"].headers)
         assert made.status_code == 201, made.text
         checkpoint = made.json()
         published = (await http.get("/v1/audit/public-key")).json()
@@ -177,7 +177,7 @@ async def test_a_checkpoint_is_exported_and_verified_and_a_forged_signature_caug
     good.write_text("".join(lines))
     code, output = await _cli_verify(good, "--public-key", published["public_key"])
     assert code == 0, output
-    stranger = parse_signing_key(new_signing_key_spec()).public_key_b64()
+    stranger = parse_signing_key(new_signing_key_spec()).public().b64()
     code, output = await _cli_verify(good, "--public-key", stranger)
     assert code == 1, output
     assert f"TAMPERED: bad_checkpoint at seq {checkpoint['seq']}" in output
@@ -207,7 +207,7 @@ async def test_custody_of_a_run_lists_its_events_verified_and_is_private(
     org, other = await make_org(engine), await make_org(engine)
     async with stack.http() as http:
         run_id = await _approved_run(http, org)
-        made = await http.post("/v1/audit/checkpoints", headers=org["auditor"].headers)
+        made = await http.post("/v1/audit/checkpoints", headers=org["admin"].headers)
         assert made.status_code == 201, made.text
 
         custody = await http.get(f"/v1/runs/{run_id}/custody", headers=org["auditor"].headers)

@@ -8,7 +8,7 @@ from sqlmodel import select
 
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
-from blocks.infra.db import session_factory
+from blocks.infra.db import bind_org, session_factory
 from blocks.models.identity.api_keys import ApiKey, revoke_api_key
 from tests.support import (
     EXPENSE,
@@ -120,6 +120,7 @@ async def test_revoked_key_is_401(stack: Stack, engine: AsyncEngine, org: Org) -
             ctx = OrgContext(
                 org_id=OrgId(org.id), user_id=None, roles=(Role.OWNER,), auth=AuthMethod.SYSTEM
             )
+            await bind_org(session, org.id)  # api_keys has row-level security
             key = (
                 await session.exec(select(ApiKey).where(ApiKey.user_id == org["auditor"].user_id))
             ).one()

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from blocks.activities.email_notices import EmailNoticeSender
+from blocks.core.context import PLATFORM_ORG
 from blocks.infra.db import session_factory
 from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.infra.integrations.email import Mailer
@@ -26,6 +27,7 @@ from tests.support import (
     audit_actions,
     cookie_headers,
     make_org,
+    run_sql,
     running_stack,
     start_test_session,
     wait_for_status,
@@ -168,12 +170,13 @@ async def test_tampered_expired_and_foreign_links_are_refused(
             await http.post(f"/v1/decision-links/{token}", data={"decision": "maybe"})
         ).status_code == 422
 
-        async with session_factory(engine)() as session, session.begin():
-            await session.exec(  # type: ignore[call-overload]
-                text(
-                    "UPDATE decision_links SET expires_at = now() - interval '1 minute' WHERE org_id = :o"
-                ).bindparams(o=org.id)
-            )
+        # As the app role bound to the organization (decision_links has row-level security).
+        await run_sql(
+            engine,
+            "UPDATE decision_links SET expires_at = now() - interval '1 minute' WHERE org_id = :o",
+            org.id,
+            o=org.id,
+        )
         expired = await http.post(f"/v1/decision-links/{token}", data={"decision": "approve"})
         assert expired.status_code == 410
         assert "expired" in expired.text
@@ -214,3 +217,46 @@ async def test_without_link_only_decisions_the_link_needs_its_approver_signed_in
         await wait_for_status(http, run_id, org["operator"].headers, status="completed")
     denials = [r for a, _, r in await audit_actions(engine, org.id) if a == "access.denied"]
     assert "decision link used without the approver's sign-in" in denials
+
+
+@pytest.fixture
+async def strict_stack(
+    engine: AsyncEngine, temporal_env: WorkflowEnvironment, postgres: PostgresCredentials
+) -> AsyncIterator[Stack]:
+    """The API with a low budget of token tries per address, behind a local trusted proxy."""
+    async with running_stack(
+        engine=engine,
+        temporal=temporal_env.client,
+        database_url=postgres.url(),
+        task_queue=f"links-{uuid.uuid4().hex[:8]}",
+        with_worker=False,
+        extra_settings={"rate_limit_token_ip": "3/minute", "trusted_proxies": ["127.0.0.1"]},
+    ) as stack:
+        yield stack
+
+
+async def test_guessing_links_from_one_address_meets_a_429(
+    strict_stack: Stack, engine: AsyncEngine
+) -> None:
+    exceeded = "rate limit token_ip exceeded"
+    before = [r for _, _, r in await audit_actions(engine, PLATFORM_ORG)].count(exceeded)
+    guesser = {"X-Forwarded-For": "203.0.113.50"}
+    async with strict_stack.http() as http:
+        for n in range(3):
+            guess = f"dl_{n:016x}_{'x' * 43}"
+            shown = await http.get(f"/v1/decision-links/{guess}", headers=guesser)
+            assert shown.status_code == 410, shown.text
+        refused = await http.post(
+            "/v1/decision-links/dl_0_guess", data={"decision": "approve"}, headers=guesser
+        )
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert (await http.get("/v1/decision-links/dl_1_guess", headers=guesser)).status_code == 429
+        # The budget is the address's: another address still gets its answer.
+        other = await http.get(
+            "/v1/decision-links/dl_2_guess", headers={"X-Forwarded-For": "203.0.113.51"}
+        )
+        assert other.status_code == 410, other.text
+    after = [r for _, _, r in await audit_actions(engine, PLATFORM_ORG)].count(exceeded)
+    assert after == before + 1  # audited once, not once per refused guess

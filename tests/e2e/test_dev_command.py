@@ -1,80 +1,58 @@
-"""`blocks dev`, the quick start: everything comes up, serves a run, stops cleanly, and restarts as is."""
+"""`blocks dev`, the quick start: everything comes up, serves a run, stops cleanly, and restarts as
+is; keys and organizations made from the command line are audited like the API's."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
-import psutil
 
-from tests.support import EXPENSE, free_port
-
-_KEY = re.compile(r"^(owner|approver)\s+\([^)]+\):\s+(blk_\S+)$", re.MULTILINE)
+from tests.e2e.dev_process import KEY_LINE, DevStack, stop
+from tests.support import EXPENSE
 
 
-def _env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BLOCKS_")},
-        "BLOCKS_DATA_DIR": str(data_dir),
-        "BLOCKS_API_PORT": str(ports["api"]),
-        "BLOCKS_POSTGRES_PORT": str(ports["pg"]),
-        "BLOCKS_TEMPORAL_PORT": str(ports["temporal"]),
-        "BLOCKS_TEMPORAL_UI_PORT": str(ports["ui"]),
-        "COLUMNS": "200",
-    }
-
-
-def _start(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
-    env = _env(data_dir, ports)
-    return subprocess.Popen(
-        [sys.executable, "-m", "blocks.cli", "dev"],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+def _events(stack: DevStack, key: str) -> list[dict[str, Any]]:
+    answer = httpx.get(
+        f"{stack.api}/v1/audit-events",
+        params={"limit": 1000},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
     )
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["events"])
 
 
-def _wait_ready(api: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if (
-                httpx.get(f"{api}/readyz", timeout=2).status_code == 200
-                and "Ctrl-C" in log.read_text()
-            ):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"blocks dev never became ready:\n{log.read_text()}")
+def _key_ids(stack: DevStack, key: str) -> dict[str, str]:
+    """Key name -> key id, for every key of the caller's organization."""
+    answer = httpx.get(
+        f"{stack.api}/v1/api-keys",
+        params={"all": "true"},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return {k["name"]: k["id"] for k in answer.json()}
 
 
-def _stop(process: subprocess.Popen[bytes]) -> list[int]:
-    """Interrupt like Ctrl-C; return the pids of descendants that outlived it."""
-    children = psutil.Process(process.pid).children(recursive=True)
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
-    time.sleep(0.5)
-    return [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+def _made_by(events: list[dict[str, Any]], command: str, action: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in events
+        if e["action"] == action and e["actor_type"] == "system" and e["actor_id"] == command
+    ]
 
 
 def test_dev_runs_everything_and_restarts_on_the_same_data(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("api", "pg", "temporal", "ui")}
-    api = f"http://127.0.0.1:{ports['api']}"
-    data_dir = tmp_path / "data"
+    stack = DevStack(tmp_path / "data")
+    api, data_dir, ports = stack.api, stack.data_dir, stack.ports
     first_log = tmp_path / "first.log"
 
-    process = _start(data_dir, ports, first_log)
+    process = stack.start(first_log)
     try:
-        _wait_ready(api, process, first_log)
-        keys = dict(_KEY.findall(first_log.read_text()))
+        stack.wait_ready(process, first_log)
+        keys = dict(KEY_LINE.findall(first_log.read_text()))
         assert set(keys) == {"owner", "approver"}, first_log.read_text()
         owner = {"Authorization": f"Bearer {keys['owner']}"}
         approver = {"Authorization": f"Bearer {keys['approver']}"}
@@ -96,23 +74,40 @@ def test_dev_runs_everything_and_restarts_on_the_same_data(tmp_path: Path) -> No
         assert decided.status_code == 200, decided.text
         assert httpx.get(f"http://127.0.0.1:{ports['ui']}/", timeout=5).status_code == 200
         # Another key for a demo member, minted beside the running stack as the README says.
-        minted = subprocess.run(
-            [sys.executable, "-m", "blocks.cli", "api-key", "--org", "demo",
-             "--email", "approver@demo.example", "--role", "approver"],
-            env=_env(data_dir, ports), capture_output=True, text=True, timeout=60, check=True,
-        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        made = stack.cli(
+            "api-key", "--org", "demo", "--email", "approver@demo.example", "--role", "approver",
+            "--name", "minted by an operator",
+        )  # fmt: skip
+        assert made.returncode == 0, made.stdout + made.stderr
+        minted = made.stdout.strip().splitlines()[-1]
         assert minted.startswith("blk_")
         inbox = httpx.get(
             f"{api}/v1/inbox", headers={"Authorization": f"Bearer {minted}"}, timeout=30
         )
         assert inbox.status_code == 200
+        # Keys made from the command line leave the event API-made keys do, the command as actor.
+        key_ids = _key_ids(stack, keys["owner"])
+        events = _events(stack, keys["owner"])
+        by_dev = _made_by(events, "cli:dev", "api_key.created")
+        assert {(e["target_type"], e["target_id"]) for e in by_dev} == {
+            ("api_key", key_ids["demo owner"]),
+            ("api_key", key_ids["demo approver"]),
+        }
+        assert {e["data"]["name"]: e["data"]["roles"] for e in by_dev} == {
+            "demo owner": ["owner"],
+            "demo approver": ["approver"],
+        }
+        assert [e["target_id"] for e in _made_by(events, "cli:dev", "org.created")] != []
+        [by_cli] = _made_by(events, "cli:api-key", "api_key.created")
+        assert by_cli["target_id"] == key_ids["minted by an operator"]
+        assert set(by_cli["data"]) == {"name", "owner_user_id", "roles", "expires_at"}
+        assert by_cli["data"]["roles"] == ["approver"]
         # Without email, an operator sets the demo owner's password; the owner then signs in.
         password = "demo owner passphrase, long enough 42"
-        subprocess.run(
-            [sys.executable, "-m", "blocks.cli", "set-password", "--email", "Owner@demo.example"],
-            input=f"{password}\n{password}\n", env=_env(data_dir, ports),
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
+        changed = stack.cli(
+            "set-password", "--email", "Owner@demo.example", stdin=f"{password}\n{password}\n"
+        )
+        assert changed.returncode == 0, changed.stdout + changed.stderr
         signed = httpx.post(
             f"{api}/v1/auth/signin",
             json={"email": "owner@demo.example", "password": password},
@@ -120,18 +115,28 @@ def test_dev_runs_everything_and_restarts_on_the_same_data(tmp_path: Path) -> No
         )
         assert signed.status_code == 200, signed.text
         assert [o["slug"] for o in signed.json()["organizations"]] == ["demo"]
-        weak = subprocess.run(
-            [sys.executable, "-m", "blocks.cli", "set-password", "--email", "owner@demo.example"],
-            input="password1\npassword1\n", env=_env(data_dir, ports),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        weak = stack.cli(
+            "set-password", "--email", "owner@demo.example", stdin="password1\npassword1\n"
+        )
         assert weak.returncode == 1
-        created = subprocess.run(
-            [sys.executable, "-m", "blocks.cli", "create-org", "--slug", "acme", "--name", "Acme",
-             "--owner-email", "owner@demo.example"],
-            env=_env(data_dir, ports), capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        assert "Organization acme created" in created.stdout
+        created = stack.cli(
+            "create-org", "--slug", "acme", "--name", "Acme", "--owner-email", "owner@demo.example"
+        )
+        assert "Organization acme created" in created.stdout, created.stdout + created.stderr
+        # The new organization's chain opens with its creation by the command, then the key.
+        acme_key = (
+            stack.cli(
+                "api-key", "--org", "acme", "--email", "owner@demo.example", "--role", "owner"
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        acme_events = _events(stack, acme_key)
+        assert [(e["action"], e["actor_id"]) for e in acme_events] == [
+            ("org.created", "cli:create-org"),
+            ("api_key.created", "cli:api-key"),
+        ]
+        assert acme_events[1]["target_id"] == _key_ids(stack, acme_key)["cli"]
         again = httpx.post(
             f"{api}/v1/auth/signin",
             json={"email": "owner@demo.example", "password": password},
@@ -140,31 +145,24 @@ def test_dev_runs_everything_and_restarts_on_the_same_data(tmp_path: Path) -> No
         assert {o["slug"] for o in again.json()["organizations"]} == {"demo", "acme"}
         # The platform chain (sign-ins, operator actions) exports and verifies offline.
         exported = tmp_path / "platform.jsonl"
-        subprocess.run(
-            [sys.executable, "-m", "blocks.cli", "audit", "export", "--platform",
-             "--out", str(exported)],
-            env=_env(data_dir, ports), capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
+        assert stack.cli("audit", "export", "--platform", "--out", str(exported)).returncode == 0
         assert '"action":"auth.signin"' in exported.read_text().replace(" ", "")
-        verified = subprocess.run(
-            [sys.executable, "-m", "blocks.cli", "audit", "verify", str(exported)],
-            env=_env(data_dir, ports), capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        verified = stack.cli("audit", "verify", str(exported))
         assert verified.returncode == 0, verified.stdout + verified.stderr
     finally:
-        leftovers = _stop(process)
+        leftovers = stop(process)
     assert leftovers == []
     assert (data_dir / "pgdata" / "PG_VERSION").exists()
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
 
     second_log = tmp_path / "second.log"
-    process = _start(data_dir, ports, second_log)
+    process = stack.start(second_log)
     try:
-        _wait_ready(api, process, second_log)
+        stack.wait_ready(process, second_log)
         assert "already exists" in second_log.read_text()
-        assert _KEY.findall(second_log.read_text()) == []
+        assert KEY_LINE.findall(second_log.read_text()) == []
         # The first start's data and key survived the restart.
         body = httpx.get(f"{api}/v1/runs/{run_id}", headers=owner, timeout=30).json()
         assert body["status"] == "completed", body
     finally:
-        assert _stop(process) == []
+        assert stop(process) == []

@@ -461,8 +461,10 @@ async def test_revoked_and_expired_invites_are_refused(
         late_token = await smtp_server.inbox.token_for(expiring, _TOKEN)
         withdrawn_token = await smtp_server.inbox.token_for(revoked, _TOKEN)
 
-        # The test's engine connects as the application role, which may update invites.
+        # The test's engine connects as the application role, which may update invites of the
+        # organization it is bound to (invites have row-level security).
         async with session_factory(engine)() as db, db.begin():
+            await bind_org(db, org.id)
             await db.exec(  # type: ignore[call-overload]
                 text(
                     "UPDATE invites SET expires_at = now() - interval '1 minute' WHERE id = :id"

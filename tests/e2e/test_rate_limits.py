@@ -1,10 +1,13 @@
 """Rate limits through the real API: 429 with Retry-After and problem+json, audited once, per
 credential and per client address, where the address honours X-Forwarded-For only from a
-trusted proxy. Each stack here is started with low limits of its own (the session's are high)."""
+trusted proxy. Each stack here is started with low limits of its own (the session's are high).
+With the counters' shared store down, sign-in, token and 2FA endpoints answer 503; the rest of
+the API stays up (and says so in the log)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +20,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from blocks.infra.db import bind_org, session_factory
 from blocks.infra.embedded.postgres import PostgresCredentials
-from tests.support import Stack, audit_actions, make_org, running_stack
+from tests.support import (
+    Stack,
+    audit_actions,
+    cookie_headers,
+    free_port,
+    make_org,
+    running_stack,
+    start_test_session,
+)
 
 LOW_LIMITS = {
     "rate_limit_api_credential": "5/minute",
@@ -180,3 +191,67 @@ async def test_a_flood_of_wrong_keys_or_ended_sessions_is_cut_off(behind_proxy: 
         for _ in range(3):
             assert (await http.get("/v1/me", headers=cookie)).status_code == 401
         _too_many(await http.get("/v1/me", headers=cookie))
+
+
+@pytest.fixture
+async def store_down(
+    engine: AsyncEngine, temporal_env: WorkflowEnvironment, postgres: PostgresCredentials
+) -> AsyncIterator[Stack]:
+    """The API counting in a shared Redis that cannot be reached (nothing listens there); one
+    per test, since a limiter logs the failure once per rule and period."""
+    async with running_stack(
+        engine=engine,
+        temporal=temporal_env.client,
+        database_url=postgres.url(),
+        task_queue=f"blocks-limits-{uuid.uuid4().hex[:8]}",
+        with_worker=False,
+        extra_settings={"rate_limit_storage_url": f"redis://127.0.0.1:{free_port()}/0"},
+    ) as running:
+        yield running
+
+
+def _unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["code"] == "rate_limit_unavailable"
+
+
+async def test_with_the_store_down_sign_in_token_and_2fa_endpoints_refuse(
+    store_down: Stack, engine: AsyncEngine
+) -> None:
+    org = await make_org(engine)
+    async with store_down.http() as http:
+        _unavailable(
+            await http.post(
+                "/v1/auth/signin", json={"email": org["approver"].email, "password": "guess"}
+            )
+        )
+        _unavailable(
+            await http.post(
+                "/v1/auth/password-reset/confirm",
+                json={"token": "brs_0_guess", "password": "a long new passphrase"},
+            )
+        )
+        _unavailable(await http.get("/v1/decision-links/dl_0_guess"))
+        session = await start_test_session(engine, org["approver"].user_id, org.id)
+        _unavailable(
+            await http.post(
+                "/v1/auth/signin/2fa",
+                json={"code": "123456"},
+                headers=cookie_headers(store_down.settings, session),
+            )
+        )
+
+
+async def test_with_the_store_down_api_requests_pass_and_the_failure_is_logged(
+    store_down: Stack, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    org = await make_org(engine)
+    with caplog.at_level(logging.WARNING, logger="blocks.rate_limits"):
+        async with store_down.http() as http:
+            for _ in range(3):
+                response = await http.get("/v1/runs", headers=org["operator"].headers)
+                assert response.status_code == 200, response.text
+    logged = [r.getMessage() for r in caplog.records if r.name == "blocks.rate_limits"]
+    assert any("rule api_credential not enforced" in line for line in logged), logged

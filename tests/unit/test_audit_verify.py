@@ -30,7 +30,7 @@ from blocks.infra.crypto.signing import CheckpointSigner, new_signing_key_spec, 
 ORG = str(uuid.UUID(int=0xB10C5))
 SIGNER = parse_signing_key(new_signing_key_spec("k1"))
 OTHER_SIGNER = parse_signing_key(new_signing_key_spec("k1"))
-KEYS = {SIGNER.key_id: SIGNER.public_key_b64()}
+KEYS = {SIGNER.key_id: SIGNER.public().b64()}
 
 
 def _payload(seq: int, *, org: str = ORG, **changes: Any) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def export_lines(
         first_seq=first_seq,
         last_seq=last_seq,
         head=head,
-        public_keys=keys if keys is not None else {SIGNER.key_id: SIGNER.public_key_b64()},
+        public_keys=keys if keys is not None else {SIGNER.key_id: SIGNER.public().b64()},
     )
     for payload, prev_hash, stored in links:
         yield event_line(payload, prev_hash, stored)
@@ -512,10 +512,10 @@ def test_a_checkpoint_by_an_unknown_key_or_another_org_is_caught() -> None:
 
 def test_a_pinned_key_overrides_the_header() -> None:
     by_other = sign(6, CHAIN[5][2], signer=OTHER_SIGNER)
-    keys = {OTHER_SIGNER.key_id: OTHER_SIGNER.public_key_b64()}  # a header that lies
+    keys = {OTHER_SIGNER.key_id: OTHER_SIGNER.public().b64()}  # a header that lies
     lines = list(export_lines(CHAIN, head=HEAD, checkpoints=[by_other], keys=keys))
     assert verify_export(lines).ok
-    report = verify_export(lines, public_key=SIGNER.public_key_b64())
+    report = verify_export(lines, public_key=SIGNER.public().b64())
     assert_problem(report, "bad_checkpoint", 6)
 
 

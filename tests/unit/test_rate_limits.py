@@ -1,12 +1,21 @@
-"""RateLimiter over in-process memory: limits, retry times, independence, bad settings."""
+"""RateLimiter over in-process memory: limits, retry times, independence, bad settings; and
+over a Redis that cannot be reached: the rules that guard secrets refuse, the others let through."""
 
 from __future__ import annotations
 
-import importlib.util
+import logging
+import socket
+import sys
 
 import pytest
 
-from blocks.infra.rate_limits import RULES, RateLimiter, setting_name
+from blocks.infra.rate_limits import (
+    FAIL_CLOSED_RULES,
+    RULES,
+    RateLimiter,
+    RateLimitUnavailable,
+    setting_name,
+)
 from blocks.infra.settings import Settings
 
 
@@ -69,8 +78,11 @@ def test_unknown_storage_scheme_is_refused() -> None:
         _limiter(storage_url="localhost:6379")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("redis") is not None, reason="redis is installed")
-def test_redis_without_the_library_fails_clearly_and_hides_the_password() -> None:
+def test_redis_without_the_library_fails_clearly_and_hides_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if the redis extra were not installed (the test extra installs it).
+    monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(RuntimeError, match=r"blocks\[redis\]") as raised:
         _limiter(storage_url="redis://user:hunter2@localhost:6379/0")
     assert "hunter2" not in str(raised.value)
@@ -100,3 +112,43 @@ async def test_asking_whether_a_limit_is_used_up_counts_nothing() -> None:
     wait = await limiter.over("signin_account", "account:a@example.com")
     assert wait is not None
     assert wait >= 1
+
+
+def _closed_port() -> int:
+    # A port nothing listens on: bound and released, so connecting to it is refused at once.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _store_down() -> RateLimiter:
+    """A limiter whose shared store (Redis) cannot be reached."""
+    return _limiter(storage_url=f"redis://127.0.0.1:{_closed_port()}/0")
+
+
+@pytest.mark.parametrize("rule", sorted(FAIL_CLOSED_RULES))
+async def test_with_the_store_down_the_rules_that_guard_secrets_refuse(rule: str) -> None:
+    limiter = _store_down()
+    with pytest.raises(RateLimitUnavailable) as raised:
+        await limiter.hit(rule, "ip:198.51.100.1")
+    assert raised.value.rule == rule
+    with pytest.raises(RateLimitUnavailable):
+        await limiter.over(rule, "ip:198.51.100.1")
+
+
+async def test_with_the_store_down_api_traffic_passes_with_one_log_line_per_rule(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limiter = _store_down()
+    open_rules = sorted(set(RULES) - FAIL_CLOSED_RULES)
+    assert open_rules == ["api_credential", "api_ip", "invalid_ip"]
+    with caplog.at_level(logging.WARNING, logger="blocks.rate_limits"):
+        for rule in open_rules:
+            for _ in range(3):
+                assert await limiter.hit(rule, "credential:k1") is None
+            assert await limiter.over(rule, "credential:k1") is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "blocks.rate_limits"]
+    # One line per rule while the store stays down, not one per request.
+    assert len(lines) == len(open_rules)
+    for rule, line in zip(open_rules, lines, strict=True):
+        assert f"rule {rule} not enforced" in line

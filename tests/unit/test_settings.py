@@ -34,6 +34,7 @@ def test_prod_requires_external_services_keys_and_no_demo(monkeypatch: pytest.Mo
         Settings()
     monkeypatch.setenv("BLOCKS_DATABASE_URL", "postgresql://u:p@db/blocks")
     monkeypatch.setenv("BLOCKS_TEMPORAL_ADDRESS", "temporal:7233")
+    monkeypatch.setenv("BLOCKS_PUBLIC_URL", "https://blocks.example.com")
     assert Settings().database_url is not None
     monkeypatch.setenv("BLOCKS_DEMO_ORG", "true")
     with pytest.raises(ValidationError, match="BLOCKS_DEMO_ORG"):
@@ -46,6 +47,45 @@ def test_prod_requires_external_services_keys_and_no_demo(monkeypatch: pytest.Mo
     monkeypatch.delenv("BLOCKS_MASTER_KEYS")
     with pytest.raises(ValidationError, match="BLOCKS_MASTER_KEYS"):
         Settings()
+
+
+def _valid_prod(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLOCKS_ENV", "prod")
+    monkeypatch.setenv("BLOCKS_DEMO_ORG", "false")
+    monkeypatch.setenv("BLOCKS_PAYLOAD_KEYS", new_payload_key_spec())
+    monkeypatch.setenv("BLOCKS_AUDIT_SIGNING_KEY", new_signing_key_spec())
+    monkeypatch.setenv("BLOCKS_MASTER_KEYS", new_payload_key_spec("m1"))
+    monkeypatch.setenv("BLOCKS_DATABASE_URL", "postgresql://u:p@db/blocks")
+    monkeypatch.setenv("BLOCKS_TEMPORAL_ADDRESS", "temporal:7233")
+    monkeypatch.setenv("BLOCKS_PUBLIC_URL", "https://blocks.example.com")
+
+
+def test_prod_requires_the_public_url_to_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    _valid_prod(monkeypatch)
+    assert Settings().public_url == "https://blocks.example.com"
+    monkeypatch.delenv("BLOCKS_PUBLIC_URL")
+    # The default is a loopback address: links in emails and the origin check would be wrong.
+    with pytest.raises(ValidationError, match="BLOCKS_PUBLIC_URL is required"):
+        Settings()
+    # Not even the default's own value, written out: it is not where people reach Blocks.
+    monkeypatch.setenv("BLOCKS_PUBLIC_URL", "http://127.0.0.1:8000")
+    with pytest.raises(ValidationError, match="BLOCKS_PUBLIC_URL must be an https:// URL"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://blocks.example.com", "https://", "blocks.example.com", "ftp://blocks.example.com"],
+)
+def test_prod_requires_an_https_public_url(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    _valid_prod(monkeypatch)
+    monkeypatch.setenv("BLOCKS_PUBLIC_URL", url)
+    with pytest.raises(ValidationError, match="BLOCKS_PUBLIC_URL must be an https:// URL"):
+        Settings()
+
+
+def test_dev_keeps_the_loopback_public_url() -> None:
+    assert Settings().public_url == "http://127.0.0.1:8000"
 
 
 def test_a_misspelt_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,10 @@
 """Decision links from email: GET only shows the request (so mail scanners decide nothing);
-a POST from the page decides, once, as the one approver the link was sent to."""
+a POST from the page decides, once, as the one approver the link was sent to.
+
+Tries of links that do not work (unknown, tampered, used, expired) count per client address
+against the `token_ip` rate limit, like the other emailed tokens; an address over it gets a 429
+before any lookup, so guessing links is cut off while a working link never counts.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from temporalio.service import RPCError
 
+from blocks.api import rate_limit
 from blocks.api.approvals.decisions import submit_decision
 from blocks.api.deps import (
     CanManageSecurity,
@@ -81,10 +87,24 @@ async def _signed_in_as(request: Request, session: DbSession, ctx: OrgContext) -
     return signed.user.id == ctx.user_id and signed.session.org_id == ctx.org_id
 
 
-@router.get("/v1/decision-links/{token}", response_class=HTMLResponse)
-async def show(token: str, session: DbSession, client: TemporalClient) -> HTMLResponse:
+async def _open(request: Request, session: DbSession, token: str) -> OpenLink:
+    """`open_link`, refused (429) for an address over its budget of failed tries, and counting
+    a failed try against it."""
+    where = rate_limit.address(request)
+    await rate_limit.refuse_if_over(request, "token_ip", where)
     try:
-        opened: OpenLink = await open_link(session, token)
+        return await open_link(session, token)
+    except LinkProblem:
+        await rate_limit.count(request, "token_ip", where)
+        raise
+
+
+@router.get("/v1/decision-links/{token}", response_class=HTMLResponse)
+async def show(
+    token: str, request: Request, session: DbSession, client: TemporalClient
+) -> HTMLResponse:
+    try:
+        opened = await _open(request, session, token)
     except LinkProblem as problem:
         return _refused(problem)
     link = opened.link
@@ -121,7 +141,7 @@ async def decide(
     if choice not in ("approve", "reject"):
         return _page("Invalid decision", "<p>Choose approve or reject.</p>", status=422)
     try:
-        opened = await open_link(session, token)
+        opened = await _open(request, session, token)
     except LinkProblem as problem:
         return _refused(problem)
     ctx = await _member_context(session, opened.link)

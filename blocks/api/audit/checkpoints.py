@@ -1,18 +1,35 @@
-"""Routes for signed audit checkpoints and the public key that verifies them."""
+"""Routes for signed audit checkpoints and the public key that verifies them.
+
+The API holds no signing key: a checkpoint asked for here is signed by the worker (the system
+workflow `blocks.audit_checkpoint_org`), where the key lives, and read back from the table.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
+from temporalio.client import WorkflowFailureError
 
-from blocks.api.deps import CanReadAudit, DbSession
-from blocks.infra.crypto.signing import CheckpointSigner
-from blocks.models.audit.checkpoints import AuditCheckpoint, create_checkpoint, list_checkpoints
+from blocks.api.deps import CanReadAudit, DbSession, TemporalClient, require
+from blocks.api.errors import Problem
+from blocks.api.outages import RETRY_AFTER_SECONDS
+from blocks.api.params import BIGINT_MAX
+from blocks.core.context import OrgContext
+from blocks.core.roles import Permission
+from blocks.infra.crypto.signing import CheckpointPublicKeys
+from blocks.models.audit.checkpoints import AuditCheckpoint, get_checkpoint, list_checkpoints
+from blocks.workflows.checkpoints import ORG_CHECKPOINT_WORKFLOW, OrgCheckpointRequest
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+_SIGNING_TIMEOUT = timedelta(seconds=30)
+
+# Making a checkpoint writes to the log: reading it (audit:read) is not enough.
+CanCheckpoint = Annotated[OrgContext, Depends(require(Permission.AUDIT_CHECKPOINT))]
 
 
 class PublicKeyOut(BaseModel):
@@ -32,8 +49,8 @@ class CheckpointOut(BaseModel):
     signature: str
 
 
-def _signer(request: Request) -> CheckpointSigner:
-    return request.app.state.signer  # type: ignore[no-any-return]
+def _public_keys(request: Request) -> CheckpointPublicKeys:
+    return request.app.state.public_keys  # type: ignore[no-any-return]
 
 
 def checkpoint_out(checkpoint: AuditCheckpoint) -> CheckpointOut:
@@ -51,19 +68,36 @@ def checkpoint_out(checkpoint: AuditCheckpoint) -> CheckpointOut:
 @router.get("/public-key", response_model=PublicKeyOut)
 async def public_key(request: Request) -> PublicKeyOut:
     """Published without authentication: anyone holding a checkpoint can verify it."""
-    signer = _signer(request)
+    current = _public_keys(request).current
     return PublicKeyOut(
-        key_id=signer.key_id,
-        algorithm="Ed25519",
-        public_key=signer.public_key_b64(),
-        jwk=signer.public_jwk(),
+        key_id=current.key_id, algorithm="Ed25519", public_key=current.b64(), jwk=current.jwk()
     )
 
 
 @router.post("/checkpoints", status_code=201, response_model=CheckpointOut)
-async def create(request: Request, ctx: CanReadAudit, session: DbSession) -> CheckpointOut:
-    checkpoint = await create_checkpoint(ctx, session, _signer(request))
-    assert checkpoint is not None  # only_if_new is off: a checkpoint is always made
+async def create(
+    request: Request, ctx: CanCheckpoint, session: DbSession, client: TemporalClient
+) -> CheckpointOut:
+    try:
+        checkpoint_id = await client.execute_workflow(
+            ORG_CHECKPOINT_WORKFLOW,
+            OrgCheckpointRequest(org_id=str(ctx.org_id)),
+            id=f"checkpoint-{ctx.org_id}-{uuid.uuid4()}",
+            task_queue=request.app.state.settings.task_queue,
+            result_type=str,
+            execution_timeout=_SIGNING_TIMEOUT,
+        )
+    except WorkflowFailureError as err:
+        # No worker signed within the bound (none running, or the database down for it).
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "no worker signed the checkpoint in time; retry in a few seconds",
+            code="worker_unavailable",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from err
+    checkpoint = await get_checkpoint(ctx, session, uuid.UUID(checkpoint_id))
+    assert checkpoint is not None  # the worker signed it for this organization
     return checkpoint_out(checkpoint)
 
 
@@ -71,7 +105,7 @@ async def create(request: Request, ctx: CanReadAudit, session: DbSession) -> Che
 async def checkpoints(
     ctx: CanReadAudit,
     session: DbSession,
-    after_seq: Annotated[int, Query(ge=-1)] = -1,
+    after_seq: Annotated[int, Query(ge=-1, le=BIGINT_MAX)] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[CheckpointOut]:
     return [

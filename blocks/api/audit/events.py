@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.errors import not_found
+from blocks.api.params import AfterSeq
 from blocks.api.schemas import AuditEventListOut, AuditEventOut
 from blocks.core.context import OrgContext
 from blocks.models.approvals.runs import get_run
@@ -24,7 +25,7 @@ async def list_audit_events(
     ctx: CanReadAudit,
     session: DbSession,
     run_id: Annotated[uuid.UUID | None, Query()] = None,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: AfterSeq = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditEventListOut:
     if run_id is not None and await get_run(ctx, session, run_id) is None:
@@ -40,7 +41,7 @@ async def run_audit_events(
     run_id: uuid.UUID,
     ctx: CanReadAudit,
     session: DbSession,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: AfterSeq = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> AuditEventListOut:
     if await get_run(ctx, session, run_id) is None:

@@ -27,7 +27,7 @@ from blocks.api.schemas import AuditEventFields
 from blocks.core.audit.chain_verifier import VerificationReport
 from blocks.core.audit.event_hash import event_hash
 from blocks.core.context import OrgContext
-from blocks.infra.crypto.signing import CheckpointSigner
+from blocks.infra.crypto.signing import CheckpointPublicKeys
 from blocks.models.approvals.runs import get_run
 from blocks.models.audit.reads import (
     ExportFilters,
@@ -104,15 +104,11 @@ def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     return request.app.state.sessions  # type: ignore[no-any-return]
 
 
-def _signer(request: Request) -> CheckpointSigner:
-    return request.app.state.signer  # type: ignore[no-any-return]
-
-
 def _public_keys(request: Request) -> dict[str, str]:
-    # Only the current key is published; checkpoints signed before a key rotation show up as
-    # signed by an unknown key until older public keys are kept and listed here.
-    signer = _signer(request)
-    return {signer.key_id: signer.public_key_b64()}
+    """Every key checkpoints may be signed with, the retired ones too (BLOCKS_AUDIT_PUBLIC_KEYS),
+    so checkpoints from before a key rotation still verify."""
+    keys: CheckpointPublicKeys = request.app.state.public_keys
+    return keys.by_id()
 
 
 # ------------------------------------------------------------------------------------- export

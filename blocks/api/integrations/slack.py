@@ -1,20 +1,27 @@
-"""Routes that connect an organization to Slack: the installation, and Slack users linked to members."""
+"""Routes that connect an organization to Slack: the installation, and unlinking Slack users.
+
+Linking a Slack user to a member takes that member's own proof (`slack_links`); an admin may
+unlink any Slack user here, never link one.
+"""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from sqlalchemy.exc import IntegrityError
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.api.deps import CanManageIntegrations, DbSession, record_change
+from blocks.api.deps import (
+    CanManageIntegrations,
+    DbSession,
+    forbidden,
+    record_change,
+    record_denial,
+)
 from blocks.api.errors import Problem, invalid_field, not_found
 from blocks.api.schemas import StrictModel
-from blocks.core.context import OrgContext
 from blocks.infra.integrations.slack import (
     SLACK_ID_PATTERN,
     SlackTokenRefused,
@@ -24,7 +31,6 @@ from blocks.infra.integrations.slack import (
 from blocks.models.integrations.slack import (
     SlackInstallation,
     get_installation,
-    link_slack_user,
     save_installation,
     set_channel,
     unlink_slack_user,
@@ -59,15 +65,6 @@ class SlackInstallationOut(BaseModel):
     bot_token_set: bool = Field(description="Always true: the token itself is never shown")
     created_at: datetime
     updated_at: datetime
-
-
-class SlackUserLinkIn(StrictModel):
-    user_id: uuid.UUID
-
-
-class SlackUserLinkOut(BaseModel):
-    slack_user_id: str
-    user_id: uuid.UUID
 
 
 def _out(installation: SlackInstallation) -> SlackInstallationOut:
@@ -144,48 +141,43 @@ async def install(
     return _out(installation)
 
 
-@router.put("/users/{slack_user_id}", response_model=SlackUserLinkOut)
+@router.put(
+    "/users/{slack_user_id}",
+    deprecated=True,
+    status_code=403,
+    response_model=None,
+    response_description="Always refused: the member links their Slack account themselves",
+)
 async def link_user(
-    slack_user_id: SlackUserId,
-    body: SlackUserLinkIn,
-    request: Request,
-    ctx: CanManageIntegrations,
-    session: DbSession,
-) -> SlackUserLinkOut:
-    """Decisions this Slack user makes in Slack are this member's (replaces an earlier link)."""
-    link = await link_slack_user(ctx, session, slack_user_id=slack_user_id, user_id=body.user_id)
-    if link is None:
-        raise not_found("member")
-    await _audit_link(
-        request, ctx, session, "integration.slack.user_linked", slack_user_id, link.user_id
+    slack_user_id: SlackUserId, request: Request, ctx: CanManageIntegrations
+) -> NoReturn:
+    """Refused, always (403, audited): a Slack user's clicks decide as the member it is linked
+    to, so only that member links it, with their own proof: `POST /v1/me/slack-link` signed in,
+    then the code sent from the Slack account. Kept so a client of the former admin route learns
+    why, and so an attempt to link for someone else is on the record."""
+    await record_denial(
+        request, ctx, "Slack users are linked by the member, with their own proof, not by an admin"
     )
-    return SlackUserLinkOut(slack_user_id=link.slack_user_id, user_id=link.user_id)
+    raise forbidden(
+        "a Slack user is linked only by the member themselves: POST /v1/me/slack-link while "
+        "signed in as that member, then send the code from their Slack account"
+    )
 
 
 @router.delete("/users/{slack_user_id}", status_code=204)
 async def unlink_user(
     slack_user_id: SlackUserId, request: Request, ctx: CanManageIntegrations, session: DbSession
 ) -> Response:
-    if not await unlink_slack_user(ctx, session, slack_user_id):
+    user_id = await unlink_slack_user(ctx, session, slack_user_id)
+    if user_id is None:
         raise not_found("Slack user link")
-    await _audit_link(request, ctx, session, "integration.slack.user_unlinked", slack_user_id, None)
-    return Response(status_code=204)
-
-
-async def _audit_link(
-    request: Request,
-    ctx: OrgContext,
-    session: AsyncSession,
-    action: str,
-    slack_user_id: str,
-    user_id: uuid.UUID | None,
-) -> None:
     await record_change(
         request,
         ctx,
         session,
-        action,
+        "integration.slack.user_unlinked",
         target_type="slack_user",
         target_id=slack_user_id,
-        data={"user_id": str(user_id) if user_id else None},
+        data={"user_id": str(user_id)},
     )
+    return Response(status_code=204)

@@ -1,11 +1,13 @@
-"""Slack's interactive-button requests: verified, mapped to a member, decided like any decision.
+"""Slack's signed requests: button clicks decided like any decision, and link confirmations.
 
 Slack signs each request with the app's signing secret (`v0=HMAC-SHA256(v0:{ts}:{body})`). The
 signature and its timestamp (at most five minutes old) are checked on the raw body before
 anything is parsed; a refused request is a 401, audited in the organization its (unverified)
-team names, if that team is installed. A verified click is decided by the Slack user's linked
-member, with their current roles, through `api.decisions.submit_decision` (channel "slack").
-Slack shows the reply's text to the clicker only (an ephemeral message).
+team names, if that team is installed. A verified click (`block_actions`) is decided by the
+Slack user's linked member, with their current roles, through `api.decisions.submit_decision`
+(channel "slack"); a link made without the member's proof decides nothing. A verified slash
+command (the Slack app's command, pointed at this same URL) confirms a link code
+(`slack_links.confirm_link`). Slack shows the reply's text to the sender only (ephemeral).
 """
 
 from __future__ import annotations
@@ -21,22 +23,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slack_sdk.signature import Clock, SignatureVerifier
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client
 
 from blocks.api import rate_limit
 from blocks.api.approvals.decisions import submit_decision
 from blocks.api.deps import DbSession, TemporalClient
 from blocks.api.errors import Problem
-from blocks.api.security_audit import client_ip
-from blocks.core.audit.records import ActorType, AuditRecord, Outcome
+from blocks.api.integrations.slack_links import SlashCommand, confirm_link
+from blocks.api.integrations.slack_replies import INTERACTIONS_PATH, denial, deny, reply
 from blocks.core.context import AuthMethod, OrgContext
 from blocks.core.roles import parse_roles
 from blocks.infra.integrations.slack import ACTIONS, SLACK_ID_PATTERN, ButtonValue, escape
 from blocks.models.audit.events import append_events
 from blocks.models.integrations.slack import member_for_slack_user, org_for_slack_team
 
-router = APIRouter(prefix="/v1/integrations/slack", tags=["integrations"])
+router = APIRouter(tags=["integrations"])
 
-ROUTE = "POST /v1/integrations/slack/interactions"
 MAX_AGE_SECONDS = 5 * 60  # Slack's own advice: older requests may be replays
 # Slack's payloads are a few kilobytes; refusing more keeps a forged request cheap to drop.
 _MAX_BODY_BYTES = 256 * 1024
@@ -66,7 +68,7 @@ class BlockActions(BaseModel):
     actions: list[_Action] = Field(min_length=1)
 
 
-@router.post("/interactions")
+@router.post(INTERACTIONS_PATH)
 async def slack_interaction(
     request: Request, session: DbSession, client: TemporalClient
 ) -> JSONResponse:
@@ -99,7 +101,17 @@ async def slack_interaction(
         )
 
     # Verified: from here on the payload is Slack's word.
-    interaction = _parse(body)
+    form = _form(body)
+    if "payload" in form:
+        return await _click(request, session, client, _parse_actions(form))
+    if "command" in form:
+        return await confirm_link(request, session, _parse_command(form))
+    raise _unsupported()
+
+
+async def _click(
+    request: Request, session: AsyncSession, client: Client, interaction: BlockActions
+) -> JSONResponse:
     action = interaction.actions[0]
     decision = ACTIONS.get(action.action_id)
     target = ButtonValue.decode(action.value)
@@ -109,13 +121,21 @@ async def slack_interaction(
 
     org_id = await org_for_slack_team(session, team_id)
     if org_id is None:
-        return _reply("This Slack workspace is not connected to Blocks.")
+        return reply("This Slack workspace is not connected to Blocks.")
     org_ctx = OrgContext(org_id=org_id, user_id=None, roles=(), auth=AuthMethod.SLACK)
     member = await member_for_slack_user(org_ctx, session, slack_user_id)
     slack_data = {"slack_team_id": team_id, "slack_user_id": slack_user_id}
     if member is None:
-        await _deny(request, org_ctx, "Slack user is not linked to a member", slack_data)
-        return _reply("Your Slack account is not linked to a member of this organization.")
+        await deny(request, org_ctx, "Slack user is not linked to a member", slack_data)
+        return reply("Your Slack account is not linked to a member of this organization.")
+    if not member.confirmed:
+        # Linked by someone else, before links needed the member's own proof: not theirs to use.
+        await deny(request, org_ctx, "Slack link was not confirmed by the member", slack_data)
+        return reply(
+            "Your Slack account was linked without your confirmation. Link it yourself: ask "
+            "Blocks for a code (POST /v1/me/slack-link), then send `link <code>` with the "
+            "Blocks app's slash command."
+        )
     if member.deactivated or member.roles is None:
         member_ctx = OrgContext(
             org_id=org_id,
@@ -125,8 +145,8 @@ async def slack_interaction(
             actor_email=member.email,
         )
         why = "member is deactivated" if member.deactivated else "no longer a member"
-        await _deny(request, member_ctx, f"Slack user's {why}", slack_data)
-        return _reply("Your Blocks account cannot decide in this organization.")
+        await deny(request, member_ctx, f"Slack user's {why}", slack_data)
+        return reply("Your Blocks account cannot decide in this organization.")
 
     ctx = OrgContext(
         org_id=org_id,
@@ -150,9 +170,9 @@ async def slack_interaction(
         if problem.status >= 500:
             raise
         # Refusals were audited (403s) inside; Slack shows this text to the clicker only.
-        return _reply(f"Not recorded: {escape(problem.detail)}.")
+        return reply(f"Not recorded: {escape(problem.detail)}.")
     verb = "Approved" if result.decision == "approve" else "Rejected"
-    return _reply(f"{verb}. The step `{escape(result.step_id)}` is now {result.state}.")
+    return reply(f"{verb}. The step `{escape(result.step_id)}` is now {result.state}.")
 
 
 def signature_refusal(
@@ -183,23 +203,49 @@ class _At(Clock):
         return self._now
 
 
-def _parse(body: bytes) -> BlockActions:
+def _unsupported() -> Problem:
+    return Problem(
+        400,
+        "Bad Request",
+        "not a Slack block_actions payload or slash command",
+        code="unsupported_interaction",
+    )
+
+
+def _form(body: bytes, *, strict: bool = True) -> dict[str, str]:
+    """The form Slack posts (url-encoded), one value per field."""
     try:
-        form = urllib.parse.parse_qs(body.decode("utf-8"), max_num_fields=20, strict_parsing=True)
-        payload: Any = json.loads(form["payload"][0])
+        parsed = urllib.parse.parse_qs(
+            body.decode("utf-8"), max_num_fields=30, strict_parsing=strict
+        )
+    except ValueError:
+        raise _unsupported() from None
+    return {name: values[0] for name, values in parsed.items()}
+
+
+def _parse_actions(form: dict[str, str]) -> BlockActions:
+    try:
+        payload: Any = json.loads(form["payload"])
         return BlockActions.model_validate(payload)
-    except (ValueError, KeyError, IndexError, ValidationError):
-        raise Problem(
-            400, "Bad Request", "not a Slack block_actions payload", code="unsupported_interaction"
-        ) from None
+    except (ValueError, ValidationError):
+        raise _unsupported() from None
+
+
+def _parse_command(form: dict[str, str]) -> SlashCommand:
+    try:
+        return SlashCommand.model_validate(form)
+    except ValidationError:
+        raise _unsupported() from None
 
 
 def _unverified_team(body: bytes) -> str | None:
     """The team id an unverified request claims, if it reads as one; used for auditing only."""
     try:
-        form = urllib.parse.parse_qs(body.decode("utf-8"), max_num_fields=20)
-        return _SlackId.model_validate(json.loads(form["payload"][0])["team"]).id
-    except (ValueError, KeyError, IndexError, TypeError, ValidationError):
+        form = _form(body, strict=False)
+        if "payload" in form:
+            return _SlackId.model_validate(json.loads(form["payload"])["team"]).id
+        return _SlackId.model_validate({"id": form["team_id"]}).id
+    except (Problem, ValueError, KeyError, TypeError, ValidationError):
         return None
 
 
@@ -239,35 +285,8 @@ async def _audit_unverified(request: Request, body: bytes, refusal: str) -> None
             ctx,
             session,
             [
-                _denial(
+                denial(
                     request, ctx, f"Slack request refused: {refusal}", {"unverified_team": team_id}
                 )
             ],
         )
-
-
-async def _deny(request: Request, ctx: OrgContext, reason: str, data: dict[str, Any]) -> None:
-    """Audit a refused click in its own transaction (the reply is a 200, but nothing was decided)."""
-    async with _sessions(request)() as session, session.begin():
-        await append_events(ctx, session, [_denial(request, ctx, reason, data)])
-
-
-def _denial(request: Request, ctx: OrgContext, reason: str, data: dict[str, Any]) -> AuditRecord:
-    return AuditRecord(
-        action="access.denied",
-        actor_type=ActorType.USER if ctx.user_id else ActorType.ANONYMOUS,
-        actor_id=str(ctx.user_id) if ctx.user_id else None,
-        actor_email=ctx.actor_email,
-        target_type="route",
-        target_id=ROUTE,
-        outcome=Outcome.DENIED,
-        reason=reason,
-        data={"channel": "slack", **data},
-        ip=client_ip(request),
-        user_agent=(request.headers.get("user-agent") or "")[:500] or None,
-    )
-
-
-def _reply(text: str) -> JSONResponse:
-    # For a click on a message, Slack shows this to the clicker alone and keeps the message.
-    return JSONResponse({"response_type": "ephemeral", "replace_original": False, "text": text})

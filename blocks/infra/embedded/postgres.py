@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import secrets
+import signal
 import subprocess
 import time
 import warnings
@@ -25,6 +26,9 @@ with warnings.catch_warnings():
         ensure_user_exists,
     )
 from psycopg import sql
+
+from blocks.infra.embedded.postmaster import await_gone, postmaster_alive, read_pid_file
+from blocks.infra.embedded.supervisor import spawn
 
 # PostgreSQL refuses to run as root; as root we run it as this system user (created if missing).
 SYSTEM_USER = "embedded_postgres"
@@ -78,12 +82,24 @@ class EmbeddedPostgres:
             return None
         return self._load_or_create_credentials()
 
-    def start(self) -> PostgresCredentials:
+    def credentials(self) -> PostgresCredentials:
+        """This data dir's credentials, generated (0600) on first use."""
         self.root.mkdir(parents=True, exist_ok=True)
-        credentials = self._load_or_create_credentials()
-        if not (self.pgdata / "PG_VERSION").exists():
-            self._initdb(credentials)
-        if not self.is_running():
+        return self._load_or_create_credentials()
+
+    def start(self) -> PostgresCredentials:
+        """Start a detached server (`pg_ctl`), or reuse the one running on this data dir."""
+        credentials = self._prepare()
+        deadline = time.monotonic() + 60
+        # A server that looks alive is reused once it answers; one that was just killed still
+        # looks alive for a moment, so look again until it answers or is gone.
+        while await_gone(self.pgdata, stop_live=False):
+            if self._answers(credentials):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the PostgreSQL server of {self.pgdata} does not answer")
+            time.sleep(0.2)
+        else:
             self._pg_ctl(
                 "-w", "-t", "60", "-l", str(self.log_file),
                 "-o", f"-h {self.host} -p {self.port} -k ''",
@@ -93,18 +109,59 @@ class EmbeddedPostgres:
         self._ensure_app_role(credentials)
         return credentials
 
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Run the server as a child that shuts down (fast) when this process dies, however it
+        dies; return once it accepts connections. An earlier server still on the data dir is
+        stopped and waited out first: the caller owns the data dir (see supervisor.DataDirLock)."""
+        credentials = self._prepare()
+        await_gone(self.pgdata, stop_live=True)
+        self._own_log_file()
+        with self.log_file.open("ab") as log:
+            process = spawn(
+                [
+                    str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.pgdata),
+                    "-h", self.host, "-p", str(self.port), "-k", "",
+                ],
+                log=log, user=self._run_as, sig=signal.SIGINT,
+            )  # fmt: skip
+        try:
+            self._wait_ready(credentials, process)
+            self._ensure_app_role(credentials)
+        except BaseException:
+            self.stop_server(process)
+            raise
+        return process
+
+    @staticmethod
+    def stop_server(process: subprocess.Popen[bytes]) -> None:
+        """Stop a server `spawn` started: fast shutdown, then immediate, then SIGKILL."""
+        for sig, timeout in ((signal.SIGINT, 30.0), (signal.SIGQUIT, 10.0)):
+            if process.poll() is not None:
+                return
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=timeout)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        process.kill()
+        process.wait()
+
     def stop(self) -> None:
+        """Stop a server `start` started."""
         if self.is_running():
             self._pg_ctl("-w", "-m", "fast", "stop")
 
     def is_running(self) -> bool:
-        if not (self.pgdata / "postmaster.pid").exists():
-            return False
-        result = subprocess.run(
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "status"],
-            capture_output=True, check=False, user=self._run_as,
-        )  # fmt: skip
-        return result.returncode == 0
+        """A live postmaster serves this data dir (not one that is a zombie or already gone)."""
+        record = read_pid_file(self.pgdata)
+        return record is not None and postmaster_alive(record.pid, self.pgdata)
+
+    def _prepare(self) -> PostgresCredentials:
+        credentials = self.credentials()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb(credentials)
+        return credentials
 
     def _load_or_create_credentials(self) -> PostgresCredentials:
         if self.credentials_file.exists():
@@ -160,24 +217,48 @@ class EmbeddedPostgres:
         finally:
             pwfile.unlink(missing_ok=True)
 
-    def _pg_ctl(self, *args: str) -> None:
+    def _own_log_file(self) -> None:
         if self._run_as is not None:
             # The log file sits beside pgdata and is written by the server user.
             self.log_file.touch(exist_ok=True)
             entry = pwd.getpwnam(self._run_as)
             os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._own_log_file()
         subprocess.run(
             [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), *args],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=self._run_as,
         )  # fmt: skip
 
-    def _wait_ready(self, credentials: PostgresCredentials, timeout: float = 30.0) -> None:
+    @staticmethod
+    def _answers(credentials: PostgresCredentials) -> bool:
+        try:
+            with psycopg.connect(
+                credentials.url(database="postgres", superuser=True), connect_timeout=2
+            ):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def _wait_ready(
+        self,
+        credentials: PostgresCredentials,
+        process: subprocess.Popen[bytes] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with psycopg.connect(credentials.url(database="postgres", superuser=True)):
+                with psycopg.connect(
+                    credentials.url(database="postgres", superuser=True), connect_timeout=5
+                ):
                     return
             except psycopg.OperationalError:
+                if process is not None and process.poll() is not None:
+                    raise RuntimeError(
+                        f"PostgreSQL exited ({process.returncode}); see {self.log_file}"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)

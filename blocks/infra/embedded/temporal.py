@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from blocks.infra.embedded.supervisor import port_open, spawn, terminate, wait_port_free
 from blocks.infra.temporal.search_attributes import dev_server_flags
 
 
@@ -24,6 +24,8 @@ def temporal_cli_path() -> str:
 
 
 class EmbeddedTemporal:
+    """One dev server on fixed ports; `start` again after it died brings it back on the same data."""
+
     def __init__(self, data_dir: Path, *, port: int, ui_port: int, host: str = "127.0.0.1") -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
@@ -35,43 +37,39 @@ class EmbeddedTemporal:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, *, timeout: float = 60.0) -> None:
+    def start(self, *, timeout: float = 60.0) -> subprocess.Popen[bytes]:
+        """Start the server as a child that dies with this process; return once it listens."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "temporal.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                temporal_cli_path(), "server", "start-dev",
-                "--ip", self.host, "--port", str(self.port),
-                "--ui-ip", self.host, "--ui-port", str(self.ui_port),
-                "--db-filename", str(self.data_dir / "temporal.sqlite"),
-                "--log-level", "warn",
-                *dev_server_flags(),
-            ],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        # A server of a `blocks dev` that just died may still be letting go of the ports.
+        wait_port_free(self.host, self.port)
+        wait_port_free(self.host, self.ui_port)
+        with (self.data_dir / "temporal.log").open("ab") as log:
+            self.process = spawn(
+                [
+                    temporal_cli_path(), "server", "start-dev",
+                    "--ip", self.host, "--port", str(self.port),
+                    "--ui-ip", self.host, "--ui-port", str(self.ui_port),
+                    "--db-filename", str(self.data_dir / "temporal.sqlite"),
+                    "--log-level", "warn",
+                    *dev_server_flags(),
+                ],
+                log=log,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
-        while not _port_open(self.host, self.port):
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"Temporal dev server exited ({self.process.returncode}); see {log.name}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"Temporal dev server did not listen on {self.address}")
-            time.sleep(0.2)
+        try:
+            while not port_open(self.host, self.port):
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"Temporal dev server exited ({self.process.returncode}); see {log.name}"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Temporal dev server did not listen on {self.address}")
+                time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
+        return self.process
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+        if self.process is not None:
+            terminate(self.process)

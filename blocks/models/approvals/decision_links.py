@@ -12,11 +12,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext
 from blocks.infra.crypto.hashing import issue_token, presented_secret_matches, split_token
-from blocks.infra.db import bind_org, mark_bound
+from blocks.infra.db import bind_org
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
 from blocks.models.identity.orgs import Organization
 
 LINK_PREFIX = "dl"
+# The SECURITY DEFINER lookup of the one link a token names, before its organization is known
+# (`decision_links` has row-level security, migration 0013).
 _FIND = text("SELECT * FROM blocks_find_decision_link(:lookup)")
 
 
@@ -88,7 +90,8 @@ async def open_link(session: AsyncSession, token: str) -> OpenLink:
     parts = split_token(token, LINK_PREFIX)
     row = None
     if parts is not None:
-        row = (await session.exec(_FIND.bindparams(lookup=parts[0]))).first()  # type: ignore[call-overload]
+        statement = select(DecisionLink).from_statement(_FIND.bindparams(lookup=parts[0]))
+        row = (await session.exec(statement)).scalars().first()  # type: ignore[call-overload]
     secret = parts[1] if parts else None
     if not presented_secret_matches(secret, row.secret_hash if row else None) or row is None:
         raise LinkProblem("this decision link is not valid")
@@ -96,10 +99,9 @@ async def open_link(session: AsyncSession, token: str) -> OpenLink:
         raise LinkProblem("this decision link has already been used")
     if row.expires_at <= utcnow():
         raise LinkProblem("this decision link has expired")
-    mark_bound(session, row.org_id)
-    link = DecisionLink.model_validate(dict(row._mapping))
+    await bind_org(session, row.org_id)
     org = await session.get(Organization, row.org_id)
-    return OpenLink(link=link, link_only_allowed=bool(org and org.link_only_decisions))
+    return OpenLink(link=row, link_only_allowed=bool(org and org.link_only_decisions))
 
 
 async def use_link(ctx: OrgContext, session: AsyncSession, link: DecisionLink) -> bool:

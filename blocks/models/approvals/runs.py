@@ -103,16 +103,13 @@ async def unsettled_start_ids(
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """(org id, run id) of runs left `starting` longer than the bound, in every organization.
 
-    The one cross-tenant read of runs, for the reconciler only: policy `runs_unsettled_starts`
-    shows `starting` rows while this transaction sets `app.reconcile_starts`, nothing else.
+    The one cross-tenant read of runs, for the reconciler only: the SECURITY DEFINER function
+    (migration 0014) returns those two ids of `starting` rows and nothing else.
     """
-    await session.exec(text("SELECT set_config('app.reconcile_starts', 'on', true)"))  # type: ignore[call-overload]
     rows = await session.exec(  # type: ignore[call-overload]
-        text(
-            "SELECT org_id, id FROM runs WHERE start_state = 'starting' "
-            "AND created_at < now() - make_interval(secs => :bound) "
-            "ORDER BY created_at LIMIT :limit"
-        ).bindparams(bound=older_than_seconds, limit=limit)
+        text("SELECT org_id, run_id FROM blocks_unsettled_run_starts(:bound, :limit)").bindparams(
+            bound=older_than_seconds, limit=limit
+        )
     )
     return [(row[0], row[1]) for row in rows.all()]
 

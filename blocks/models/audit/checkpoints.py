@@ -101,3 +101,13 @@ async def list_checkpoints(
     if up_to_seq is not None:
         statement = statement.where(AuditCheckpoint.seq <= up_to_seq)
     return list((await session.exec(statement)).all())
+
+
+async def get_checkpoint(
+    ctx: OrgContext, session: AsyncSession, checkpoint_id: uuid.UUID
+) -> AuditCheckpoint | None:
+    await bind_org(session, ctx.org_id)
+    statement = select(AuditCheckpoint).where(
+        AuditCheckpoint.org_id == ctx.org_id, AuditCheckpoint.id == checkpoint_id
+    )
+    return (await session.exec(statement)).first()

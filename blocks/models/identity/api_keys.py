@@ -100,7 +100,9 @@ async def resolve_api_key(session: AsyncSession, token: str) -> OrgContext | Non
     """The pre-tenant lookup: a valid, live key of an active member becomes an OrgContext.
 
     One round trip fetches the key, its user and membership and binds the transaction to the
-    key's organization (row-level security needs that binding to read the membership).
+    key's organization (row-level security needs that binding to read the membership). `api_keys`
+    has row-level security too (migration 0013): the SQL function is SECURITY DEFINER and may
+    read only the row of the lookup id it is given before the organization is bound.
     """
     parts = split_api_key(token)
     row = None

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Column, ColumnElement, String, update
+from sqlalchemy import Column, ColumnElement, String, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -18,6 +18,9 @@ from blocks.infra.db import bind_org
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
 
 INVITE_PREFIX = "inv"
+# The SECURITY DEFINER lookups that run before an invite's organization is known (0013).
+_FIND = text("SELECT * FROM blocks_find_invite(:lookup)")
+_HAS_PENDING = text("SELECT blocks_has_pending_invite(:email)")
 
 
 class Invite(SQLModel, table=True):
@@ -91,14 +94,11 @@ def _pending(ctx: OrgContext) -> list[ColumnElement[bool]]:
 
 async def has_pending_invite(db: AsyncSession, email: str) -> bool:
     """Pre-tenant: whether any organization has a live invite for this address (with sign-up
-    closed, only such an address may make an account)."""
-    statement = select(Invite.id).where(
-        col(Invite.email) == email,
-        col(Invite.accepted_at).is_(None),
-        col(Invite.revoked_at).is_(None),
-        col(Invite.expires_at) > utcnow(),
-    )
-    return (await db.exec(statement)).first() is not None
+    closed, only such an address may make an account). Row-level security keeps each
+    organization's invites to itself, so the one cross-organization question goes through a
+    SECURITY DEFINER function that answers only yes or no (migration 0013)."""
+    result = await db.exec(_HAS_PENDING.bindparams(email=email))  # type: ignore[call-overload]
+    return bool(result.scalar_one())
 
 
 async def create_invite(
@@ -194,13 +194,15 @@ async def revoke_all_pending(ctx: OrgContext, db: AsyncSession) -> int:
 async def find_invite(db: AsyncSession, token: str) -> Invite:
     """The pre-tenant lookup: the invite a token names, whatever its state, or InviteProblem.
 
-    `invites` carries no row-level security (migration 0011): whoever holds the token finds the
-    row by its public lookup id, then the session is bound to the invite's organization.
+    Whoever holds the token finds the one row of its public lookup id through a SECURITY
+    DEFINER function (`invites` has row-level security, migration 0013); only once the secret
+    matches is the session bound to the invite's organization.
     """
     parts = split_token(token, INVITE_PREFIX)
     row = None
     if parts is not None:
-        row = (await db.exec(select(Invite).where(Invite.lookup == parts[0]))).first()
+        statement = select(Invite).from_statement(_FIND.bindparams(lookup=parts[0]))
+        row = (await db.exec(statement)).scalars().first()  # type: ignore[call-overload]
     secret = parts[1] if parts else None
     if not presented_secret_matches(secret, row.secret_hash if row else None) or row is None:
         raise InviteProblem(

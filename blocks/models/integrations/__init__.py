@@ -1,4 +1,5 @@
-"""Integration data: Slack installations (bot token sealed) and Slack users linked to members.
+"""Integration data: Slack installations (bot token sealed), Slack users linked to members, and
+the single-use codes with which a member proves a link (`slack_link_codes`).
 
 Outbound webhook destinations and audit-stream cursors will land here.
 

@@ -1,4 +1,9 @@
-"""Slack installations (workspace, channel, sealed bot token) and Slack users linked to members."""
+"""Slack installations (workspace, channel, sealed bot token) and Slack users linked to members.
+
+A link is made only with the member's own proof (`slack_link_codes`: a code the member starts
+signed in and sends from Slack), and records when it was confirmed. Links made before that proof
+was required (by an admin, for anyone) have no `confirmed_at` and decide nothing.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +46,8 @@ class SlackUserLink(SQLModel, table=True):
     slack_user_id: str = Field(primary_key=True, max_length=32)
     user_id: uuid.UUID = Field(sa_column=user_fk_column())
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    # When the member proved the link from Slack; None for a link made without their proof.
+    confirmed_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 
 def _token_binding(org_id: uuid.UUID, team_id: str) -> str:
@@ -128,24 +135,36 @@ async def org_for_slack_team(session: AsyncSession, team_id: str) -> OrgId | Non
     return OrgId(row[0])
 
 
+@dataclass(frozen=True)
+class ConfirmedLink:
+    link: SlackUserLink
+    previous_user_id: uuid.UUID | None  # the member this Slack user was linked to before, if any
+
+
 async def link_slack_user(
-    ctx: OrgContext, session: AsyncSession, *, slack_user_id: str, user_id: uuid.UUID
-) -> SlackUserLink | None:
-    """Link a Slack user to a member (replacing an earlier link); None if not a member."""
+    ctx: OrgContext, session: AsyncSession, *, slack_user_id: str
+) -> ConfirmedLink:
+    """Link a Slack user to the context's member, as confirmed now (replacing an earlier link
+    of that Slack user). Call it only with the member's proof: the code they started, sent from
+    this Slack user (see `slack_link_codes.redeem_link_code`)."""
     await bind_org(session, ctx.org_id)
-    member = select(Membership.id).where(
-        Membership.org_id == ctx.org_id, Membership.user_id == user_id
-    )
-    if (await session.exec(member)).first() is None:
-        return None
+    if ctx.user_id is None:
+        raise ValueError("a Slack user is linked to a member, and this context names none")
+    earlier = await _link(ctx, session, slack_user_id)
+    previous = earlier.user_id if earlier is not None else None
+    now = utcnow()
     statement = (
         insert(SlackUserLink)
         .values(
-            org_id=ctx.org_id, slack_user_id=slack_user_id, user_id=user_id, created_at=utcnow()
+            org_id=ctx.org_id,
+            slack_user_id=slack_user_id,
+            user_id=ctx.user_id,
+            created_at=now,
+            confirmed_at=now,
         )
         .on_conflict_do_update(
             index_elements=["org_id", "slack_user_id"],
-            set_={"user_id": user_id, "created_at": utcnow()},
+            set_={"user_id": ctx.user_id, "created_at": now, "confirmed_at": now},
         )
     )
     await session.exec(statement)  # type: ignore[call-overload]
@@ -153,16 +172,25 @@ async def link_slack_user(
     if link is None:
         raise RuntimeError("the Slack user link vanished after it was saved")
     await session.refresh(link)
-    return link
+    return ConfirmedLink(link=link, previous_user_id=previous)
 
 
-async def unlink_slack_user(ctx: OrgContext, session: AsyncSession, slack_user_id: str) -> bool:
+async def unlink_slack_user(
+    ctx: OrgContext, session: AsyncSession, slack_user_id: str
+) -> uuid.UUID | None:
+    """Remove a Slack user's link: the member it was linked to, or None if it was not."""
     await bind_org(session, ctx.org_id)
-    statement = delete(SlackUserLink).where(
-        col(SlackUserLink.org_id) == ctx.org_id, col(SlackUserLink.slack_user_id) == slack_user_id
+    statement = (
+        delete(SlackUserLink)
+        .where(
+            col(SlackUserLink.org_id) == ctx.org_id,
+            col(SlackUserLink.slack_user_id) == slack_user_id,
+        )
+        .returning(col(SlackUserLink.user_id))
     )
     result = await session.exec(statement)  # type: ignore[call-overload]
-    return bool(result.rowcount)
+    row = result.first()
+    return row[0] if row is not None else None
 
 
 async def _link(ctx: OrgContext, session: AsyncSession, slack_user_id: str) -> SlackUserLink | None:
@@ -180,6 +208,7 @@ class SlackMember:
     email: str
     roles: tuple[str, ...] | None  # None: no longer a member
     deactivated: bool
+    confirmed: bool  # False: linked without the member's proof, so it decides nothing
 
 
 async def member_for_slack_user(
@@ -188,7 +217,13 @@ async def member_for_slack_user(
     """The member a Slack user is linked to, with their current roles; None if not linked."""
     await bind_org(session, ctx.org_id)
     statement = (
-        select(SlackUserLink.user_id, User.email, User.deactivated_at, Membership.roles)
+        select(
+            SlackUserLink.user_id,
+            User.email,
+            User.deactivated_at,
+            Membership.roles,
+            SlackUserLink.confirmed_at,
+        )
         .join(User, col(User.id) == SlackUserLink.user_id)
         .outerjoin(
             Membership,
@@ -201,26 +236,32 @@ async def member_for_slack_user(
     row = (await session.exec(statement)).first()
     if row is None:
         return None
-    user_id, email, deactivated_at, roles = row
+    user_id, email, deactivated_at, roles, confirmed_at = row
     return SlackMember(
         user_id=user_id,
         email=email,
         roles=tuple(roles) if roles is not None else None,
         deactivated=deactivated_at is not None,
+        confirmed=confirmed_at is not None,
     )
 
 
 async def slack_users_of(
     ctx: OrgContext, session: AsyncSession, user_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, str]:
-    """The Slack user linked to each of these members (one of them, if several are)."""
+    """The Slack user linked (with the member's proof) to each of these members (one of them,
+    if several are)."""
     await bind_org(session, ctx.org_id)
     wanted = list(user_ids)
     if not wanted:
         return {}
     statement = (
         select(SlackUserLink.user_id, SlackUserLink.slack_user_id)
-        .where(SlackUserLink.org_id == ctx.org_id, col(SlackUserLink.user_id).in_(wanted))
+        .where(
+            SlackUserLink.org_id == ctx.org_id,
+            col(SlackUserLink.user_id).in_(wanted),
+            col(SlackUserLink.confirmed_at).is_not(None),
+        )
         .order_by(col(SlackUserLink.created_at))
     )
     return {user_id: slack_id for user_id, slack_id in (await session.exec(statement)).all()}
