@@ -41,6 +41,19 @@ def not_found(what: str) -> Problem:
     return Problem(404, "Not Found", f"{what} not found", code="not_found")
 
 
+# How long a client should wait before retrying a 503 (a dependency down, a worker away).
+RETRY_AFTER_SECONDS = 5
+
+
+def service_unavailable(
+    detail: str, *, code: str, retry_after: int = RETRY_AFTER_SECONDS
+) -> Problem:
+    """A 503 the client may retry after `retry_after` seconds (said in `Retry-After`)."""
+    return Problem(
+        503, "Service Unavailable", detail, code=code, headers={"Retry-After": str(retry_after)}
+    )
+
+
 def invalid_field(field: str, reason: str) -> Problem:
     """A 422 naming one field, shaped like those FastAPI's own validation produces."""
     return Problem(

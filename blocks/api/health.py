@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-from blocks.api.outages import RETRY_AFTER_SECONDS
+from blocks.api.errors import RETRY_AFTER_SECONDS
 
 router = APIRouter(tags=["health"])
 

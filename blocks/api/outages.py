@@ -15,11 +15,9 @@ import psycopg
 from sqlalchemy import exc as sa_exc
 from temporalio.service import RPCError, RPCStatusCode
 
-from blocks.api.errors import Problem
+from blocks.api.errors import Problem, service_unavailable
 
 _log = logging.getLogger("blocks.api")
-
-RETRY_AFTER_SECONDS = 5
 
 # Temporal statuses that mean "not reachable now" rather than "refused".
 _ENGINE_DOWN = frozenset(
@@ -57,10 +55,4 @@ def outage_problem(exc: BaseException) -> Problem | None:
     else:
         return None
     _log.warning("%s is unavailable (%s); answering 503", dependency, type(exc).__name__)
-    return Problem(
-        503,
-        "Service Unavailable",
-        f"{dependency} is unavailable; retry in a few seconds",
-        code=code,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
+    return service_unavailable(f"{dependency} is unavailable; retry in a few seconds", code=code)

@@ -30,7 +30,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from blocks.api.errors import Problem
+from blocks.api.errors import Problem, service_unavailable
 from blocks.api.security_audit import client_ip, record_security_event, request_audit_fields
 from blocks.core.audit.records import AuditRecord, Outcome
 from blocks.core.context import OrgContext
@@ -119,12 +119,10 @@ async def _counted(check: Awaitable[float | None]) -> float | None:
     try:
         return await check
     except RateLimitUnavailable:
-        raise Problem(
-            503,
-            "Service Unavailable",
+        raise service_unavailable(
             "this request cannot be checked against its rate limit right now; try again later",
             code="rate_limit_unavailable",
-            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+            retry_after=UNAVAILABLE_RETRY_AFTER,
         ) from None
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import httpx
 from sqlalchemy import text
 
 from blocks.infra.db import bind_org, session_factory
 from tests.support import (
     EXPENSE,
+    Org,
     Stack,
     cookie_headers,
     make_org,
@@ -44,19 +46,24 @@ async def _key_id(stack: Stack, org_id: uuid.UUID, key: str) -> str:
         return str(row.one()[0])
 
 
+async def _awaiting_approval(http: httpx.AsyncClient, org: Org) -> str:
+    started = await http.post(
+        "/v1/runs",
+        json={"workflow": "expense_approval", "input": EXPENSE},
+        headers=org["operator"].headers,
+    )
+    run_id = str(started.json()["id"])
+    await wait_for_status(
+        http, run_id, org["operator"].headers, status="running", stage="awaiting_approval"
+    )
+    return run_id
+
+
 async def test_a_decision_event_carries_every_field(stack: Stack) -> None:
     org = await make_org(stack.engine)
     approver = org["approver"]
     async with stack.http() as http:
-        started = await http.post(
-            "/v1/runs",
-            json={"workflow": "expense_approval", "input": EXPENSE},
-            headers=org["operator"].headers,
-        )
-        run_id = started.json()["id"]
-        await wait_for_status(
-            http, run_id, org["operator"].headers, status="running", stage="awaiting_approval"
-        )
+        run_id = await _awaiting_approval(http, org)
         decided = await http.post(
             f"/v1/runs/{run_id}/steps/approve/decisions",
             json={"decision": "approve", "comment": "fine"},
@@ -91,15 +98,7 @@ async def test_a_decision_by_session_names_the_session(stack: Stack) -> None:
     approver = org["approver"]
     token = await start_test_session(stack.engine, approver.user_id, org.id)
     async with stack.http() as http:
-        started = await http.post(
-            "/v1/runs",
-            json={"workflow": "expense_approval", "input": EXPENSE},
-            headers=org["operator"].headers,
-        )
-        run_id = started.json()["id"]
-        await wait_for_status(
-            http, run_id, org["operator"].headers, status="running", stage="awaiting_approval"
-        )
+        run_id = await _awaiting_approval(http, org)
         decided = await http.post(
             f"/v1/runs/{run_id}/steps/approve/decisions",
             json={"decision": "reject"},

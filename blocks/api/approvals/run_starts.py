@@ -29,7 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from blocks.api.approvals.runs import current_run_out, run_out
 from blocks.api.deps import CanStartRuns, DbSession, TemporalClient
-from blocks.api.errors import Problem, validation_problem
+from blocks.api.errors import Problem, service_unavailable, validation_problem
 from blocks.api.schemas import RunOut, StartRunIn
 from blocks.api.security_audit import request_audit_fields, request_origin
 from blocks.core.approvals import search_attributes as sa
@@ -220,12 +220,9 @@ async def _start_workflow(
     except RPCError as err:
         if err.status not in _DEFINITE_REFUSALS:
             await session.rollback()
-            raise Problem(
-                503,
-                "Service Unavailable",
+            raise service_unavailable(
                 "the workflow engine did not answer; retry with the same Idempotency-Key",
                 code="engine_unavailable",
-                headers={"Retry-After": "5"},
             ) from err
         await set_start_state(ctx, session, locked, StartState.START_FAILED)
         await append_events(

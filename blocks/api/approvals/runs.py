@@ -19,8 +19,7 @@ from blocks.api.deps import (
     DbSession,
     TemporalClient,
 )
-from blocks.api.errors import Problem, not_found
-from blocks.api.outages import RETRY_AFTER_SECONDS
+from blocks.api.errors import not_found, service_unavailable
 from blocks.api.schemas import (
     DecisionIn,
     DecisionOut,
@@ -111,12 +110,8 @@ async def current_run_out(run: Run, client: Client) -> RunOut:
             if err.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
                 raise
             # Only a worker answers a query: none is serving this run's task queue right now.
-            raise Problem(
-                503,
-                "Service Unavailable",
-                "no worker answered for this run; retry in a few seconds",
-                code="worker_unavailable",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            raise service_unavailable(
+                "no worker answered for this run; retry in a few seconds", code="worker_unavailable"
             ) from err
     elif state.status == Status.COMPLETED:
         result = await handle.result()

@@ -15,8 +15,7 @@ from pydantic import BaseModel
 from temporalio.client import WorkflowFailureError
 
 from blocks.api.deps import CanReadAudit, DbSession, TemporalClient, require
-from blocks.api.errors import Problem
-from blocks.api.outages import RETRY_AFTER_SECONDS
+from blocks.api.errors import service_unavailable
 from blocks.api.params import BIGINT_MAX
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
@@ -89,12 +88,9 @@ async def create(
         )
     except WorkflowFailureError as err:
         # No worker signed within the bound (none running, or the database down for it).
-        raise Problem(
-            503,
-            "Service Unavailable",
+        raise service_unavailable(
             "no worker signed the checkpoint in time; retry in a few seconds",
             code="worker_unavailable",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from err
     checkpoint = await get_checkpoint(ctx, session, uuid.UUID(checkpoint_id))
     assert checkpoint is not None  # the worker signed it for this organization
