@@ -26,8 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
-PROJECT_JSON = "https://pypi.org/pypi/{name}/json"
+from pip_audit._dependency_source.interface import PYPI_URL as PIP_AUDIT_INDEX
+
+# The same index pip-audit asks; its JSON API answers for a whole project at /pypi/<name>/json.
+PROJECT_JSON = urljoin(PIP_AUDIT_INDEX, "/pypi/{name}/json")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.MULTILINE)
 
 
