@@ -17,9 +17,10 @@ UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-v
 .PHONY: dev test lint audit lock bench clean system-packages
 
 # Debian packages the test suite drives for real (nginx in front of the API, for TLS termination
-# and forwarded addresses), installed when missing.
-SYSTEM_PACKAGES := nginx-light
-SYSTEM_COMMANDS := nginx
+# and forwarded addresses; chromium, which Playwright drives to test /docs in a browser),
+# installed when missing.
+SYSTEM_PACKAGES := nginx-light chromium
+SYSTEM_COMMANDS := nginx chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -11,7 +11,7 @@ from temporalio.client import Client
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from blocks import __version__
-from blocks.api import health
+from blocks.api import docs, health
 from blocks.api.approvals import decision_links, delegations, groups, inbox, run_starts, runs
 from blocks.api.approvals.sla_reports import router as sla_reports_router
 from blocks.api.audit import checkpoints, privacy
@@ -64,7 +64,10 @@ def create_app(
             if own_engine:
                 await app.state.engine.dispose()
 
-    app = FastAPI(title="Blocks", version=__version__, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their scripts from a CDN: api.docs serves the reference.
+    app = FastAPI(
+        title="Blocks", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     # Public keys only: the checkpoint signing key lives on the worker, which signs.
     app.state.public_keys = load_public_keys(settings)
@@ -77,6 +80,7 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(signup.router)
     app.include_router(sign_in.router)
     app.include_router(password_reset.router)

@@ -167,7 +167,8 @@ def forbidden(detail: str) -> Problem:
 
 
 def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, OrgContext]]:
-    """A dependency that passes the caller's context on only if its roles grant `permission`."""
+    """A dependency that passes the caller's context on only if its roles grant `permission`;
+    it carries `permission` (as `.permission`) for the OpenAPI document to state."""
 
     async def check(request: Request, ctx: OrgCtx) -> OrgContext:
         if not ctx.can(permission):
@@ -175,6 +176,7 @@ def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, OrgCont
             raise forbidden(f"your roles do not grant {permission.value}")
         return ctx
 
+    check.permission = permission  # type: ignore[attr-defined]
     return check
 
 

@@ -7,22 +7,39 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from blocks.api.errors import RETRY_AFTER_SECONDS
+from blocks.api.examples import example
 
 router = APIRouter(tags=["health"])
 
 _CHECK_TIMEOUT = 3.0
 
 
-@router.get("/healthz")
+class HealthOut(BaseModel):
+    model_config = example(status="ok")
+
+    status: str
+
+
+class ReadinessOut(BaseModel):
+    model_config = example(status="ready", checks={"postgres": "ok", "temporal": "ok"})
+
+    status: str = Field(description="ready, or unavailable (then the answer is a 503)")
+    checks: dict[str, str] = Field(description="Each dependency: ok, or the error met")
+
+
+@router.get("/healthz", summary="Liveness: the process answers", response_model=HealthOut)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz", summary="Readiness: PostgreSQL and Temporal answer", response_model=ReadinessOut
+)
 async def readyz(request: Request) -> JSONResponse:
     checks = {"postgres": await _postgres(request), "temporal": await _temporal(request)}
     ready = all(v == "ok" for v in checks.values())

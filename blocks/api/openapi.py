@@ -1,5 +1,6 @@
 """The OpenAPI document as the API behaves: every error an operation can answer, with the
-problem+json schema, and the two credentials (an API key, the session cookie).
+problem+json schema, the credentials it takes (or `security: []`), the permission it needs, its
+domain's tag, and an example of every body.
 
 FastAPI documents only 2xx answers and its own 422. `install_openapi` completes the generated
 document, once per set of routes. Most errors follow from what a route depends on, so a new
@@ -15,6 +16,16 @@ An operation's own errors beyond these (a 409 on a conflict, a 404 of something 
 body, the HTML pages of decision links) are listed in ROUTE_ERRORS, or declared on the route
 with `responses=` (which this leaves as the route wrote it). tests/e2e/test_schemathesis.py
 fails on any answer the document does not promise.
+
+Each operation also gets `x-blocks-permission` (and a sentence of its description saying it):
+the permission its `deps.require(...)` checks, `session` for the signed-in person's own routes,
+`public` for those without a credential, `member` for any member's credential, `refused` for
+one that refuses everyone. Its
+operationId is the route's `operation_id=`, else its function's name: what a generated client
+calls it. Its summary is the route's own `summary=`; FastAPI's made-up one is dropped, so a
+route without one shows (and tests/unit/test_openapi_document.py fails). Examples come from the
+models (`blocks.api.examples.example`) and, for problems and bodies no model describes, from
+api.openapi_examples.
 """
 
 from __future__ import annotations
@@ -27,14 +38,15 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 
 from blocks.api import deps
 from blocks.api.errors import PROBLEM_JSON
 from blocks.api.identity.sessions import SESSION_COOKIE
+from blocks.api.openapi_examples import HTML, JSON, media_example, schema_example
 from blocks.api.schemas import ProblemOut
-
-HTML = "text/html"
-JSON = "application/json"
+from blocks.core.roles import ROLE_PERMISSIONS, Permission
 
 API_KEY_SCHEME = "apiKey"
 SESSION_SCHEME = "session"
@@ -53,6 +65,40 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "carry an Origin (or Referer) of this site",
     },
 }
+
+# The domains (blocks/api/<domain>/), one tag each, in the order the reference shows them.
+TAGS: list[dict[str, str]] = [
+    {"name": "health", "description": "Liveness and readiness probes; no credential."},
+    {
+        "name": "identity",
+        "description": "Sign-up and sign-in (password, emailed link, second factor), your own "
+        "account and sessions, organizations, members, invites, API keys and the "
+        "organization's security settings.",
+    },
+    {
+        "name": "approvals",
+        "description": "Runs of registered workflows: start, list, read; their approval steps, "
+        "decided through the API, the inbox, emailed decision links or a delegate; approver "
+        "groups and SLA reports.",
+    },
+    {
+        "name": "audit",
+        "description": "The organization's hash-chained audit log: events, export, "
+        "verification, signed checkpoints, a run's chain of custody, and erasure of a "
+        "member's personal data.",
+    },
+    {
+        "name": "integrations",
+        "description": "Slack: installation, approval buttons in a channel, and linking a "
+        "member's own Slack account.",
+    },
+]
+
+PUBLIC = "public"
+SESSION = "session"
+MEMBER = "member"  # any member of the organization, whatever their roles
+REFUSED = "refused"
+PERMISSION_FIELD = "x-blocks-permission"
 
 _DESCRIPTIONS = {
     400: "Malformed: the body is not valid JSON, or a token or code is not usable",
@@ -73,7 +119,7 @@ _HEADERS: dict[int, dict[str, Any]] = {
     429: {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait"}},
     503: {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait"}},
 }
-_SCHEMAS = {
+_SCHEMAS: dict[str, dict[str, Any]] = {
     PROBLEM_JSON: {"$ref": "#/components/schemas/ProblemOut"},
     HTML: {"type": "string"},
     JSON: {"type": "object"},
@@ -131,6 +177,7 @@ ROUTE_ERRORS: dict[str, dict[int, set[str]]] = {
     "POST /v1/integrations/slack/interactions": _problems(401),
 }
 
+_REF = "#/components/schemas/{model}"
 _CREDENTIALS = {deps.org_context}
 _SESSION_ONLY = {deps.signed_in_person, deps.person_mid_sign_in}
 _DEPENDENCIES = {deps.db_session, deps.temporal_client}
@@ -153,22 +200,37 @@ def install_openapi(app: FastAPI) -> None:
 
 
 def complete(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
-    """`document` (FastAPI's) with every operation's errors and credentials."""
+    """`document` (FastAPI's) with every operation's errors, credentials, permission, name and
+    examples."""
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    problem = ProblemOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    problem = ProblemOut.model_json_schema(ref_template=_REF)
+    if "ProblemOut" in schemas and schemas["ProblemOut"].get("title") != problem.get("title"):
+        raise ValueError("another model is named ProblemOut: rename it")
     schemas.update(problem.pop("$defs", {}))
     schemas["ProblemOut"] = problem
     components["securitySchemes"] = SECURITY_SCHEMES
+    document["tags"] = TAGS
+    for name, examples in _model_examples(app).items():
+        if name in schemas:
+            schemas[name]["examples"] = examples
     for route, method in _operations(app):
+        key = f"{method} {route.path_format}"
         operation = document["paths"][route.path_format][method.lower()]
+        operation["operationId"] = route.operation_id or route.name
+        if route.summary is None:
+            operation.pop("summary", None)
+        permission = permission_of(route)
+        operation[PERMISSION_FIELD] = permission
+        operation["description"] = "\n\n".join(
+            filter(None, [operation.get("description"), _permission_sentence(permission)])
+        )
         declared = {str(status) for status in route.responses}
         for status, media in sorted(errors_of(route, method).items()):
             if str(status) not in declared:
                 operation["responses"][str(status)] = _response(status, media)
-        security = _security(route)
-        if security:
-            operation["security"] = security
+        operation["security"] = _security(route)
+        _add_examples(key, permission, operation, schemas)
     # FastAPI's own 422 schemas, now referenced by nothing.
     for name in ("HTTPValidationError", "ValidationError"):
         if f'"#/components/schemas/{name}"' not in json.dumps(document["paths"]):
@@ -182,6 +244,33 @@ def _operations(app: FastAPI) -> Iterator[tuple[RouteContext, str]]:
         if isinstance(route.original_route, APIRoute) and route.include_in_schema:
             for method in sorted(route.methods or ()):
                 yield route, method
+
+
+class _AsWritten(GenerateJsonSchema):
+    """Keeps each example's keys in the order its model wrote them (pydantic sorts them)."""
+
+    def sort(self, value: JsonSchemaValue, parent_key: str | None = None) -> JsonSchemaValue:
+        return value
+
+
+def _model_examples(app: FastAPI) -> dict[str, list[Any]]:
+    """Each body model's `examples`, as the model states them: FastAPI drops every null from the
+    document it makes, and with them the example values of nullable fields."""
+    found: dict[str, list[Any]] = {}
+    for route, _ in _operations(app):
+        shapes = [(route.response_model, "serialization")]
+        shapes += [(r.get("model"), "serialization") for r in route.responses.values()]
+        if route.body_field is not None:
+            shapes.append((route.body_field.field_info.annotation, "validation"))
+        for shape, mode in shapes:
+            if shape is None:
+                continue
+            schema = TypeAdapter(shape).json_schema(
+                mode=mode, ref_template=_REF, schema_generator=_AsWritten
+            )
+            named = [(getattr(shape, "__name__", ""), schema), *schema.get("$defs", {}).items()]
+            found.update((name, sub["examples"]) for name, sub in named if "examples" in sub)
+    return found
 
 
 def _calls(dependant: Dependant | None) -> set[Callable[..., Any]]:
@@ -213,6 +302,73 @@ def errors_of(route: RouteContext, method: str) -> dict[int, set[str]]:
     for status, media in ROUTE_ERRORS.get(f"{method} {route.path_format}", {}).items():
         errors[status] = errors.get(status, set()) | media
     return errors
+
+
+def permission_of(route: RouteContext) -> str:
+    """What the caller needs: a permission, their own session, nothing, or nothing will do."""
+    if route.status_code is not None and route.status_code >= 400:
+        return REFUSED  # a route whose answer is a refusal, whoever asks
+    calls = _calls(route.dependant)
+    required = {_required(call) for call in calls} - {None}
+    if len(required) > 1:
+        raise ValueError(f"{route.path_format} requires several permissions: {required}")
+    if required:
+        return str(required.pop())
+    if calls & _CREDENTIALS:
+        return MEMBER
+    if calls & _SESSION_ONLY:
+        return SESSION
+    return PUBLIC
+
+
+def _required(call: Callable[..., Any]) -> Permission | None:
+    """The permission a `deps.require(...)` dependency checks (None for any other)."""
+    permission = getattr(call, "permission", None)
+    return permission if isinstance(permission, Permission) else None
+
+
+def _permission_sentence(permission: str) -> str:
+    if permission == PUBLIC:
+        return "**Permission:** `public`: no credential is needed."
+    if permission == SESSION:
+        return (
+            "**Permission:** `session`: the signed-in person's session cookie; it acts on "
+            "their own account, whatever their roles."
+        )
+    if permission == MEMBER:
+        return "**Permission:** `member`: an API key or session of any member, whatever roles."
+    if permission == REFUSED:
+        return "**Permission:** `refused`: no role allows this; every call is a 403, audited."
+    roles = [
+        role.value
+        for role, granted in ROLE_PERMISSIONS.items()
+        if Permission(permission) in granted
+    ]
+    return (
+        f"**Permission:** `{permission}`, which the roles {', '.join(roles)} grant; without it "
+        "the answer is 403, audited."
+    )
+
+
+def _add_examples(
+    key: str, permission: str, operation: dict[str, Any], schemas: dict[str, Any]
+) -> None:
+    """An example on each body of `operation` that has none yet (where one is known)."""
+    bodies = [(None, operation.get("requestBody", {}))]
+    bodies += [(int(status), response) for status, response in operation["responses"].items()]
+    for status, body in bodies:
+        for media, content in body.get("content", {}).items():
+            if not media.endswith("json"):
+                content.setdefault("schema", {"type": "string"})  # a page, CSV, JSON Lines
+            if "example" in content or "examples" in content:
+                continue
+            schema = content.get("schema")
+            if status is None:
+                found = schema_example(schema, schemas) if isinstance(schema, dict) else None
+            else:
+                found = media_example(key, permission, operation, status, media, schemas)
+            if found is not None:
+                content["example"] = found
 
 
 def _security(route: RouteContext) -> list[dict[str, list[str]]]:

@@ -8,17 +8,36 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from blocks.api import examples as ex
+from blocks.api.examples import example
+
+_STEP = {
+    "step_id": "approve",
+    "title": "Expense of 120.50 EUR: Team lunch",
+    "state": "pending",
+    "approvers": ["role:approver"],
+    "opened_at": ex.STARTED,
+    "deadline": ex.DEADLINE,
+    "decided_by": None,
+    "decided_at": None,
+    "comment": None,
+}
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class StartRunIn(StrictModel):
+    model_config = example(workflow="expense_approval", input=ex.EXPENSE)
+
     workflow: str = Field(min_length=1, max_length=200, description="A registered workflow name")
     input: dict[str, Any] = Field(default_factory=dict, description="The workflow's parameters")
 
 
 class StepOut(BaseModel):
+    model_config = example(**_STEP)
+
     step_id: str
     title: str
     state: str
@@ -31,6 +50,17 @@ class StepOut(BaseModel):
 
 
 class RunOut(BaseModel):
+    model_config = example(
+        id=ex.RUN_ID,
+        workflow="expense_approval",
+        status="running",
+        stage="awaiting_approval",
+        requested_by=ex.OPERATOR_ID,
+        created_at=ex.STARTED,
+        pending_steps=[_STEP],
+        result=None,
+    )
+
     id: uuid.UUID
     workflow: str
     status: str = Field(
@@ -46,6 +76,15 @@ class RunOut(BaseModel):
 
 
 class RunSummaryOut(BaseModel):
+    model_config = example(
+        id=ex.RUN_ID,
+        workflow="expense_approval",
+        status="completed",
+        stage="approved",
+        started_at=ex.STARTED,
+        closed_at=ex.DECIDED,
+    )
+
     id: uuid.UUID
     workflow: str
     status: str
@@ -55,10 +94,25 @@ class RunSummaryOut(BaseModel):
 
 
 class RunListOut(BaseModel):
+    model_config = example(
+        runs=[
+            {
+                "id": ex.RUN_ID,
+                "workflow": "expense_approval",
+                "status": "running",
+                "stage": "awaiting_approval",
+                "started_at": ex.STARTED,
+                "closed_at": None,
+            }
+        ]
+    )
+
     runs: list[RunSummaryOut]
 
 
 class DecisionIn(StrictModel):
+    model_config = example(decision="approve", comment="Within the team budget")
+
     decision: Literal["approve", "reject"]
     comment: str | None = Field(default=None, max_length=2000)
     form: dict[str, Any] | None = Field(
@@ -67,6 +121,14 @@ class DecisionIn(StrictModel):
 
 
 class DecisionOut(BaseModel):
+    model_config = example(
+        run_id=ex.RUN_ID,
+        step_id="approve",
+        state="approved",
+        decision="approve",
+        decided_by=ex.APPROVER_ID,
+    )
+
     run_id: uuid.UUID
     step_id: str
     state: str
@@ -101,24 +163,63 @@ class AuditEventFields(BaseModel, Generic[EventIdT, OccurredAtT]):
     hash: str
 
 
+AUDIT_EVENT = {
+    "id": ex.EVENT_ID,
+    "seq": 42,
+    "occurred_at": ex.DECIDED,
+    "action": "step.decided",
+    "actor_type": "user",
+    "actor_id": ex.APPROVER_ID,
+    "actor_email": ex.APPROVER_EMAIL,
+    "target_type": "step",
+    "target_id": "approve",
+    "run_id": ex.RUN_ID,
+    "outcome": "success",
+    "reason": None,
+    "ip": "203.0.113.7",
+    "user_agent": ex.USER_AGENT,
+    "data": {"decision": "approve", "step_state": "approved", "channel": "api"},
+    "prev_hash": ex.PREV_HASH,
+    "hash": ex.HASH,
+}
+
+
 class AuditEventOut(AuditEventFields[uuid.UUID, datetime]):
+    model_config = example(**AUDIT_EVENT, personal_data_erased=False)
+
     # True when the actor's personal fields read "[erased]": their data key was destroyed. The
     # hash covers the stored ciphertext, not these shown values (see models.personal_data).
     personal_data_erased: bool = False
 
 
 class AuditEventListOut(BaseModel):
+    model_config = example(
+        events=[{**AUDIT_EVENT, "personal_data_erased": False}], next_after_seq=42
+    )
+
     events: list[AuditEventOut]
     next_after_seq: int | None
 
 
 class FieldErrorOut(BaseModel):
+    model_config = example(field="input.amount", reason="Input should be greater than 0")
+
     field: str = Field(description="The field (dotted path), parameter or header at fault")
     reason: str
 
 
 class ProblemOut(BaseModel):
     """An error, as RFC 9457 problem+json (blocks.api.errors.Problem)."""
+
+    model_config = example(
+        type="/problems/validation_error",
+        title="Invalid Request",
+        status=422,
+        detail="input.amount: Input should be greater than 0",
+        instance="/v1/runs",
+        code="validation_error",
+        errors=[{"field": "input.amount", "reason": "Input should be greater than 0"}],
+    )
 
     type: str = Field(description="/problems/<code>")
     title: str

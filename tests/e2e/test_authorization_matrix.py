@@ -28,6 +28,8 @@ REFUSED = "refused"
 EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,  # the API reference and its assets
+    ("GET", "/docs/assets/{digest}/{name}"): PUBLIC,
     ("GET", "/v1/audit/public-key"): PUBLIC,
     ("GET", "/v1/decision-links/{token}"): PUBLIC,  # the link's secret
     ("POST", "/v1/decision-links/{token}"): PUBLIC,

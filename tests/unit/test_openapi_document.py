@@ -1,21 +1,29 @@
 """The OpenAPI document (api.openapi): every operation documents its errors as problem+json,
-credentials where it takes them and none where it does not, and every integer it accepts is
-bounded to what PostgreSQL holds. The app is built, not started: no server is needed."""
+credentials where it takes them and `security: []` where it does not, the permission it needs
+(as the authorization matrix states it), a domain tag, a summary and an example of every body;
+and every integer it accepts is bounded to what PostgreSQL holds. The app is built, not
+started: no server is needed."""
 
 from __future__ import annotations
 
+import copy
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
 
 from blocks.api.app import create_app
 from blocks.api.deps import CanReadRuns, DbSession
 from blocks.api.openapi import ROUTE_ERRORS
 from blocks.api.params import BIGINT_MAX
+from blocks.core.roles import Permission
 from blocks.infra.settings import Settings
+from tests.e2e.test_authorization_matrix import EXPECTED, PERSON
 from tests.support import MASTER_KEYS, PAYLOAD_KEYS, SIGNING_KEY
 
 PROBLEM = {"$ref": "#/components/schemas/ProblemOut"}
@@ -81,7 +89,7 @@ def test_credentials_are_declared_where_they_are_taken(document: dict[str, Any])
     assert me["security"] == [{"session": []}]
     assert "401" in me["responses"]
     for public in ("GET /healthz", "GET /v1/audit/public-key", "POST /v1/auth/signup"):
-        assert "security" not in operations[public], public
+        assert operations[public]["security"] == [], public
         assert "401" not in operations[public]["responses"], public
     # Neither a database nor a path parameter: no 503, no 404.
     assert not {"401", "403", "404", "503"} & set(
@@ -156,8 +164,156 @@ def test_a_route_added_later_is_documented_too() -> None:
     operation = app.openapi()["paths"]["/v1/widgets/{widget_id}"]["get"]
     assert {"401", "403", "404", "413", "422", "429", "503"} <= set(operation["responses"])
     assert operation["security"] == [{"apiKey": []}, {"session": []}]
+    assert operation["x-blocks-permission"] == "run:read"
+    assert operation["operationId"] == "widget"
 
 
 def test_every_route_specific_error_names_an_operation(document: dict[str, Any]) -> None:
     # A renamed or removed route must not leave its errors listed for nothing.
     assert set(ROUTE_ERRORS) <= set(dict(_operations(document)))
+
+
+# --------------------------------------------------------------------- the whole contract
+
+SUCCESS = re.compile(r"^2\d\d$")
+SPECIAL = {"public", "session", "member", "refused"}
+
+
+def _validator(document: dict[str, Any], schema: Any) -> Any:
+    # The document's components ride along, so "#/components/schemas/..." resolves.
+    root = {**schema, "components": document["components"]}
+    return jsonschema_rs.Draft202012Validator(root, validate_formats=True)
+
+
+def _example_problems(document: dict[str, Any], where: str, content: dict[str, Any]) -> list[str]:
+    """An example for each media type of one body, valid against its schema if it is JSON."""
+    found = []
+    for media, body in content.items():
+        if "example" not in body:
+            found.append(f"{where} {media}: no example")
+        elif media.endswith("json") and "schema" in body:
+            errors = list(_validator(document, body["schema"]).iter_errors(body["example"]))
+            found += [f"{where} {media}: example does not fit: {e.message}" for e in errors]
+    return found
+
+
+def contract_problems(document: dict[str, Any]) -> list[str]:
+    """Whatever an operation of `document` leaves out of its contract; none when it is whole."""
+    found: list[str] = []
+    tags = {tag["name"] for tag in document.get("tags", []) if tag.get("description")}
+    schemes = set(document["components"].get("securitySchemes", {}))
+    ids: dict[str, str] = {}
+    for name, operation in _operations(document):
+        if not operation.get("summary"):
+            found.append(f"{name}: no summary")
+        if len(operation.get("tags", [])) != 1 or operation["tags"][0] not in tags:
+            found.append(f"{name}: not in exactly one described domain tag")
+        ids.setdefault(operation["operationId"], name)
+        if ids[operation["operationId"]] != name:
+            found.append(f"{name}: operationId {operation['operationId']} taken")
+        permission = operation.get("x-blocks-permission")
+        if permission not in SPECIAL | {p.value for p in Permission}:
+            found.append(f"{name}: no x-blocks-permission")
+        elif f"`{permission}`" not in operation.get("description", ""):
+            found.append(f"{name}: the description does not name the permission")
+        security = operation.get("security")
+        if security is None:
+            found.append(f"{name}: no security requirement, not even an explicit []")
+        elif (security == []) != (permission == "public"):
+            found.append(f"{name}: security {security} for permission {permission}")
+        elif any(set(requirement) - schemes for requirement in security):
+            found.append(f"{name}: security names an undeclared scheme")
+        if "requestBody" in operation:
+            found += _example_problems(
+                document, f"{name} request", operation["requestBody"]["content"]
+            )
+        responses = operation["responses"]
+        if permission != "refused" and not any(SUCCESS.match(s) for s in responses):
+            found.append(f"{name}: no success response")
+        for status, response in responses.items():
+            content = response.get("content", {})
+            if SUCCESS.match(status) and status != "204" and not content:
+                found.append(f"{name} {status}: no body described")
+            if int(status) >= 400:
+                problem = content.get("application/problem+json")
+                if problem is None and not {"text/html", "application/json"} & set(content):
+                    found.append(f"{name} {status}: not a problem+json")
+                if problem is not None and problem.get("schema") != PROBLEM:
+                    found.append(f"{name} {status}: not the problem schema")
+            found += _example_problems(document, f"{name} {status}", content)
+        if security and "401" not in responses:
+            found.append(f"{name}: takes a credential but documents no 401")
+        if permission not in SPECIAL and "403" not in responses:
+            found.append(f"{name}: needs a permission but documents no 403")
+    return found
+
+
+def test_every_operation_states_its_whole_contract(document: dict[str, Any]) -> None:
+    assert contract_problems(document) == []
+    # Two models of one name get module-qualified names, which client generators refuse.
+    assert [name for name in document["components"]["schemas"] if "__" in name] == []
+    assert [tag["name"] for tag in document["tags"]] == [
+        "health",
+        "identity",
+        "approvals",
+        "audit",
+        "integrations",
+    ]
+
+
+def test_each_operation_names_the_permission_the_authorization_matrix_requires(
+    document: dict[str, Any],
+) -> None:
+    """The extension agrees with tests/e2e/test_authorization_matrix.py, which proves its table
+    against the running app for every role."""
+    expected = {
+        f"{method} {path}": "session" if rule == PERSON else str(rule)
+        for (method, path), rule in EXPECTED.items()
+    }
+    stated = {name: op["x-blocks-permission"] for name, op in _operations(document)}
+    assert stated == {name: expected[name] for name in stated}
+    assert len(stated) > 70
+
+
+class _WidgetIn(BaseModel):
+    name: str
+
+
+class _WidgetOut(BaseModel):
+    id: uuid.UUID
+
+
+def test_the_contract_check_finds_a_route_that_states_nothing() -> None:
+    """A route added without summary, tag or examples is caught; so is a document that lost an
+    operation's security, permission or problem schema."""
+    app = _app()
+    router = APIRouter()
+
+    @router.post("/v1/widgets", response_model=_WidgetOut)
+    async def make_widget(body: _WidgetIn, ctx: CanReadRuns) -> _WidgetOut:
+        return _WidgetOut(id=uuid.uuid4())
+
+    app.include_router(router)
+    complete = app.openapi()
+    assert sorted(contract_problems(complete)) == [
+        "POST /v1/widgets 200 application/json: no example",
+        "POST /v1/widgets request application/json: no example",
+        "POST /v1/widgets: no summary",
+        "POST /v1/widgets: not in exactly one described domain tag",
+    ]
+
+    broken = copy.deepcopy(complete)
+    runs = broken["paths"]["/v1/runs"]
+    del runs["get"]["security"]
+    del runs["post"]["x-blocks-permission"]
+    runs["get"]["responses"]["403"]["content"]["application/problem+json"]["schema"] = {}
+    broken["paths"]["/healthz"]["get"]["security"] = [{"apiKey": []}]
+    runs["post"]["requestBody"]["content"]["application/json"]["example"] = {"workflow": 7}
+    assert sorted(set(contract_problems(broken)) - set(contract_problems(complete))) == [
+        "GET /healthz: security [{'apiKey': []}] for permission public",
+        "GET /healthz: takes a credential but documents no 401",
+        "GET /v1/runs 403: not the problem schema",
+        "GET /v1/runs: no security requirement, not even an explicit []",
+        'POST /v1/runs request application/json: example does not fit: 7 is not of type "string"',
+        "POST /v1/runs: no x-blocks-permission",
+    ]

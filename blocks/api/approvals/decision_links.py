@@ -26,6 +26,7 @@ from blocks.api.deps import (
     record_denial,
 )
 from blocks.api.errors import Problem
+from blocks.api.examples import example
 from blocks.api.html_pages import page
 from blocks.api.identity.sessions import SESSION_COOKIE, signed_in
 from blocks.api.schemas import StrictModel
@@ -99,7 +100,12 @@ async def _open(request: Request, session: DbSession, token: str) -> OpenLink:
         raise
 
 
-@router.get("/v1/decision-links/{token}", response_class=HTMLResponse)
+@router.get(
+    "/v1/decision-links/{token}",
+    response_class=HTMLResponse,
+    summary="Show an emailed decision link's page",
+    operation_id="show_decision_link",
+)
 async def show(
     token: str, request: Request, session: DbSession, client: TemporalClient
 ) -> HTMLResponse:
@@ -131,7 +137,12 @@ async def show(
     return _page("Your decision is needed", body)
 
 
-@router.post("/v1/decision-links/{token}", response_class=HTMLResponse)
+@router.post(
+    "/v1/decision-links/{token}",
+    response_class=HTMLResponse,
+    summary="Decide with an emailed decision link",
+    operation_id="decide_with_link",
+)
 async def decide(
     token: str, request: Request, session: DbSession, client: TemporalClient
 ) -> HTMLResponse:
@@ -180,14 +191,23 @@ async def decide(
 
 
 class LinkPolicyIn(StrictModel):
+    model_config = example(link_only_decisions=False)
+
     link_only_decisions: bool
 
 
 class LinkPolicyOut(BaseModel):
+    model_config = example(link_only_decisions=False)
+
     link_only_decisions: bool
 
 
-@router.put("/v1/org/decision-link-policy", response_model=LinkPolicyOut)
+@router.put(
+    "/v1/org/decision-link-policy",
+    response_model=LinkPolicyOut,
+    summary="Allow decision links without sign-in, or not",
+    operation_id="set_decision_link_policy",
+)
 async def set_policy(
     body: LinkPolicyIn,
     request: Request,

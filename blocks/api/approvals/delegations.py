@@ -8,8 +8,10 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, model_validator
 
+from blocks.api import examples as ex
 from blocks.api.deps import CanDecide, DbSession
 from blocks.api.errors import invalid_field, not_found
+from blocks.api.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit.records import AuditRecord
@@ -27,6 +29,10 @@ router = APIRouter(prefix="/v1/delegations", tags=["approvals"])
 
 
 class DelegationIn(StrictModel):
+    model_config = example(
+        delegate_user_id=ex.OPERATOR_ID, starts_at=ex.STARTED, ends_at="2025-03-18T18:00:00Z"
+    )
+
     delegate_user_id: uuid.UUID
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime
@@ -39,6 +45,15 @@ class DelegationIn(StrictModel):
 
 
 class DelegationOut(BaseModel):
+    model_config = example(
+        id=ex.DELEGATION_ID,
+        delegator_user_id=ex.APPROVER_ID,
+        delegate_user_id=ex.OPERATOR_ID,
+        starts_at=ex.STARTED,
+        ends_at="2025-03-18T18:00:00Z",
+        revoked_at=None,
+    )
+
     id: uuid.UUID
     delegator_user_id: uuid.UUID
     delegate_user_id: uuid.UUID
@@ -58,7 +73,12 @@ def _out(delegation: Delegation) -> DelegationOut:
     )
 
 
-@router.post("", status_code=201, response_model=DelegationOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=DelegationOut,
+    summary="Let a member decide for you for a while",
+)
 async def delegate(
     body: DelegationIn, request: Request, ctx: CanDecide, session: DbSession
 ) -> DelegationOut:
@@ -94,12 +114,17 @@ async def delegate(
     return _out(delegation)
 
 
-@router.get("", response_model=list[DelegationOut])
+@router.get("", response_model=list[DelegationOut], summary="List delegations from you and to you")
 async def list_delegations(ctx: CanDecide, session: DbSession) -> list[DelegationOut]:
     return [_out(d) for d in await my_delegations(ctx, session)]
 
 
-@router.delete("/{delegation_id}", response_model=DelegationOut)
+@router.delete(
+    "/{delegation_id}",
+    response_model=DelegationOut,
+    summary="Revoke a delegation",
+    operation_id="revoke_delegation",
+)
 async def revoke(
     delegation_id: uuid.UUID, request: Request, ctx: CanDecide, session: DbSession
 ) -> DelegationOut:

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageMembers,
     CanReadOrg,
@@ -14,6 +15,7 @@ from blocks.api.deps import (
     record_change,
 )
 from blocks.api.errors import Problem, not_found
+from blocks.api.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.models.approvals.delegations import is_member
@@ -26,14 +28,18 @@ from blocks.models.approvals.groups import (
     remove_from_group,
 )
 
-router = APIRouter(prefix="/v1/groups", tags=["members"])
+router = APIRouter(prefix="/v1/groups", tags=["approvals"])
 
 
 class GroupIn(StrictModel):
+    model_config = example(name="finance")
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="e.g. finance")
 
 
 class GroupOut(BaseModel):
+    model_config = example(id=ex.GROUP_ID, name="finance", members=[ex.APPROVER_ID])
+
     id: uuid.UUID
     name: str
     members: list[uuid.UUID]
@@ -58,7 +64,13 @@ async def _audit(
     )
 
 
-@router.post("", status_code=201, response_model=GroupOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=GroupOut,
+    summary="Create an approver group",
+    operation_id="create_group",
+)
 async def create(
     body: GroupIn, request: Request, ctx: CanManageMembers, session: DbSession
 ) -> GroupOut:
@@ -69,12 +81,19 @@ async def create(
     return GroupOut(id=group.id, name=group.name, members=[])
 
 
-@router.get("", response_model=list[GroupOut])
+@router.get(
+    "", response_model=list[GroupOut], summary="List approver groups", operation_id="list_groups"
+)
 async def groups(ctx: CanReadOrg, session: DbSession) -> list[GroupOut]:
     return [GroupOut(id=g.id, name=g.name, members=m) for g, m in await list_groups(ctx, session)]
 
 
-@router.put("/{group_id}/members/{user_id}", response_model=GroupOut)
+@router.put(
+    "/{group_id}/members/{user_id}",
+    response_model=GroupOut,
+    summary="Add a member to a group",
+    operation_id="add_group_member",
+)
 async def add_member(
     group_id: uuid.UUID,
     user_id: uuid.UUID,
@@ -92,7 +111,12 @@ async def add_member(
     return await _out(ctx, session, group)
 
 
-@router.delete("/{group_id}/members/{user_id}", response_model=GroupOut)
+@router.delete(
+    "/{group_id}/members/{user_id}",
+    response_model=GroupOut,
+    summary="Remove a member from a group",
+    operation_id="remove_group_member",
+)
 async def remove_member(
     group_id: uuid.UUID,
     user_id: uuid.UUID,

@@ -13,7 +13,9 @@ from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from blocks.api import examples as ex
 from blocks.api.deps import CanDecide, DbSession, TemporalClient
+from blocks.api.examples import example
 from blocks.core.approvals import search_attributes as sa
 from blocks.core.approvals.policy import GROUP_PREFIX, policy_memberships
 from blocks.models.approvals.delegations import active_delegators
@@ -27,7 +29,21 @@ router = APIRouter(prefix="/v1", tags=["approvals"])
 _QUERY_CONCURRENCY = 8
 
 
+_ITEM = {
+    "run_id": ex.RUN_ID,
+    "workflow": "expense_approval",
+    "step_id": "approve",
+    "title": "Expense of 120.50 EUR: Team lunch",
+    "approvers": ["role:approver"],
+    "opened_at": ex.STARTED,
+    "deadline": ex.DEADLINE,
+    "votes_so_far": 0,
+}
+
+
 class InboxItem(BaseModel):
+    model_config = example(**_ITEM)
+
     run_id: uuid.UUID
     workflow: str | None
     step_id: str
@@ -39,6 +55,8 @@ class InboxItem(BaseModel):
 
 
 class InboxOut(BaseModel):
+    model_config = example(items=[_ITEM])
+
     items: list[InboxItem]
 
 
@@ -50,7 +68,12 @@ def _labels(user_id: str, roles: Iterable[str]) -> list[str]:
     ]
 
 
-@router.get("/inbox", response_model=InboxOut)
+@router.get(
+    "/inbox",
+    response_model=InboxOut,
+    summary="List the steps waiting for your decision",
+    operation_id="read_inbox",
+)
 async def inbox(
     ctx: CanDecide,
     client: TemporalClient,

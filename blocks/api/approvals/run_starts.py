@@ -48,7 +48,7 @@ from blocks.models.audit.events import append_events
 from blocks.workflows.registry import REGISTRY, RegisteredWorkflow
 from blocks.workflows.types import RunInput
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/v1/runs", tags=["approvals"])
 
 # Temporal's answers that mean "this start will never be accepted as asked"; any other error may
 # be passing (the engine unreachable, a timeout after the start was taken), so the row stays
@@ -87,6 +87,7 @@ IdempotencyKey = Annotated[
     status_code=201,
     response_model=RunOut,
     responses={200: {"model": RunOut, "description": "A retry: the run this key started"}},
+    summary="Start a run of a workflow",
 )
 async def start_run(
     body: StartRunIn,

@@ -36,7 +36,7 @@ from blocks.models.approvals.runs import Run, StartState, get_run
 from blocks.workflows.sdk import STATUS_QUERY
 from blocks.workflows.types import RunOutcome, RunView
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/v1/runs", tags=["approvals"])
 
 # A running run's steps come from a query, which only a worker answers; without one it would wait.
 _QUERY_TIMEOUT = timedelta(seconds=5)
@@ -56,7 +56,7 @@ def _status_name(status: Status | WorkflowExecutionStatus | None) -> str:
     return _STATUS_NAMES.get(int(status), "unknown") if status is not None else "unknown"
 
 
-@router.get("", response_model=RunListOut)
+@router.get("", response_model=RunListOut, summary="List runs, newest first")
 async def list_runs(
     ctx: CanReadRuns,
     client: TemporalClient,
@@ -82,7 +82,7 @@ async def list_runs(
     return RunListOut(runs=runs)
 
 
-@router.get("/{run_id}", response_model=RunOut)
+@router.get("/{run_id}", response_model=RunOut, summary="Read a run and its open steps")
 async def read_run(
     run_id: uuid.UUID, ctx: CanReadRuns, session: DbSession, client: TemporalClient
 ) -> RunOut:
@@ -120,7 +120,11 @@ async def current_run_out(run: Run, client: Client) -> RunOut:
     )
 
 
-@router.post("/{run_id}/steps/{step_id}/decisions", response_model=DecisionOut)
+@router.post(
+    "/{run_id}/steps/{step_id}/decisions",
+    response_model=DecisionOut,
+    summary="Approve or reject a step",
+)
 async def decide_step(
     run_id: uuid.UUID,
     step_id: str,

@@ -16,23 +16,66 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from blocks.api import examples as ex
 from blocks.api.deps import CanReadAudit, DbSession
+from blocks.api.examples import example
 from blocks.api.params import time_window
 from blocks.core.approvals.sla import ReportFilters, StepRow, Summary, csv_header, csv_rows
 from blocks.models.approvals.sla_reports import SlaReport, sla_report
 
-router = APIRouter(prefix="/v1", tags=["reports"])
+router = APIRouter(prefix="/v1", tags=["approvals"])
 
 _CSV_CHUNK = 500  # rows per streamed chunk: bounded memory per write, few writes
 
 
+_VOTE = {"user_id": ex.APPROVER_ID, "decision": "approve", "at": ex.DECIDED}
+_ROW = {
+    "run_id": ex.RUN_ID,
+    "workflow": "expense_approval",
+    "step_id": "approve",
+    "title": "Expense of 120.50 EUR: Team lunch",
+    "opened_at": ex.STARTED,
+    "deadline": ex.DEADLINE,
+    "sla_seconds": 86400.0,
+    "business_hours": False,
+    "closed_at": ex.DECIDED,
+    "decided_at": ex.DECIDED,
+    "state": "approved",
+    "outcome": "met",
+    "time_to_decision_seconds": 2861.0,
+    "reminders": 0,
+    "escalated": False,
+    "escalated_at": None,
+    "breached_at": None,
+    "deciders": [_VOTE],
+    "opened_seq": 38,
+}
+_SUMMARY = {
+    "workflow": "expense_approval",
+    "steps": 1,
+    "met": 1,
+    "breached": 0,
+    "open": 0,
+    "overdue": 0,
+    "no_sla": 0,
+    "compliance_percent": 100.0,
+    "p50_time_to_decision_seconds": 2861.0,
+    "p90_time_to_decision_seconds": 2861.0,
+}
+_FILTERS = {"workflow": "expense_approval", "from": "2025-03-01T00:00:00Z", "to": None}
+
+
 class VoteOut(BaseModel):
+    model_config = example(**_VOTE)
+
     user_id: str
     decision: str
     at: datetime | None
 
 
 class StepRowOut(BaseModel):
+    model_config = example(**_ROW)
+
     run_id: str
     workflow: str | None
     step_id: str
@@ -55,6 +98,8 @@ class StepRowOut(BaseModel):
 
 
 class SummaryOut(BaseModel):
+    model_config = example(**_SUMMARY)
+
     workflow: str | None
     steps: int
     met: int
@@ -68,12 +113,24 @@ class SummaryOut(BaseModel):
 
 
 class FiltersOut(BaseModel):
+    model_config = example(**_FILTERS)
+
     workflow: str | None
     from_: datetime | None = Field(serialization_alias="from")
     to: datetime | None
 
 
 class SlaReportOut(BaseModel):
+    model_config = example(
+        org_id=ex.ORG_ID,
+        generated_at="2025-03-04T11:00:00Z",
+        through_seq=42,
+        filters=_FILTERS,
+        summary=[_SUMMARY],
+        overall=_SUMMARY | {"workflow": None},
+        steps=[_ROW],
+    )
+
     org_id: str
     generated_at: datetime
     through_seq: int = Field(description="The report covers the audit log up to this seq")
@@ -149,6 +206,7 @@ async def _csv_chunks(rows: Sequence[StepRow]) -> AsyncIterator[str]:
     response_model=SlaReportOut,
     response_model_by_alias=True,
     responses={200: {"content": {"text/csv": {}}}},
+    summary="Report SLA compliance of approval steps",
 )
 async def sla_compliance_report(
     ctx: CanReadAudit,

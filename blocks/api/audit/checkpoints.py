@@ -14,8 +14,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from temporalio.client import WorkflowFailureError
 
+from blocks.api import examples as ex
 from blocks.api.deps import CanReadAudit, DbSession, TemporalClient, require
 from blocks.api.errors import service_unavailable
+from blocks.api.examples import example
 from blocks.api.params import BIGINT_MAX
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
@@ -32,6 +34,20 @@ CanCheckpoint = Annotated[OrgContext, Depends(require(Permission.AUDIT_CHECKPOIN
 
 
 class PublicKeyOut(BaseModel):
+    model_config = example(
+        key_id=ex.SIGNING_KEY_ID,
+        algorithm="Ed25519",
+        public_key=ex.PUBLIC_KEY,
+        jwk={
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": ex.PUBLIC_KEY_X,
+            "kid": ex.SIGNING_KEY_ID,
+            "use": "sig",
+            "alg": "EdDSA",
+        },
+    )
+
     key_id: str
     algorithm: str
     public_key: str
@@ -39,6 +55,16 @@ class PublicKeyOut(BaseModel):
 
 
 class CheckpointOut(BaseModel):
+    model_config = example(
+        id="8e7d6c5b-4a39-4281-9f0e-1d2c3b4a5968",
+        org_id=ex.ORG_ID,
+        seq=42,
+        hash=ex.HASH,
+        signed_at="2025-03-04T11:00:00Z",
+        key_id=ex.SIGNING_KEY_ID,
+        signature=ex.SIGNATURE,
+    )
+
     id: str
     org_id: str
     seq: int
@@ -64,7 +90,12 @@ def checkpoint_out(checkpoint: AuditCheckpoint) -> CheckpointOut:
     )
 
 
-@router.get("/public-key", response_model=PublicKeyOut)
+@router.get(
+    "/public-key",
+    response_model=PublicKeyOut,
+    summary="Read the public key that verifies checkpoints",
+    operation_id="read_audit_public_key",
+)
 async def public_key(request: Request) -> PublicKeyOut:
     """Published without authentication: anyone holding a checkpoint can verify it."""
     current = _public_keys(request).current
@@ -73,7 +104,13 @@ async def public_key(request: Request) -> PublicKeyOut:
     )
 
 
-@router.post("/checkpoints", status_code=201, response_model=CheckpointOut)
+@router.post(
+    "/checkpoints",
+    status_code=201,
+    response_model=CheckpointOut,
+    summary="Sign a checkpoint of the audit chain now",
+    operation_id="create_checkpoint",
+)
 async def create(
     request: Request, ctx: CanCheckpoint, session: DbSession, client: TemporalClient
 ) -> CheckpointOut:
@@ -97,7 +134,12 @@ async def create(
     return checkpoint_out(checkpoint)
 
 
-@router.get("/checkpoints", response_model=list[CheckpointOut])
+@router.get(
+    "/checkpoints",
+    response_model=list[CheckpointOut],
+    summary="List signed checkpoints",
+    operation_id="list_checkpoints",
+)
 async def checkpoints(
     ctx: CanReadAudit,
     session: DbSession,

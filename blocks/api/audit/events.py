@@ -20,7 +20,9 @@ from blocks.models.audit.personal_data import reveal
 router = APIRouter(prefix="/v1", tags=["audit"])
 
 
-@router.get("/audit-events", response_model=AuditEventListOut)
+@router.get(
+    "/audit-events", response_model=AuditEventListOut, summary="List audit events in chain order"
+)
 async def list_audit_events(
     ctx: CanReadAudit,
     session: DbSession,
@@ -36,7 +38,11 @@ async def list_audit_events(
     return await _page(ctx, session, events, limit)
 
 
-@router.get("/runs/{run_id}/audit-events", response_model=AuditEventListOut)
+@router.get(
+    "/runs/{run_id}/audit-events",
+    response_model=AuditEventListOut,
+    summary="List one run's audit events",
+)
 async def run_audit_events(
     run_id: uuid.UUID,
     ctx: CanReadAudit,

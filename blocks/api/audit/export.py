@@ -19,11 +19,13 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blocks.api import examples as ex
 from blocks.api.audit.export_csv import csv_checkpoint_rows, csv_event_rows, csv_header
 from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.errors import not_found
+from blocks.api.examples import example
 from blocks.api.params import time_window
-from blocks.api.schemas import AuditEventFields
+from blocks.api.schemas import AUDIT_EVENT, AuditEventFields
 from blocks.core.audit.chain_verifier import VerificationReport
 from blocks.core.audit.event_hash import event_hash
 from blocks.core.context import OrgContext
@@ -46,7 +48,16 @@ router = APIRouter(prefix="/v1", tags=["audit"])
 # ---------------------------------------------------------------------------------- responses
 
 
-class ProblemOut(BaseModel):
+class ChainProblemOut(BaseModel):
+    """The first thing found wrong with the chain (not an HTTP problem: the check succeeded)."""
+
+    model_config = example(
+        kind="changed",
+        seq=41,
+        id=ex.EVENT_ID,
+        message="event 41 was changed after it was written: its hash does not match",
+    )
+
     kind: str
     seq: int | None
     id: str | None
@@ -56,30 +67,66 @@ class ProblemOut(BaseModel):
     line: int | None = None
 
 
+_VERIFIED = {
+    "ok": True,
+    "events_checked": 42,
+    "checkpoints_checked": 3,
+    "problem": None,
+    "complete": True,
+    "last_seq": 42,
+    "last_hash": ex.HASH,
+    "verified_at": "2025-03-04T11:00:00Z",
+}
+
+
 class VerificationOut(BaseModel):
+    model_config = example(**_VERIFIED)
+
     ok: bool
     events_checked: int
     checkpoints_checked: int
-    problem: ProblemOut | None
+    problem: ChainProblemOut | None
     complete: bool
     last_seq: int | None
     last_hash: str | None
     verified_at: datetime
 
 
+_CHECKPOINT_REF = {"seq": 42, "signed_at": "2025-03-04T11:00:00Z", "key_id": ex.SIGNING_KEY_ID}
+
+
 class CheckpointRefOut(BaseModel):
+    model_config = example(**_CHECKPOINT_REF)
+
     seq: int
     signed_at: datetime
     key_id: str
 
 
+_CUSTODY_EVENT = AUDIT_EVENT | {
+    "occurred_at": "2025-03-04T10:02:41.118204+00:00",
+    "hash_ok": True,
+    "certified_by": _CHECKPOINT_REF,
+}
+
+
 class CustodyEventOut(AuditEventFields[str, str]):
+    model_config = example(**_CUSTODY_EVENT)
+
     hash_ok: bool
     # The first signed checkpoint at or after this event: it certifies the chain through it.
     certified_by: CheckpointRefOut | None
 
 
 class CustodyOut(BaseModel):
+    model_config = example(
+        run_id=ex.RUN_ID,
+        org_id=ex.ORG_ID,
+        intact=True,
+        events=[_CUSTODY_EVENT],
+        verification=_VERIFIED,
+    )
+
     run_id: str
     org_id: str
     intact: bool  # every event of the run hashes right and the whole chain verifies
@@ -92,7 +139,7 @@ def _report_out(report: VerificationReport) -> VerificationOut:
         ok=report.ok,
         events_checked=report.events_checked,
         checkpoints_checked=report.checkpoints_checked,
-        problem=ProblemOut(**report.problem.as_dict()) if report.problem else None,
+        problem=ChainProblemOut(**report.problem.as_dict()) if report.problem else None,
         complete=report.complete,
         last_seq=report.last_seq,
         last_hash=report.last_hash,
@@ -140,6 +187,7 @@ async def _csv(request: Request, ctx: OrgContext, filters: ExportFilters) -> Asy
     "/audit/export",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    summary="Export the audit log",
 )
 async def export_audit(
     request: Request,
@@ -174,7 +222,9 @@ async def export_audit(
 # --------------------------------------------------------------------------- verify, custody
 
 
-@router.get("/audit/verify", response_model=VerificationOut)
+@router.get(
+    "/audit/verify", response_model=VerificationOut, summary="Verify the whole audit chain now"
+)
 async def verify_audit(request: Request, ctx: CanReadAudit) -> VerificationOut:
     """Verify the organization's whole chain and its checkpoints now; 200 whether it holds or not
     (`ok` and `problem` say)."""
@@ -182,7 +232,9 @@ async def verify_audit(request: Request, ctx: CanReadAudit) -> VerificationOut:
         return _report_out(await verify_chain(ctx, session, _public_keys(request)))
 
 
-@router.get("/runs/{run_id}/custody", response_model=CustodyOut)
+@router.get(
+    "/runs/{run_id}/custody", response_model=CustodyOut, summary="Read a run's chain of custody"
+)
 async def run_custody(
     run_id: uuid.UUID, request: Request, ctx: CanReadAudit, session: DbSession
 ) -> CustodyOut:

@@ -14,18 +14,20 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from blocks.api import examples as ex
 from blocks.api.deps import CanErase, DbSession
 from blocks.api.errors import not_found
+from blocks.api.examples import example
 from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit.records import AuditRecord
 from blocks.models.audit.events import append_events
 from blocks.models.audit.personal_data import erase_subject, holds_personal_data_of
 
-router = APIRouter(prefix="/v1", tags=["privacy"])
+router = APIRouter(prefix="/v1", tags=["audit"])
 
 
 class EraseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"confirm": True}]})
 
     # Only JSON `true` confirms (not 1, not "true"): erasure cannot be undone.
     confirm: StrictBool = Field(description="must be true: erasure is irreversible")
@@ -39,6 +41,14 @@ class EraseRequest(BaseModel):
 
 
 class ErasureOut(BaseModel):
+    model_config = example(
+        user_id=ex.APPROVER_ID,
+        keys_erased=1,
+        events_unreadable=57,
+        events_in_plaintext=0,
+        erased_at=ex.LATER,
+    )
+
     user_id: uuid.UUID
     keys_erased: int = Field(description="live data keys destroyed now (0 if already erased)")
     events_unreadable: int = Field(description="this person's events whose fields now read erased")
@@ -48,7 +58,11 @@ class ErasureOut(BaseModel):
     erased_at: datetime
 
 
-@router.post("/members/{user_id}/erase-personal-data", response_model=ErasureOut)
+@router.post(
+    "/members/{user_id}/erase-personal-data",
+    response_model=ErasureOut,
+    summary="Erase a member's personal data from the audit log",
+)
 async def erase_personal_data(
     user_id: uuid.UUID,
     body: EraseRequest,

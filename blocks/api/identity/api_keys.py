@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlmodel import col, select
 
+from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageOwnKeys,
     DbSession,
@@ -23,6 +24,7 @@ from blocks.api.deps import (
     record_denial,
 )
 from blocks.api.errors import invalid_field, not_found
+from blocks.api.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission, Role
@@ -30,10 +32,23 @@ from blocks.infra.db import bind_org
 from blocks.models.base import utcnow
 from blocks.models.identity.api_keys import ApiKey, create_api_key, revoke_api_key
 
-router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
+router = APIRouter(prefix="/v1/api-keys", tags=["identity"])
+
+_KEY = {
+    "id": ex.KEY_ID,
+    "user_id": ex.OPERATOR_ID,
+    "name": "expense importer",
+    "roles": ["operator"],
+    "created_at": ex.CREATED,
+    "expires_at": ex.LATER,
+    "last_used_at": ex.STARTED,
+    "revoked_at": None,
+}
 
 
 class ApiKeyIn(StrictModel):
+    model_config = example(name="expense importer", roles=["operator"], expires_at=ex.LATER)
+
     name: str = Field(min_length=1, max_length=200, description="What the key is for")
     roles: list[str] = Field(
         max_length=len(Role),
@@ -45,6 +60,8 @@ class ApiKeyIn(StrictModel):
 
 
 class ApiKeyOut(BaseModel):
+    model_config = example(**_KEY)
+
     id: uuid.UUID
     user_id: uuid.UUID = Field(description="The member the key acts as")
     name: str
@@ -56,6 +73,8 @@ class ApiKeyOut(BaseModel):
 
 
 class NewApiKeyOut(ApiKeyOut):
+    model_config = example(**_KEY | {"last_used_at": None}, key=ex.API_KEY)
+
     key: str = Field(description="The key itself; shown only in this response")
 
 
@@ -106,7 +125,13 @@ async def _audit(
     )
 
 
-@router.post("", status_code=201, response_model=NewApiKeyOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=NewApiKeyOut,
+    summary="Create an API key for yourself",
+    operation_id="create_api_key",
+)
 async def create(
     body: ApiKeyIn, request: Request, ctx: CanManageOwnKeys, session: DbSession
 ) -> NewApiKeyOut:
@@ -124,7 +149,9 @@ async def create(
     return NewApiKeyOut(**_out(key).model_dump(), key=plaintext)
 
 
-@router.get("", response_model=list[ApiKeyOut])
+@router.get(
+    "", response_model=list[ApiKeyOut], summary="List API keys", operation_id="list_api_keys"
+)
 async def keys(
     request: Request,
     ctx: CanManageOwnKeys,
@@ -145,7 +172,9 @@ async def keys(
     return [_out(key) for key in (await session.exec(statement)).all()]
 
 
-@router.delete("/{key_id}", status_code=204)
+@router.delete(
+    "/{key_id}", status_code=204, summary="Revoke an API key", operation_id="revoke_api_key"
+)
 async def revoke(
     key_id: uuid.UUID, request: Request, ctx: CanManageOwnKeys, session: DbSession
 ) -> Response:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
+from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import (
     CanManageMembers,
@@ -17,6 +18,7 @@ from blocks.api.deps import (
     record_change,
 )
 from blocks.api.errors import Problem, not_found
+from blocks.api.examples import example
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.members import refuse_unless_owner
 from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
@@ -50,16 +52,31 @@ from blocks.models.identity.members import (
 )
 from blocks.models.identity.orgs import Organization
 
-router = APIRouter(prefix="/v1/invites", tags=["members"])
+router = APIRouter(prefix="/v1/invites", tags=["identity"])
 
 
 class InviteIn(StrictModel):
+    model_config = example(email=ex.APPROVER_EMAIL, roles=["approver"])
+
     email: EmailAddress
     roles: list[Role] = Field(min_length=1, max_length=len(Role), description="e.g. [approver]")
 
 
 class InviteOut(BaseModel):
     """An invite as admins see it; its token exists only in the email."""
+
+    model_config = example(
+        id=ex.INVITE_ID,
+        email=ex.APPROVER_EMAIL,
+        roles=["approver"],
+        state="pending",
+        invited_by=ex.OWNER_ID,
+        created_at=ex.CREATED,
+        expires_at=ex.DEADLINE,
+        accepted_at=None,
+        accepted_by=None,
+        revoked_at=None,
+    )
 
     id: uuid.UUID
     email: str
@@ -74,10 +91,20 @@ class InviteOut(BaseModel):
 
 
 class AcceptIn(StrictModel):
+    model_config = example(token=ex.INVITE_TOKEN)
+
     token: str = Field(min_length=1, max_length=200, description="inv_... from the email")
 
 
 class AcceptedOut(BaseModel):
+    model_config = example(
+        org_id=ex.ORG_ID,
+        org_slug=ex.ORG_SLUG,
+        org_name=ex.ORG_NAME,
+        roles=["approver"],
+        next="POST /v1/auth/org with this org_id to enter the organization",
+    )
+
     org_id: uuid.UUID
     org_slug: str
     org_name: str
@@ -179,7 +206,13 @@ async def _send(
     )
 
 
-@router.post("", status_code=201, response_model=InviteOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=InviteOut,
+    summary="Invite someone to the organization",
+    operation_id="invite_member",
+)
 async def invite(
     body: InviteIn,
     request: Request,
@@ -212,13 +245,20 @@ async def invite(
     return _out(created)
 
 
-@router.get("", response_model=list[InviteOut])
+@router.get(
+    "", response_model=list[InviteOut], summary="List pending invites", operation_id="list_invites"
+)
 async def invites(ctx: CanManageMembers, session: DbSession) -> list[InviteOut]:
     """Pending invites: not accepted, revoked or expired."""
     return [_out(i) for i in await pending_invites(ctx, session)]
 
 
-@router.post("/{invite_id}/resend", response_model=InviteOut)
+@router.post(
+    "/{invite_id}/resend",
+    response_model=InviteOut,
+    summary="Send an invite again",
+    operation_id="resend_invite",
+)
 async def resend(
     invite_id: uuid.UUID,
     request: Request,
@@ -246,7 +286,12 @@ async def resend(
     return _out(found)
 
 
-@router.delete("/{invite_id}", response_model=InviteOut)
+@router.delete(
+    "/{invite_id}",
+    response_model=InviteOut,
+    summary="Revoke an invite",
+    operation_id="revoke_invite",
+)
 async def revoke(
     invite_id: uuid.UUID, request: Request, ctx: CanManageMembers, session: DbSession
 ) -> InviteOut:
@@ -294,7 +339,12 @@ async def _open_org(db: DbSession, invite: Invite) -> Organization:
     return org
 
 
-@router.post("/accept", response_model=AcceptedOut)
+@router.post(
+    "/accept",
+    response_model=AcceptedOut,
+    summary="Accept an invite addressed to you",
+    operation_id="accept_invite",
+)
 async def accept(signed: Person, body: AcceptIn, request: Request, db: DbSession) -> AcceptedOut:
     """Accept an invite: the caller must be signed in (session cookie) as its addressee."""
     await rate_limit.enforce_per_address(request, "token_ip")

@@ -213,7 +213,7 @@ async def email_form(request: Request, db: DbSession) -> HTMLResponse:
         values: dict[str, str], response: Response, _: BackgroundTasks
     ) -> HTMLResponse:
         signed = await signed_in(request, db)
-        await me.confirm_email_change(signed, _body(me.TokenIn, values), request, db)
+        await me.confirm_email_change(signed, _body(me.EmailTokenIn, values), request, db)
         return page("Address changed", paragraph("Your new address is confirmed."))
 
     return await _answer(request, handle)

@@ -8,9 +8,11 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 
+from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person
 from blocks.api.errors import Problem, invalid_field, not_found
+from blocks.api.examples import example
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.sessions import SignedIn
 from blocks.api.identity.sign_in_support import Accepted
@@ -35,7 +37,7 @@ from blocks.models.identity.auth_tokens import (
 from blocks.models.identity.orgs import active_org_ids, find_user_by_email
 from blocks.models.identity.sessions import live_sessions, revoke_sessions
 
-router = APIRouter(prefix="/v1/me", tags=["account"])
+router = APIRouter(prefix="/v1/me", tags=["identity"])
 
 
 def _settings(request: Request) -> Settings:
@@ -80,6 +82,17 @@ async def require_recent_proof(
 
 
 class MeOut(BaseModel):
+    model_config = example(
+        id=ex.APPROVER_ID,
+        email=ex.APPROVER_EMAIL,
+        display_name="Alan Turing",
+        email_verified=True,
+        has_password=True,
+        two_factor=True,
+        org_id=ex.ORG_ID,
+        session_id=ex.SESSION_ID,
+    )
+
     id: uuid.UUID
     email: str
     display_name: str
@@ -90,7 +103,7 @@ class MeOut(BaseModel):
     session_id: uuid.UUID
 
 
-@router.get("", response_model=MeOut)
+@router.get("", response_model=MeOut, summary="Read your own account", operation_id="read_me")
 async def me(signed: Person, request: Request, db: DbSession) -> MeOut:
     user = signed.user
     return MeOut(
@@ -109,11 +122,13 @@ async def me(signed: Person, request: Request, db: DbSession) -> MeOut:
 
 
 class PasswordIn(StrictModel):
+    model_config = example(new_password=ex.NEW_PASSWORD, current_password=ex.PASSWORD)
+
     new_password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
     current_password: str | None = Field(default=None, max_length=MAX_PASSWORD_LENGTH)
 
 
-@router.put("/password", status_code=204)
+@router.put("/password", status_code=204, summary="Set or change your password")
 async def set_password(
     signed: Person, body: PasswordIn, request: Request, db: DbSession
 ) -> Response:
@@ -145,11 +160,15 @@ async def set_password(
 
 
 class EmailChangeIn(StrictModel):
+    model_config = example(new_email="alan.turing@acme.example", password=ex.PASSWORD)
+
     new_email: EmailAddress
     password: str | None = Field(default=None, max_length=MAX_PASSWORD_LENGTH)
 
 
-@router.post("/email", status_code=202, response_model=Accepted)
+@router.post(
+    "/email", status_code=202, response_model=Accepted, summary="Change your email address"
+)
 async def request_email_change(
     signed: Person,
     body: EmailChangeIn,
@@ -198,13 +217,17 @@ async def request_email_change(
     return Accepted(detail="check the new address for a confirmation link")
 
 
-class TokenIn(StrictModel):
+class EmailTokenIn(StrictModel):
+    model_config = example(token=ex.EMAIL_TOKEN)
+
     token: str = Field(min_length=1, max_length=200)
 
 
-@router.post("/email/confirm", status_code=204)
+@router.post(
+    "/email/confirm", status_code=204, summary="Confirm the new address with the emailed link"
+)
 async def confirm_email_change(
-    signed: Person, body: TokenIn, request: Request, db: DbSession
+    signed: Person, body: EmailTokenIn, request: Request, db: DbSession
 ) -> Response:
     user = signed.user
     try:
@@ -236,7 +259,18 @@ async def confirm_email_change(
 # --- sessions ------------------------------------------------------------------------------
 
 
-class SessionOut(BaseModel):
+class MySessionOut(BaseModel):
+    model_config = example(
+        id=ex.SESSION_ID,
+        current=True,
+        org_id=ex.ORG_ID,
+        created_at=ex.STARTED,
+        last_seen_at=ex.DECIDED,
+        expires_at=ex.DEADLINE,
+        ip="203.0.113.7",
+        user_agent=ex.USER_AGENT,
+    )
+
     id: uuid.UUID
     current: bool
     org_id: uuid.UUID | None
@@ -247,12 +281,17 @@ class SessionOut(BaseModel):
     user_agent: str | None
 
 
-@router.get("/sessions", response_model=list[SessionOut])
-async def my_sessions(signed: Person, request: Request, db: DbSession) -> list[SessionOut]:
+@router.get(
+    "/sessions",
+    response_model=list[MySessionOut],
+    summary="List your live sessions",
+    operation_id="list_my_sessions",
+)
+async def my_sessions(signed: Person, request: Request, db: DbSession) -> list[MySessionOut]:
     idle = timedelta(minutes=_settings(request).session_idle_minutes)
     now = utcnow()
     return [
-        SessionOut(
+        MySessionOut(
             id=row.id,
             current=row.id == signed.session.id,
             org_id=row.org_id,
@@ -267,7 +306,7 @@ async def my_sessions(signed: Person, request: Request, db: DbSession) -> list[S
     ]
 
 
-@router.delete("/sessions/{session_id}", status_code=204)
+@router.delete("/sessions/{session_id}", status_code=204, summary="End one of your sessions")
 async def revoke_my_session(
     signed: Person, session_id: uuid.UUID, request: Request, db: DbSession
 ) -> Response:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageMembers,
     CanManageSecurity,
@@ -19,6 +20,7 @@ from blocks.api.deps import (
     record_denial,
 )
 from blocks.api.errors import Problem, not_found
+from blocks.api.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit.records import AuditRecord
@@ -38,10 +40,22 @@ from blocks.models.identity.members import (
     set_roles,
 )
 
-router = APIRouter(prefix="/v1/members", tags=["members"])
+router = APIRouter(prefix="/v1/members", tags=["identity"])
+
+MEMBER_EXAMPLE = {
+    "id": ex.APPROVER_ID,
+    "email": ex.APPROVER_EMAIL,
+    "display_name": "Alan Turing",
+    "roles": ["approver"],
+    "created_at": ex.CREATED,
+    "deactivated_at": None,
+    "two_factor": True,
+}
 
 
 class MemberOut(BaseModel):
+    model_config = example(**MEMBER_EXAMPLE)
+
     id: uuid.UUID = Field(description="The member's user id")
     email: str
     display_name: str
@@ -52,15 +66,23 @@ class MemberOut(BaseModel):
 
 
 class RolesIn(StrictModel):
+    model_config = example(roles=["approver", "auditor"])
+
     roles: list[Role] = Field(min_length=1, max_length=len(Role), description="e.g. [approver]")
 
 
 class DeactivatedOut(MemberOut):
+    model_config = example(
+        **MEMBER_EXAMPLE | {"deactivated_at": ex.DECIDED}, api_keys_revoked=1, sessions_revoked=2
+    )
+
     api_keys_revoked: int
     sessions_revoked: int
 
 
 class SessionsRevokedOut(BaseModel):
+    model_config = example(user_id=ex.APPROVER_ID, sessions_revoked=2)
+
     user_id: uuid.UUID
     sessions_revoked: int
 
@@ -119,12 +141,22 @@ async def _member_or_404(ctx: OrgContext, session: DbSession, user_id: uuid.UUID
     return member
 
 
-@router.get("", response_model=list[MemberOut])
+@router.get(
+    "",
+    response_model=list[MemberOut],
+    summary="List the organization's members",
+    operation_id="list_members",
+)
 async def members(ctx: CanReadOrg, session: DbSession) -> list[MemberOut]:
     return [member_out(m) for m in await list_members(ctx, session)]
 
 
-@router.put("/{user_id}/roles", response_model=MemberOut)
+@router.put(
+    "/{user_id}/roles",
+    response_model=MemberOut,
+    summary="Change a member's roles",
+    operation_id="change_member_roles",
+)
 async def change_roles(
     user_id: uuid.UUID, body: RolesIn, request: Request, ctx: CanManageMembers, session: DbSession
 ) -> MemberOut:
@@ -154,7 +186,12 @@ async def change_roles(
     return member_out(member)
 
 
-@router.post("/{user_id}/deactivate", response_model=DeactivatedOut)
+@router.post(
+    "/{user_id}/deactivate",
+    response_model=DeactivatedOut,
+    summary="Deactivate a member",
+    operation_id="deactivate_member",
+)
 async def deactivate(
     user_id: uuid.UUID, request: Request, ctx: CanManageMembers, session: DbSession
 ) -> DeactivatedOut:
@@ -188,7 +225,12 @@ async def deactivate(
     )
 
 
-@router.post("/{user_id}/reactivate", response_model=MemberOut)
+@router.post(
+    "/{user_id}/reactivate",
+    response_model=MemberOut,
+    summary="Reactivate a member",
+    operation_id="reactivate_member",
+)
 async def reactivate(
     user_id: uuid.UUID, request: Request, ctx: CanManageMembers, session: DbSession
 ) -> MemberOut:
@@ -210,7 +252,11 @@ async def reactivate(
     return member_out(member)
 
 
-@router.post("/{user_id}/sessions/revoke", response_model=SessionsRevokedOut)
+@router.post(
+    "/{user_id}/sessions/revoke",
+    response_model=SessionsRevokedOut,
+    summary="End every session of a member",
+)
 async def revoke_sessions_of_member(
     user_id: uuid.UUID, request: Request, ctx: CanManageSecurity, session: DbSession
 ) -> SessionsRevokedOut:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, StrictBool
 
+from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageSecurity,
     CanOwn,
@@ -17,7 +18,8 @@ from blocks.api.deps import (
     record_change,
 )
 from blocks.api.errors import Problem, invalid_field, not_found
-from blocks.api.identity.members import MemberOut, member_out
+from blocks.api.examples import example
+from blocks.api.identity.members import MEMBER_EXAMPLE, MemberOut, member_out
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role
@@ -32,7 +34,17 @@ from blocks.models.identity.members import (
 )
 from blocks.models.identity.orgs import Organization, User
 
-router = APIRouter(prefix="/v1/org", tags=["organization"])
+router = APIRouter(prefix="/v1/org", tags=["identity"])
+
+_ORG = {
+    "id": ex.ORG_ID,
+    "slug": ex.ORG_SLUG,
+    "name": ex.ORG_NAME,
+    "require_2fa": True,
+    "link_only_decisions": False,
+    "created_at": ex.CREATED,
+    "closed_at": None,
+}
 
 Confirmation = Annotated[
     str,
@@ -41,6 +53,8 @@ Confirmation = Annotated[
 
 
 class OrgOut(BaseModel):
+    model_config = example(**_ORG)
+
     id: uuid.UUID
     slug: str
     name: str
@@ -51,26 +65,51 @@ class OrgOut(BaseModel):
 
 
 class SecurityIn(StrictModel):
+    model_config = example(require_2fa=True)
+
     # Strict: "yes" or 1 is a mistake to point out, not a value to guess at.
     require_2fa: StrictBool
 
 
 class TransferIn(StrictModel):
+    model_config = example(user_id=ex.APPROVER_ID, confirm=ex.ORG_SLUG)
+
     user_id: uuid.UUID = Field(description="The active member who becomes owner")
     confirm: Confirmation
 
 
 class TransferOut(BaseModel):
+    model_config = example(
+        org_id=ex.ORG_ID,
+        new_owner=MEMBER_EXAMPLE | {"roles": ["approver", "owner"]},
+        previous_owner=MEMBER_EXAMPLE
+        | {
+            "id": ex.OWNER_ID,
+            "email": ex.OWNER_EMAIL,
+            "display_name": "Ada Lovelace",
+            "roles": ["admin"],
+        },
+    )
+
     org_id: uuid.UUID
     new_owner: MemberOut
     previous_owner: MemberOut
 
 
 class CloseIn(StrictModel):
+    model_config = example(confirm=ex.ORG_SLUG)
+
     confirm: Confirmation
 
 
 class ClosedOut(OrgOut):
+    model_config = example(
+        **_ORG | {"closed_at": ex.DECIDED},
+        api_keys_revoked=6,
+        sessions_revoked=4,
+        invites_revoked=1,
+    )
+
     api_keys_revoked: int
     sessions_revoked: int
     invites_revoked: int
@@ -108,7 +147,9 @@ async def _audit(
     )
 
 
-@router.get("", response_model=OrgOut)
+@router.get(
+    "", response_model=OrgOut, summary="Read the organization", operation_id="read_organization"
+)
 async def organization(ctx: CanReadOrg, session: DbSession) -> OrgOut:
     org = await get_org(ctx, session)
     if org is None:
@@ -116,7 +157,12 @@ async def organization(ctx: CanReadOrg, session: DbSession) -> OrgOut:
     return _org_out(org)
 
 
-@router.put("/security", response_model=OrgOut)
+@router.put(
+    "/security",
+    response_model=OrgOut,
+    summary="Require two-factor sign-in, or stop requiring it",
+    operation_id="set_org_security",
+)
 async def security(
     body: SecurityIn, request: Request, ctx: CanManageSecurity, session: DbSession
 ) -> OrgOut:
@@ -146,7 +192,9 @@ async def security(
     return _org_out(org)
 
 
-@router.post("/ownership-transfer", response_model=TransferOut)
+@router.post(
+    "/ownership-transfer", response_model=TransferOut, summary="Transfer ownership to a member"
+)
 async def transfer_ownership(
     body: TransferIn, request: Request, ctx: CanOwn, session: DbSession
 ) -> TransferOut:
@@ -191,7 +239,12 @@ async def transfer_ownership(
     )
 
 
-@router.post("/close", response_model=ClosedOut)
+@router.post(
+    "/close",
+    response_model=ClosedOut,
+    summary="Close the organization for good",
+    operation_id="close_organization",
+)
 async def close(body: CloseIn, request: Request, ctx: CanOwn, session: DbSession) -> ClosedOut:
     """Close the organization for good: every API key, session and pending invite of it is
     revoked at once. Its data and audit trail stay (operators keep or export them)."""

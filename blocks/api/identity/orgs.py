@@ -8,29 +8,37 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
+from blocks.api import examples as ex
 from blocks.api.deps import DbSession, Person
 from blocks.api.errors import Problem
+from blocks.api.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit.records import Outcome
 from blocks.infra.settings import Settings
 from blocks.models.identity.orgs import create_org_with_owner, get_org_by_slug
 
-router = APIRouter(prefix="/v1/orgs", tags=["organizations"])
+router = APIRouter(prefix="/v1/orgs", tags=["identity"])
 
 
 class NewOrgIn(StrictModel):
+    model_config = example(slug=ex.ORG_SLUG, name=ex.ORG_NAME)
+
     slug: str = Field(min_length=2, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
     name: str = Field(min_length=1, max_length=200)
 
 
 class NewOrgOut(BaseModel):
+    model_config = example(id=ex.ORG_ID, slug=ex.ORG_SLUG, name=ex.ORG_NAME)
+
     id: uuid.UUID
     slug: str
     name: str
 
 
-@router.post("", status_code=201, response_model=NewOrgOut)
+@router.post(
+    "", status_code=201, response_model=NewOrgOut, summary="Create an organization you own"
+)
 async def create_organization(
     signed: Person, body: NewOrgIn, request: Request, db: DbSession
 ) -> NewOrgOut:

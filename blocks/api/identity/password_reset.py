@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import Field
 
+from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
 from blocks.api.errors import invalid_field
+from blocks.api.examples import example
 from blocks.api.identity.sessions import (
     check_origin,
 )
@@ -38,7 +40,7 @@ from blocks.models.identity.orgs import User, active_org_ids
 from blocks.models.identity.sessions import revoke_sessions
 from blocks.models.identity.two_factor import verify_second_factor
 
-router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
+router = APIRouter(prefix="/v1/auth", tags=["identity"])
 
 
 RESET_LINK = EmailedLink(
@@ -55,7 +57,12 @@ RESET_LINK = EmailedLink(
 # --- password reset ------------------------------------------------------------------------
 
 
-@router.post("/password-reset", status_code=202, response_model=Accepted)
+@router.post(
+    "/password-reset",
+    status_code=202,
+    response_model=Accepted,
+    summary="Email a password reset link",
+)
 async def request_password_reset(
     body: EmailIn, request: Request, db: DbSession, background: BackgroundTasks
 ) -> Accepted:
@@ -64,6 +71,8 @@ async def request_password_reset(
 
 
 class ResetIn(StrictModel):
+    model_config = example(token=ex.RESET_TOKEN, password=ex.NEW_PASSWORD, code="492039")
+
     token: str = Field(min_length=1, max_length=200)
     password: Password = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
     code: str | None = Field(
@@ -71,7 +80,9 @@ class ResetIn(StrictModel):
     )
 
 
-@router.post("/password-reset/confirm", status_code=204)
+@router.post(
+    "/password-reset/confirm", status_code=204, summary="Set a new password with the emailed link"
+)
 async def reset_password(body: ResetIn, request: Request, db: DbSession) -> Response:
     """Set a new password from the emailed token; every session of the person ends."""
     await rate_limit.enforce_per_address(request, "token_ip")

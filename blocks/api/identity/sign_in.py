@@ -12,9 +12,11 @@ import uuid
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 
+from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person, PersonMidSignIn
 from blocks.api.errors import Problem
+from blocks.api.examples import example
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.sessions import (
     SignedIn,
@@ -55,7 +57,7 @@ from blocks.models.identity.orgs import User, active_org_ids, find_user_by_email
 from blocks.models.identity.sessions import UserSession, revoke_sessions, rotate_token
 from blocks.models.identity.two_factor import verify_second_factor
 
-router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
+router = APIRouter(prefix="/v1/auth", tags=["identity"])
 
 
 SIGN_IN_LINK = EmailedLink(
@@ -73,6 +75,8 @@ SIGN_IN_LINK = EmailedLink(
 
 
 class SignInIn(StrictModel):
+    model_config = example(email=ex.APPROVER_EMAIL, password=ex.PASSWORD, next="/")
+
     email: EmailAddress
     password: Password = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
     next: str | None = Field(default=None, max_length=2000)
@@ -81,7 +85,7 @@ class SignInIn(StrictModel):
 _WRONG = "the email or the password is wrong"
 
 
-@router.post("/signin", response_model=SignInOut)
+@router.post("/signin", response_model=SignInOut, summary="Sign in with a password")
 async def sign_in(body: SignInIn, request: Request, response: Response, db: DbSession) -> SignInOut:
     await check_origin(request, None, None, absent_ok=True)
     await rate_limit.enforce_per_address(request, "signin_ip")
@@ -123,7 +127,9 @@ async def sign_in(body: SignInIn, request: Request, response: Response, db: DbSe
 # --- emailed sign-in link ------------------------------------------------------------------
 
 
-@router.post("/signin-link", status_code=202, response_model=Accepted)
+@router.post(
+    "/signin-link", status_code=202, response_model=Accepted, summary="Email a sign-in link"
+)
 async def request_sign_in_link(
     body: EmailIn, request: Request, db: DbSession, background: BackgroundTasks
 ) -> Accepted:
@@ -131,7 +137,9 @@ async def request_sign_in_link(
     return await email_link(SIGN_IN_LINK, minutes, body, request, db, background)
 
 
-@router.post("/signin-link/verify", response_model=SignInOut)
+@router.post(
+    "/signin-link/verify", response_model=SignInOut, summary="Sign in with an emailed link"
+)
 async def sign_in_with_link(
     body: TokenIn, request: Request, response: Response, db: DbSession
 ) -> SignInOut:
@@ -161,10 +169,17 @@ async def sign_in_with_link(
 
 
 class SecondFactorIn(StrictModel):
+    model_config = example(code="492039")
+
     code: str = Field(min_length=1, max_length=40, description="A TOTP code or a backup code")
 
 
-@router.post("/signin/2fa", response_model=SignInOut)
+@router.post(
+    "/signin/2fa",
+    response_model=SignInOut,
+    summary="Give the second factor",
+    operation_id="sign_in_second_factor",
+)
 async def second_factor(
     signed: PersonMidSignIn,
     body: SecondFactorIn,
@@ -215,25 +230,36 @@ async def second_factor(
 # --- organization picker and sign-out ------------------------------------------------------
 
 
-@router.get("/orgs", response_model=list[OrgChoice])
+@router.get(
+    "/orgs",
+    response_model=list[OrgChoice],
+    summary="List the organizations you can enter",
+    operation_id="list_my_organizations",
+)
 async def organizations(signed: Person, request: Request, db: DbSession) -> list[OrgChoice]:
     return await org_choices(db, signed.user.id)
 
 
 class PickOrgIn(StrictModel):
+    model_config = example(org_id=ex.ORG_ID)
+
     org_id: uuid.UUID
 
 
-class SessionOut(BaseModel):
+class SessionScopeOut(BaseModel):
+    """The organization a session acts in, if any, and the roles it has there."""
+
+    model_config = example(user_id=ex.APPROVER_ID, org_id=ex.ORG_ID, roles=["approver"])
+
     user_id: uuid.UUID
     org_id: uuid.UUID | None
     roles: list[str]
 
 
-@router.post("/org", response_model=SessionOut)
+@router.post("/org", response_model=SessionScopeOut, summary="Enter an organization")
 async def pick_organization(
     signed: Person, body: PickOrgIn, request: Request, response: Response, db: DbSession
-) -> SessionOut:
+) -> SessionScopeOut:
     """Scope the session to one organization; everything it does from now on is that org's."""
     user, row = signed.user, signed.session
     choice = next((c for c in await org_choices(db, user.id) if c.id == body.org_id), None)
@@ -253,7 +279,7 @@ async def pick_organization(
         data={"session_id": str(row.id)},
         org_ids=[choice.id],
     )
-    return SessionOut(user_id=user.id, org_id=choice.id, roles=choice.roles)
+    return SessionScopeOut(user_id=user.id, org_id=choice.id, roles=choice.roles)
 
 
 async def _switch(
@@ -264,16 +290,18 @@ async def _switch(
     set_session_cookie(response, await rotate_token(db, row), auth_settings(request))
 
 
-@router.post("/switch-org", response_model=SessionOut)
+@router.post(
+    "/switch-org", response_model=SessionScopeOut, summary="Leave the organization entered"
+)
 async def leave_organization(
     signed: Person, request: Request, response: Response, db: DbSession
-) -> SessionOut:
+) -> SessionScopeOut:
     """Back to the organization picker: the session acts in no organization until one is picked."""
     await _switch(request, response, db, signed, None)
-    return SessionOut(user_id=signed.user.id, org_id=None, roles=[])
+    return SessionScopeOut(user_id=signed.user.id, org_id=None, roles=[])
 
 
-@router.post("/signout", status_code=204)
+@router.post("/signout", status_code=204, summary="Sign out")
 async def sign_out(signed: PersonMidSignIn, request: Request, db: DbSession) -> Response:
     await revoke_sessions(
         db, user_id=signed.user.id, session_id=signed.session.id, reason="signed out"

@@ -9,9 +9,11 @@ from datetime import timedelta
 from fastapi import BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 
+from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
+from blocks.api.examples import example
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.sessions import (
     check_origin,
@@ -43,10 +45,23 @@ def token_problem(problem: TokenProblem) -> Problem:
 
 
 class Accepted(BaseModel):
+    model_config = example(detail="check your email for a link to continue")
+
     detail: str
 
 
+_ORG_CHOICE = {
+    "id": ex.ORG_ID,
+    "slug": ex.ORG_SLUG,
+    "name": ex.ORG_NAME,
+    "roles": ["approver"],
+    "require_2fa": False,
+}
+
+
 class OrgChoice(BaseModel):
+    model_config = example(**_ORG_CHOICE)
+
     id: uuid.UUID
     slug: str
     name: str
@@ -55,6 +70,14 @@ class OrgChoice(BaseModel):
 
 
 class SignInOut(BaseModel):
+    model_config = example(
+        user_id=ex.APPROVER_ID,
+        email=ex.APPROVER_EMAIL,
+        mfa_required=False,
+        organizations=[_ORG_CHOICE],
+        next="/",
+    )
+
     user_id: uuid.UUID
     email: str
     mfa_required: bool
@@ -134,11 +157,15 @@ async def complete_sign_in(
 
 
 class TokenIn(StrictModel):
+    model_config = example(token=ex.SIGN_IN_TOKEN, next="/")
+
     token: str = Field(min_length=1, max_length=200)
     next: str | None = Field(default=None, max_length=2000)
 
 
 class EmailIn(StrictModel):
+    model_config = example(email=ex.APPROVER_EMAIL)
+
     email: EmailAddress
 
 

@@ -10,6 +10,7 @@ from pydantic import Field
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
+from blocks.api.examples import example
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.sessions import (
     check_origin,
@@ -36,18 +37,20 @@ from blocks.models.identity.auth_tokens import (
 from blocks.models.identity.invites import has_pending_invite
 from blocks.models.identity.orgs import User, find_user_by_email
 
-router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
+router = APIRouter(prefix="/v1/auth", tags=["identity"])
 
 
 # --- sign-up -------------------------------------------------------------------------------
 
 
 class SignUpIn(StrictModel):
+    model_config = example(email="ada@acme.example", display_name="Ada Lovelace")
+
     email: EmailAddress
     display_name: str = Field(min_length=1, max_length=200)
 
 
-@router.post("/signup", status_code=202, response_model=Accepted)
+@router.post("/signup", status_code=202, response_model=Accepted, summary="Sign up")
 async def sign_up(
     body: SignUpIn, request: Request, db: DbSession, background: BackgroundTasks
 ) -> Accepted:
@@ -99,7 +102,12 @@ async def sign_up(
     return Accepted(detail="check your email for a link to continue")
 
 
-@router.post("/signup/verify", status_code=201, response_model=SignInOut)
+@router.post(
+    "/signup/verify",
+    status_code=201,
+    response_model=SignInOut,
+    summary="Finish sign-up with the emailed link",
+)
 async def verify_sign_up(
     body: TokenIn, request: Request, response: Response, db: DbSession
 ) -> SignInOut:

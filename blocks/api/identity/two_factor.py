@@ -13,9 +13,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person
 from blocks.api.errors import Problem
+from blocks.api.examples import example
 from blocks.api.identity.me import require_recent_proof
 from blocks.api.identity.sessions import SignedIn
 from blocks.api.schemas import StrictModel
@@ -27,7 +29,7 @@ from blocks.models.identity import two_factor
 from blocks.models.identity.orgs import User, active_org_ids
 from blocks.models.identity.sessions import revoke_sessions
 
-router = APIRouter(prefix="/v1/me/2fa", tags=["account"])
+router = APIRouter(prefix="/v1/me/2fa", tags=["identity"])
 
 _CODE = Field(min_length=1, max_length=40, description="A code from the authenticator app")
 _PASSWORD = Field(
@@ -38,31 +40,47 @@ _PASSWORD = Field(
 
 
 class TwoFactorOut(BaseModel):
+    model_config = example(enabled=True, pending_setup=False, remaining_backup_codes=8)
+
     enabled: bool
     pending_setup: bool = Field(description="A setup was started and awaits its first code")
     remaining_backup_codes: int
 
 
 class SetupIn(StrictModel):
+    model_config = example(password=ex.PASSWORD)
+
     password: str | None = _PASSWORD
 
 
 class SetupOut(BaseModel):
+    model_config = example(
+        secret=ex.TOTP_SECRET,
+        provisioning_uri="otpauth://totp/Blocks:alan%40acme.example"
+        f"?secret={ex.TOTP_SECRET}&issuer=Blocks",
+    )
+
     secret: str = Field(description="Base32 secret, for typing into an authenticator app")
     provisioning_uri: str = Field(description="otpauth:// URI, usually shown as a QR code")
 
 
 class EnableIn(StrictModel):
+    model_config = example(code="492039")
+
     code: str = _CODE
 
 
 class BackupCodesOut(BaseModel):
+    model_config = example(backup_codes=ex.BACKUP_CODES)
+
     backup_codes: list[str] = Field(
         description="Single-use codes for when the authenticator is unavailable; shown only now"
     )
 
 
 class ConfirmedIn(StrictModel):
+    model_config = example(password=ex.PASSWORD, code="492039")
+
     password: str | None = _PASSWORD
     code: str = Field(
         min_length=1,
@@ -129,7 +147,12 @@ async def _require_second_factor(
     return method
 
 
-@router.get("", response_model=TwoFactorOut)
+@router.get(
+    "",
+    response_model=TwoFactorOut,
+    summary="Read your two-factor sign-in status",
+    operation_id="read_two_factor",
+)
 async def status(signed: Person, request: Request, db: DbSession) -> TwoFactorOut:
     user = signed.user
     enabled = two_factor.is_enabled(user)
@@ -140,7 +163,12 @@ async def status(signed: Person, request: Request, db: DbSession) -> TwoFactorOu
     )
 
 
-@router.post("/setup", response_model=SetupOut)
+@router.post(
+    "/setup",
+    response_model=SetupOut,
+    summary="Start setting up two-factor sign-in",
+    operation_id="set_up_two_factor",
+)
 async def setup(signed: Person, body: SetupIn, request: Request, db: DbSession) -> SetupOut:
     """Start setting up: a new secret, enabled only once `/enable` receives a code from it."""
     await _count_attempt(request, signed)
@@ -160,7 +188,12 @@ async def setup(signed: Person, body: SetupIn, request: Request, db: DbSession) 
     return SetupOut(secret=secret, provisioning_uri=uri)
 
 
-@router.post("/enable", response_model=BackupCodesOut)
+@router.post(
+    "/enable",
+    response_model=BackupCodesOut,
+    summary="Turn two-factor sign-in on",
+    operation_id="enable_two_factor",
+)
 async def enable(signed: Person, body: EnableIn, request: Request, db: DbSession) -> BackupCodesOut:
     """Prove the authenticator holds the new secret; two-factor sign-in is on from now, and
     every other session of the person (which never proved the second factor) ends."""
@@ -189,7 +222,12 @@ async def enable(signed: Person, body: EnableIn, request: Request, db: DbSession
     return BackupCodesOut(backup_codes=codes)
 
 
-@router.post("/disable", status_code=204)
+@router.post(
+    "/disable",
+    status_code=204,
+    summary="Turn two-factor sign-in off",
+    operation_id="disable_two_factor",
+)
 async def disable(signed: Person, body: ConfirmedIn, request: Request, db: DbSession) -> Response:
     await _count_attempt(request, signed)
     user = signed.user
@@ -202,7 +240,7 @@ async def disable(signed: Person, body: ConfirmedIn, request: Request, db: DbSes
     return Response(status_code=204)
 
 
-@router.post("/backup-codes", response_model=BackupCodesOut)
+@router.post("/backup-codes", response_model=BackupCodesOut, summary="Replace your backup codes")
 async def new_backup_codes(
     signed: Person, body: ConfirmedIn, request: Request, db: DbSession
 ) -> BackupCodesOut:

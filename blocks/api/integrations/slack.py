@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from sqlalchemy.exc import IntegrityError
 
+from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageIntegrations,
     DbSession,
@@ -21,6 +22,7 @@ from blocks.api.deps import (
     record_denial,
 )
 from blocks.api.errors import Problem, invalid_field, not_found
+from blocks.api.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.infra.integrations.slack import (
     SLACK_ID_PATTERN,
@@ -42,6 +44,8 @@ SlackUserId = Annotated[str, Path(pattern=SLACK_ID_PATTERN, description="Slack u
 
 
 class SlackInstallationIn(StrictModel):
+    model_config = example(bot_token=ex.SLACK_BOT_TOKEN, channel_id="C05APPROVALS")
+
     bot_token: SecretStr | None = Field(
         default=None,
         description="The Slack app's bot token (xoxb-...). Write-only: stored encrypted, never "
@@ -60,6 +64,14 @@ class SlackInstallationIn(StrictModel):
 
 
 class SlackInstallationOut(BaseModel):
+    model_config = example(
+        team_id="T024BE7LD",
+        channel_id="C05APPROVALS",
+        bot_token_set=True,
+        created_at=ex.CREATED,
+        updated_at=ex.CREATED,
+    )
+
     team_id: str
     channel_id: str
     bot_token_set: bool = Field(description="Always true: the token itself is never shown")
@@ -77,7 +89,12 @@ def _out(installation: SlackInstallation) -> SlackInstallationOut:
     )
 
 
-@router.get("", response_model=SlackInstallationOut)
+@router.get(
+    "",
+    response_model=SlackInstallationOut,
+    summary="Read the Slack installation",
+    operation_id="read_slack_installation",
+)
 async def read_installation(ctx: CanManageIntegrations, session: DbSession) -> SlackInstallationOut:
     installation = await get_installation(ctx, session)
     if installation is None:
@@ -85,7 +102,12 @@ async def read_installation(ctx: CanManageIntegrations, session: DbSession) -> S
     return _out(installation)
 
 
-@router.put("", response_model=SlackInstallationOut)
+@router.put(
+    "",
+    response_model=SlackInstallationOut,
+    summary="Install Slack, or change its channel or token",
+    operation_id="install_slack",
+)
 async def install(
     body: SlackInstallationIn, request: Request, ctx: CanManageIntegrations, session: DbSession
 ) -> SlackInstallationOut:
@@ -147,6 +169,8 @@ async def install(
     status_code=403,
     response_model=None,
     response_description="Always refused: the member links their Slack account themselves",
+    summary="Link a Slack user to a member (refused: members link themselves)",
+    operation_id="link_slack_user",
 )
 async def link_user(
     slack_user_id: SlackUserId, request: Request, ctx: CanManageIntegrations
@@ -164,7 +188,12 @@ async def link_user(
     )
 
 
-@router.delete("/users/{slack_user_id}", status_code=204)
+@router.delete(
+    "/users/{slack_user_id}",
+    status_code=204,
+    summary="Unlink a Slack user from their member",
+    operation_id="unlink_slack_user",
+)
 async def unlink_user(
     slack_user_id: SlackUserId, request: Request, ctx: CanManageIntegrations, session: DbSession
 ) -> Response:

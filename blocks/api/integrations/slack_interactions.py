@@ -30,7 +30,13 @@ from blocks.api.approvals.decisions import submit_decision
 from blocks.api.deps import DbSession, TemporalClient
 from blocks.api.errors import Problem
 from blocks.api.integrations.slack_links import SlashCommand, confirm_link
-from blocks.api.integrations.slack_replies import INTERACTIONS_PATH, denial, deny, reply
+from blocks.api.integrations.slack_replies import (
+    INTERACTIONS_PATH,
+    SlackReplyOut,
+    denial,
+    deny,
+    reply,
+)
 from blocks.core.context import AuthMethod, OrgContext
 from blocks.core.roles import parse_roles
 from blocks.infra.integrations.slack import ACTIONS, SLACK_ID_PATTERN, ButtonValue, escape
@@ -68,7 +74,11 @@ class BlockActions(BaseModel):
     actions: list[_Action] = Field(min_length=1)
 
 
-@router.post(INTERACTIONS_PATH)
+@router.post(
+    INTERACTIONS_PATH,
+    response_model=SlackReplyOut,
+    summary="Receive Slack's signed button clicks and slash commands",
+)
 async def slack_interaction(
     request: Request, session: DbSession, client: TemporalClient
 ) -> JSONResponse:

@@ -21,9 +21,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person, record_change
 from blocks.api.errors import Problem
+from blocks.api.examples import example
 from blocks.api.identity.sessions import session_org_context
 from blocks.api.integrations.slack_replies import deny, reply
 from blocks.core.context import AuthMethod, OrgContext
@@ -47,6 +49,10 @@ USAGE = (
 
 
 class SlackLinkCodeOut(BaseModel):
+    model_config = example(
+        code="KM7QR-T3XWP", slack_text="link KM7QR-T3XWP", expires_at=ex.DEADLINE
+    )
+
     code: str = Field(description="Single use; send it from your Slack account before it expires")
     slack_text: str = Field(
         description="What to type after the Blocks app's slash command in Slack, e.g. "
@@ -59,7 +65,12 @@ def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-@router.post("/v1/me/slack-link", status_code=201, response_model=SlackLinkCodeOut)
+@router.post(
+    "/v1/me/slack-link",
+    status_code=201,
+    response_model=SlackLinkCodeOut,
+    summary="Get a code to link your Slack account",
+)
 async def start_slack_link(
     signed: Person, request: Request, session: DbSession
 ) -> SlackLinkCodeOut:

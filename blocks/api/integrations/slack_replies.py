@@ -4,13 +4,15 @@ is what records it)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blocks.api.examples import example
 from blocks.api.security_audit import client_ip, user_agent
 from blocks.core.audit.records import ActorType, AuditRecord, Outcome
 from blocks.core.context import OrgContext
@@ -22,6 +24,20 @@ ROUTE = f"POST {INTERACTIONS_PATH}"
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     return request.app.state.sessions  # type: ignore[no-any-return]
+
+
+class SlackReplyOut(BaseModel):
+    """What Slack shows the person who clicked or typed: only them."""
+
+    model_config = example(
+        response_type="ephemeral",
+        replace_original=False,
+        text="Approved. The step `approve` is now approved.",
+    )
+
+    response_type: Literal["ephemeral"]
+    replace_original: bool
+    text: str
 
 
 def reply(text: str) -> JSONResponse:
