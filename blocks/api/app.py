@@ -20,6 +20,7 @@ from blocks.api.audit import export as audit_export
 from blocks.api.error_handlers import install_error_handlers
 from blocks.api.identity import (
     api_keys,
+    invite_acceptance,
     invites,
     link_pages,
     me,
@@ -90,6 +91,7 @@ def create_app(
     app.include_router(api_keys.router)
     app.include_router(members.router)
     app.include_router(invites.router)
+    app.include_router(invite_acceptance.router)
     app.include_router(link_pages.router)
     app.include_router(org_settings.router)
     app.include_router(run_starts.router)

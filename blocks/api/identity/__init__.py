@@ -3,8 +3,8 @@
 Sign-up, sign-in (password, emailed link, second factor) and the organization picker
 (`signup`, `sign_in`, `sign_in_support`, `password_reset`), the session cookie and origin check
 (`sessions`), the person's own account and 2FA (`me`, `two_factor`), API keys (`api_keys`),
-members, invites and the organization's own settings (`members`, `invites`, `org_settings`,
-`orgs`), and the pages behind emailed links (`link_pages`). SSO and SCIM will land here.
+members, invites and the organization's own settings (`members`, `invites`,
+`invite_acceptance`, `org_settings`, `orgs`), and the pages behind emailed links (`link_pages`). SSO and SCIM will land here.
 
 May use: the shared modules at `blocks.api`'s top, and `integrations.outbound_mail` for the
 links it emails. Other domains use `sessions` (a decision link may decide with a session).

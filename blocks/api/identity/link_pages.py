@@ -19,7 +19,14 @@ from pydantic import BaseModel, ValidationError
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
 from blocks.api.html_pages import field, form, hidden, page, paragraph
-from blocks.api.identity import invites, me, password_reset, sign_in, sign_in_support, signup
+from blocks.api.identity import (
+    invite_acceptance,
+    me,
+    password_reset,
+    sign_in,
+    sign_in_support,
+    signup,
+)
 from blocks.api.identity.sessions import signed_in
 
 router = APIRouter(prefix="/auth", include_in_schema=False)
@@ -235,7 +242,9 @@ async def invite_form(request: Request, db: DbSession) -> HTMLResponse:
         values: dict[str, str], response: Response, _: BackgroundTasks
     ) -> HTMLResponse:
         signed = await signed_in(request, db)
-        accepted = await invites.accept(signed, _body(invites.AcceptIn, values), request, db)
+        accepted = await invite_acceptance.accept(
+            signed, _body(invite_acceptance.AcceptIn, values), request, db
+        )
         return page(
             "Welcome", paragraph(f"You joined {accepted.org_name} as {', '.join(accepted.roles)}.")
         )
