@@ -11,7 +11,7 @@ from temporalio.client import Client
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from blocks import __version__
-from blocks.api import docs, health
+from blocks.api import health
 from blocks.api.approvals import decision_links, delegations, groups, inbox, run_starts, runs
 from blocks.api.approvals.sla_reports import router as sla_reports_router
 from blocks.api.audit import checkpoints, privacy
@@ -35,7 +35,8 @@ from blocks.api.identity import (
 from blocks.api.integrations.slack import router as slack_router
 from blocks.api.integrations.slack_interactions import router as slack_interactions_router
 from blocks.api.integrations.slack_links import router as slack_links_router
-from blocks.api.openapi import install_openapi
+from blocks.api.reference import docs
+from blocks.api.reference.openapi import install_openapi
 from blocks.api.request_limits import install_request_limits
 from blocks.api.security_headers import SecurityHeaders
 from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys

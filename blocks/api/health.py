@@ -12,7 +12,7 @@ from sqlalchemy import text
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from blocks.api.errors import RETRY_AFTER_SECONDS
-from blocks.api.examples import example
+from blocks.api.reference.examples import example
 
 router = APIRouter(tags=["health"])
 

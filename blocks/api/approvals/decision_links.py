@@ -26,9 +26,9 @@ from blocks.api.deps import (
     record_denial,
 )
 from blocks.api.errors import Problem
-from blocks.api.examples import example
 from blocks.api.html_pages import page
 from blocks.api.identity.sessions import SESSION_COOKIE, signed_in
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import request_audit_fields
 from blocks.core.approvals.eligibility import Decision

@@ -8,10 +8,10 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, model_validator
 
-from blocks.api import examples as ex
 from blocks.api.deps import CanDecide, DbSession
 from blocks.api.errors import invalid_field, not_found
-from blocks.api.examples import example
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit.records import AuditRecord

@@ -7,7 +7,6 @@ import uuid
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageMembers,
     CanReadOrg,
@@ -15,7 +14,8 @@ from blocks.api.deps import (
     record_change,
 )
 from blocks.api.errors import Problem, not_found
-from blocks.api.examples import example
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.models.approvals.delegations import is_member

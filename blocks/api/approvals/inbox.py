@@ -13,9 +13,9 @@ from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from blocks.api import examples as ex
 from blocks.api.deps import CanDecide, DbSession, TemporalClient
-from blocks.api.examples import example
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.core.approvals import search_attributes as sa
 from blocks.core.approvals.policy import GROUP_PREFIX, policy_memberships
 from blocks.models.approvals.delegations import active_delegators

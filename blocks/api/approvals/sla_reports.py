@@ -16,10 +16,10 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from blocks.api import examples as ex
 from blocks.api.deps import CanReadAudit, DbSession
-from blocks.api.examples import example
 from blocks.api.params import time_window
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.core.approvals.sla import ReportFilters, StepRow, Summary, csv_header, csv_rows
 from blocks.models.approvals.sla_reports import SlaReport, sla_report
 

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from temporalio.client import WorkflowFailureError
 
-from blocks.api import examples as ex
 from blocks.api.deps import CanReadAudit, DbSession, TemporalClient, require
 from blocks.api.errors import service_unavailable
-from blocks.api.examples import example
 from blocks.api.params import BIGINT_MAX
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
 from blocks.infra.crypto.signing import CheckpointPublicKeys

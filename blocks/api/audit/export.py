@@ -19,12 +19,12 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.api import examples as ex
 from blocks.api.audit.export_csv import csv_checkpoint_rows, csv_event_rows, csv_header
 from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.errors import not_found
-from blocks.api.examples import example
 from blocks.api.params import time_window
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import AUDIT_EVENT, AuditEventFields
 from blocks.core.audit.chain_verifier import VerificationReport
 from blocks.core.audit.event_hash import event_hash

@@ -14,10 +14,10 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from blocks.api import examples as ex
 from blocks.api.deps import CanErase, DbSession
 from blocks.api.errors import not_found
-from blocks.api.examples import example
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit.records import AuditRecord
 from blocks.models.audit.events import append_events

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlmodel import col, select
 
-from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageOwnKeys,
     DbSession,
@@ -24,7 +23,8 @@ from blocks.api.deps import (
     record_denial,
 )
 from blocks.api.errors import invalid_field, not_found
-from blocks.api.examples import example
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission, Role

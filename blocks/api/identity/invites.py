@@ -9,17 +9,17 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, BackgroundTasks, Request
 from pydantic import BaseModel, Field
 
-from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageMembers,
     DbSession,
     record_change,
 )
 from blocks.api.errors import Problem, not_found
-from blocks.api.examples import example
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.members import refuse_unless_owner
 from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role

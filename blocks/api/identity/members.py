@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageMembers,
     CanManageSecurity,
@@ -20,7 +19,8 @@ from blocks.api.deps import (
     record_denial,
 )
 from blocks.api.errors import Problem, not_found
-from blocks.api.examples import example
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit.records import AuditRecord

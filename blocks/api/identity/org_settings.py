@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, StrictBool
 
-from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageSecurity,
     CanOwn,
@@ -18,8 +17,9 @@ from blocks.api.deps import (
     record_change,
 )
 from blocks.api.errors import Problem, invalid_field, not_found
-from blocks.api.examples import example
 from blocks.api.identity.members import MEMBER_EXAMPLE, MemberOut, member_out
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role

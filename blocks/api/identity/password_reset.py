@@ -5,11 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import Field
 
-from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
 from blocks.api.errors import invalid_field
-from blocks.api.examples import example
 from blocks.api.identity.sessions import (
     check_origin,
 )
@@ -22,6 +20,8 @@ from blocks.api.identity.sign_in_support import (
     email_link,
     token_problem,
 )
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit.records import Outcome

@@ -12,11 +12,9 @@ import uuid
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 
-from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person, PersonMidSignIn
 from blocks.api.errors import Problem
-from blocks.api.examples import example
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.sessions import (
     SignedIn,
@@ -39,6 +37,8 @@ from blocks.api.identity.sign_in_support import (
     org_choices,
     token_problem,
 )
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit.records import Outcome

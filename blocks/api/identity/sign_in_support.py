@@ -9,17 +9,17 @@ from datetime import timedelta
 from fastapi import BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 
-from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
-from blocks.api.examples import example
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.sessions import (
     check_origin,
     set_session_cookie,
 )
 from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import client_ip, record_security_event, user_agent
 from blocks.core.audit.records import Outcome

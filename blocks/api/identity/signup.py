@@ -10,7 +10,6 @@ from pydantic import Field
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
-from blocks.api.examples import example
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.sessions import (
     check_origin,
@@ -24,6 +23,7 @@ from blocks.api.identity.sign_in_support import (
     token_problem,
 )
 from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit.records import Outcome

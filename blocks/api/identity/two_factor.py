@@ -13,13 +13,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person
 from blocks.api.errors import Problem
-from blocks.api.examples import example
 from blocks.api.identity.me import require_recent_proof
 from blocks.api.identity.sessions import SignedIn
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.api.security_audit import record_security_event
 from blocks.core.audit.records import Outcome

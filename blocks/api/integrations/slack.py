@@ -13,7 +13,6 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from sqlalchemy.exc import IntegrityError
 
-from blocks.api import examples as ex
 from blocks.api.deps import (
     CanManageIntegrations,
     DbSession,
@@ -22,7 +21,8 @@ from blocks.api.deps import (
     record_denial,
 )
 from blocks.api.errors import Problem, invalid_field, not_found
-from blocks.api.examples import example
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.infra.integrations.slack import (
     SLACK_ID_PATTERN,

@@ -21,13 +21,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.api import examples as ex
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person, record_change
 from blocks.api.errors import Problem
-from blocks.api.examples import example
 from blocks.api.identity.sessions import session_org_context
 from blocks.api.integrations.slack_replies import deny, reply
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.core.context import AuthMethod, OrgContext
 from blocks.core.roles import parse_roles
 from blocks.infra.integrations.slack import SLACK_ID_PATTERN, escape

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.api.examples import example
+from blocks.api.reference.examples import example
 from blocks.api.security_audit import client_ip, user_agent
 from blocks.core.audit.records import ActorType, AuditRecord, Outcome
 from blocks.core.context import OrgContext

@@ -1,15 +1,15 @@
 """The examples api.openapi adds where a model cannot carry one: a problem for every error
 status, the pages of decision links and the streamed exports, and an operation's JSON example
-taken from its model's (`blocks.api.examples.example`)."""
+taken from its model's (`blocks.api.reference.examples.example`)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from blocks.api import examples as ex
 from blocks.api.errors import PROBLEM_JSON
 from blocks.api.html_pages import page
+from blocks.api.reference import examples as ex
 
 HTML = "text/html"
 JSON = "application/json"

@@ -1,4 +1,4 @@
-// Starts Swagger UI on /docs (blocks/api/docs.py). A file rather than inline code, so the page
+// Starts Swagger UI on /docs (blocks/api/reference/docs.py). A file rather than inline code, so the page
 // runs under the site's CSP (script-src 'self'); the document's URL comes from the page.
 "use strict";
 

@@ -24,7 +24,7 @@ one that refuses everyone. Its
 operationId is the route's `operation_id=`, else its function's name: what a generated client
 calls it. Its summary is the route's own `summary=`; FastAPI's made-up one is dropped, so a
 route without one shows (and tests/unit/test_openapi_document.py fails). Examples come from the
-models (`blocks.api.examples.example`) and, for problems and bodies no model describes, from
+models (`blocks.api.reference.examples.example`) and, for problems and bodies no model describes, from
 api.openapi_examples.
 """
 
@@ -44,7 +44,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from blocks.api import deps
 from blocks.api.errors import PROBLEM_JSON
 from blocks.api.identity.sessions import SESSION_COOKIE
-from blocks.api.openapi_examples import HTML, JSON, media_example, schema_example
+from blocks.api.reference.openapi_examples import HTML, JSON, media_example, schema_example
 from blocks.api.schemas import ProblemOut
 from blocks.core.roles import ROLE_PERMISSIONS, Permission
 
