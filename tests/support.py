@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -298,3 +299,19 @@ async def wait_for_audit(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"no {action} event for run {run_id} within {within} s")
         await asyncio.sleep(0.05)
+
+
+def blocks_process_env(
+    database_url: str, temporal_address: str, task_queue: str, **extra: str
+) -> dict[str, str]:
+    """The environment of a `blocks` process a test starts (`blocks api`, `blocks worker`) on the
+    session's servers; `extra` adds BLOCKS_* variables by their full name."""
+    return {
+        **os.environ,
+        "BLOCKS_ENV": "test",
+        "BLOCKS_DATABASE_URL": database_url,
+        "BLOCKS_TEMPORAL_ADDRESS": temporal_address,
+        "BLOCKS_TASK_QUEUE": task_queue,
+        "BLOCKS_PAYLOAD_KEYS": PAYLOAD_KEYS,
+        **extra,
+    }

@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import ConsoleMessage, Request, Response, Route, async_playwright
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.api.openapi import API_KEY_SCHEME
+from blocks.api.reference.openapi import API_KEY_SCHEME
 from blocks.api.security_headers import CONTENT_SECURITY_POLICY
 from tests.support import Stack, make_org
 

@@ -5,7 +5,6 @@ left `starting`; no run is recorded twice; the organization's chain verifies."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -24,9 +23,9 @@ from tests.support import (
     EXPENSE,
     GENEROUS_RATE_LIMITS,
     MASTER_KEYS,
-    PAYLOAD_KEYS,
     SIGNING_KEY,
     audit_actions,
+    blocks_process_env,
     free_port,
     make_org,
     running_stack,
@@ -40,19 +39,16 @@ BOUND_SECONDS = 2.0
 def _api_process(
     database_url: str, temporal_address: str, task_queue: str, port: int
 ) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "BLOCKS_ENV": "test",
-        "BLOCKS_DATABASE_URL": database_url,
-        "BLOCKS_TEMPORAL_ADDRESS": temporal_address,
-        "BLOCKS_TASK_QUEUE": task_queue,
-        "BLOCKS_PAYLOAD_KEYS": PAYLOAD_KEYS,
-        "BLOCKS_MASTER_KEYS": MASTER_KEYS,
-        "BLOCKS_AUDIT_SIGNING_KEY": SIGNING_KEY,
-        "BLOCKS_API_PORT": str(port),
-        "BLOCKS_DEMO_ORG": "false",
+    env = blocks_process_env(
+        database_url,
+        temporal_address,
+        task_queue,
+        BLOCKS_MASTER_KEYS=MASTER_KEYS,
+        BLOCKS_AUDIT_SIGNING_KEY=SIGNING_KEY,
+        BLOCKS_API_PORT=str(port),
+        BLOCKS_DEMO_ORG="false",
         **{f"BLOCKS_{name.upper()}": value for name, value in GENEROUS_RATE_LIMITS.items()},
-    }
+    )
     return subprocess.Popen([sys.executable, "-m", "blocks.cli", "api"], env=env)
 
 

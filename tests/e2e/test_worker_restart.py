@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -17,8 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 from blocks.infra.embedded.postgres import PostgresCredentials
 from tests.support import (
     EXPENSE,
-    PAYLOAD_KEYS,
     audit_actions,
+    blocks_process_env,
     make_org,
     running_stack,
     wait_for_status,
@@ -29,14 +28,7 @@ from tests.support import (
 def worker_process(
     database_url: str, temporal_address: str, task_queue: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "BLOCKS_ENV": "test",
-        "BLOCKS_DATABASE_URL": database_url,
-        "BLOCKS_TEMPORAL_ADDRESS": temporal_address,
-        "BLOCKS_TASK_QUEUE": task_queue,
-        "BLOCKS_PAYLOAD_KEYS": PAYLOAD_KEYS,
-    }
+    env = blocks_process_env(database_url, temporal_address, task_queue)
     process = subprocess.Popen([sys.executable, "-m", "blocks.cli", "worker"], env=env)
     try:
         yield process

@@ -19,8 +19,8 @@ from pydantic import BaseModel
 
 from blocks.api.app import create_app
 from blocks.api.deps import CanReadRuns, DbSession
-from blocks.api.openapi import ROUTE_ERRORS
 from blocks.api.params import BIGINT_MAX
+from blocks.api.reference.openapi import ROUTE_ERRORS
 from blocks.core.roles import Permission
 from blocks.infra.settings import Settings
 from tests.e2e.test_authorization_matrix import EXPECTED, PERSON
