@@ -26,14 +26,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-dev: $(LOCK) pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: $(LOCK) pyproject.toml examples/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps -e . -e examples
 	touch $@
 
-$(VENV)/.installed-test: $(TEST_LOCK) pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: $(TEST_LOCK) pyproject.toml examples/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(TEST_LOCK)
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps -e . -e examples
 	touch $@ $(VENV)/.installed-dev
 
 dev: $(VENV)/.installed-dev

@@ -52,6 +52,7 @@ from blocks.models.demo import (
 )
 from blocks.models.identity.orgs import get_org_by_slug
 from blocks.workers.main import run_worker
+from blocks.workers.workflow_modules import WorkflowLoadError, load_workflows
 from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
 
 app = typer.Typer(
@@ -60,6 +61,8 @@ app = typer.Typer(
 )
 app.add_typer(audit_app, name="audit")
 console = Console()
+# What `blocks dev` serves when told nothing: the examples, installed as an author's package is.
+DEFAULT_DEV_WORKFLOWS = ("blocks_examples",)
 T = TypeVar("T")
 
 
@@ -77,10 +80,27 @@ def api() -> None:
     )
 
 
+WorkflowModules = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--workflows",
+        help="a module whose BlocksWorkflow subclasses to serve (repeatable);"
+        " default: BLOCKS_WORKFLOW_MODULES",
+    ),
+]
+
+
 @app.command()
-def worker() -> None:
-    """Run a Temporal worker for every registered workflow."""
-    asyncio.run(run_worker(get_settings()))
+def worker(workflows: WorkflowModules = None) -> None:
+    """Run a Temporal worker for the workflows of the given modules and Blocks' own."""
+    settings = get_settings()
+    if workflows:
+        settings = settings.model_copy(update={"workflow_modules": workflows})
+    try:
+        asyncio.run(run_worker(settings))
+    except WorkflowLoadError as err:
+        console.print(str(err), style="red", markup=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -94,9 +114,17 @@ def migrate() -> None:
 
 
 @app.command()
-def dev() -> None:
-    """Start PostgreSQL, Temporal and its UI, migrations, the API, a worker and a demo organization."""
+def dev(workflows: WorkflowModules = None) -> None:
+    """Start PostgreSQL, Temporal and its UI, migrations, the API, a worker and a demo organization.
+
+    The worker serves `--workflows` (or BLOCKS_WORKFLOW_MODULES), by default the examples."""
     settings = get_settings()
+    modules = workflows or settings.workflow_modules or list(DEFAULT_DEV_WORKFLOWS)
+    try:
+        load_workflows(modules)  # fail here, naming the module, rather than in a restart loop
+    except WorkflowLoadError as err:
+        console.print(str(err), style="red", markup=False)
+        raise typer.Exit(2) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = DataDirLock(settings.data_dir)
     try:
@@ -109,7 +137,7 @@ def dev() -> None:
     interrupt_on_stop_signals()
     supervisor = Supervisor(lambda line: console.print(line, style="yellow", markup=False))
     try:
-        env = dict(os.environ)
+        env = dict(os.environ) | {"BLOCKS_WORKFLOW_MODULES": ",".join(modules)}
         owner_url: str | None = None
         if settings.database_url is None:
             console.print(f"starting PostgreSQL on 127.0.0.1:{settings.postgres_port} ...")

@@ -30,10 +30,15 @@ from blocks.infra.crypto.signing import new_signing_key_spec, parse_signing_key
 from blocks.infra.db import bind_org, session_factory
 from blocks.infra.settings import Settings
 from blocks.infra.temporal.client import encrypting_data_converter
+from blocks.models.approvals.catalogue import publish
 from blocks.models.identity.api_keys import create_api_key
 from blocks.models.identity.orgs import add_member, create_org_with_owner
 from blocks.models.identity.sessions import start_session
-from blocks.workers.main import build_worker
+from blocks.workers.main import build_worker, catalogue_entries
+from blocks.workers.workflow_modules import load_workflows
+
+# The example workflows, loaded the way `blocks worker --workflows blocks_examples` loads them.
+EXAMPLE_WORKFLOWS = load_workflows(["blocks_examples"])
 
 # One payload key for the whole session: API, in-process and subprocess workers share it.
 PAYLOAD_KEYS = new_payload_key_spec("test")
@@ -200,12 +205,16 @@ async def running_stack(
         if server_task.done():
             server_task.result()
         await asyncio.sleep(0.02)
+    # The examples, published for this stack's task queue as a worker publishes them, whether or
+    # not a worker runs (a start without one stays pending in Temporal, as in production).
+    await publish_examples(engine, task_queue)
     worker = (
         build_worker(
             temporal,
             engine,
             task_queue=task_queue,
             signer=parse_signing_key(SIGNING_KEY),
+            workflows=EXAMPLE_WORKFLOWS,
             notice_senders=notice_senders,
         )
         if with_worker
@@ -222,6 +231,12 @@ async def running_stack(
         await server_task
 
 
+async def publish_examples(engine: AsyncEngine, task_queue: str) -> None:
+    entries = catalogue_entries(EXAMPLE_WORKFLOWS, task_queue=task_queue)
+    async with session_factory(engine)() as session, session.begin():
+        await publish(session, entries, worker=f"tests@{task_queue}")
+
+
 async def wait_for_status(
     http: httpx.AsyncClient,
     run_id: str,
@@ -231,10 +246,16 @@ async def wait_for_status(
     stage: str | None = None,
     within: float = 20,
 ) -> dict[str, object]:
-    """Poll a run until it reaches `status` (and `stage`), returning its last body."""
+    """Poll a run until it reaches `status` (and `stage`), returning its last body.
+
+    A 503 `worker_unavailable` (no worker polling yet, e.g. a worker process still starting) is
+    what a client retries, so it is retried here too until `within` runs out."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
         response = await http.get(f"/v1/runs/{run_id}", headers=headers)
+        waiting = response.status_code == 503 and "worker_unavailable" in response.text
+        if waiting and asyncio.get_running_loop().time() < deadline:
+            continue
         assert response.status_code == 200, response.text
         body = response.json()
         if body["status"] == status and (stage is None or body["stage"] == stage):
@@ -312,6 +333,7 @@ def blocks_process_env(
         "BLOCKS_DATABASE_URL": database_url,
         "BLOCKS_TEMPORAL_ADDRESS": temporal_address,
         "BLOCKS_TASK_QUEUE": task_queue,
+        "BLOCKS_WORKFLOW_MODULES": "blocks_examples",
         "BLOCKS_PAYLOAD_KEYS": PAYLOAD_KEYS,
         **extra,
     }

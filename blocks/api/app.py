@@ -12,7 +12,15 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from blocks import __version__
 from blocks.api import health
-from blocks.api.approvals import decision_links, delegations, groups, inbox, run_starts, runs
+from blocks.api.approvals import (
+    catalogue,
+    decision_links,
+    delegations,
+    groups,
+    inbox,
+    run_starts,
+    runs,
+)
 from blocks.api.approvals.sla_reports import router as sla_reports_router
 from blocks.api.audit import checkpoints, privacy
 from blocks.api.audit import events as audit_events
@@ -95,6 +103,7 @@ def create_app(
     app.include_router(invite_acceptance.router)
     app.include_router(link_pages.router)
     app.include_router(org_settings.router)
+    app.include_router(catalogue.router)
     app.include_router(run_starts.router)
     app.include_router(runs.router)
     app.include_router(inbox.router)

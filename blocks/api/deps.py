@@ -182,6 +182,8 @@ def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, OrgCont
 
 CanStartRuns = Annotated[OrgContext, Depends(require(Permission.RUN_START))]
 CanReadRuns = Annotated[OrgContext, Depends(require(Permission.RUN_READ))]
+CanCancelRuns = Annotated[OrgContext, Depends(require(Permission.RUN_CANCEL))]
+CanManageWorkflows = Annotated[OrgContext, Depends(require(Permission.WORKFLOW_MANAGE))]
 CanDecide = Annotated[OrgContext, Depends(require(Permission.STEP_DECIDE))]
 CanReadAudit = Annotated[OrgContext, Depends(require(Permission.AUDIT_READ))]
 CanReadOrg = Annotated[OrgContext, Depends(require(Permission.ORG_READ))]

@@ -35,6 +35,10 @@ class Permission(StrEnum):
     API_KEY_OWN = "api_key:own"
     # Transfer ownership, close the organization: owners only, each behind a confirmation.
     ORG_OWN = "org:own"
+    # Cancel a running workflow (its open steps close as cancelled): operators and admins.
+    RUN_CANCEL = "run:cancel"
+    # Restrict which published workflows the organization may start: owners and admins.
+    WORKFLOW_MANAGE = "workflow:manage"
 
 
 _ALL = frozenset(Permission)
@@ -43,7 +47,8 @@ _EVERY_MEMBER = frozenset({Permission.ORG_READ, Permission.API_KEY_OWN})
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OWNER: _ALL,
     Role.ADMIN: _ALL - {Permission.ORG_OWN},
-    Role.OPERATOR: _EVERY_MEMBER | {Permission.RUN_START, Permission.RUN_READ},
+    Role.OPERATOR: _EVERY_MEMBER
+    | {Permission.RUN_START, Permission.RUN_READ, Permission.RUN_CANCEL},
     # Approvers see the runs they act on; which step they may decide is the workflow's call.
     Role.APPROVER: _EVERY_MEMBER | {Permission.RUN_READ, Permission.STEP_DECIDE},
     Role.AUDITOR: _EVERY_MEMBER | {Permission.AUDIT_READ, Permission.RUN_READ},

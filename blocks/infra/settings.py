@@ -6,11 +6,11 @@ import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Environment(StrEnum):
@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     temporal_tls_key: Path | None = None
     temporal_api_key: SecretStr | None = None
     task_queue: str = "blocks"
+    # The modules whose BlocksWorkflow subclasses a worker serves (`blocks worker --workflows`):
+    # comma-separated, e.g. `my_company.workflows,blocks_examples`.
+    workflow_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How often a worker tells the catalogue it still serves what it published.
+    catalogue_heartbeat_seconds: float = Field(default=60.0, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
@@ -115,6 +120,13 @@ class Settings(BaseSettings):
     rate_limit_api_ip: str = "6000/minute"
     rate_limit_invalid_ip: str = "120/minute"  # requests refused as invalid, from one address
     rate_limit_slack_link_user: str = "10/15 minutes"  # Slack link codes tried by one Slack user
+
+    @field_validator("workflow_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
 
     @model_validator(mode="before")
     @classmethod

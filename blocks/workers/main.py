@@ -1,12 +1,19 @@
-"""Build and run the Blocks worker: every registered workflow plus the activities they call."""
+"""Build and run a Blocks worker: the author workflows it was given, Blocks' own, their activities.
+
+At start the worker loads the author modules (`workflow_modules`), publishes what it serves to the
+catalogue in PostgreSQL (so the API can list and validate without importing them), then serves.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -16,14 +23,19 @@ from blocks.activities.checkpoints import CheckpointActivities
 from blocks.activities.email_notices import EmailNoticeSender
 from blocks.activities.notifications import NoticeSender, NotificationActivities
 from blocks.activities.slack_notices import SlackSender
+from blocks.core.approvals.catalogue import CatalogueEntry
 from blocks.infra.crypto.signing import CheckpointSigner, load_signer
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.integrations.email import Mailer
 from blocks.infra.settings import Settings
 from blocks.infra.temporal.client import connect
+from blocks.models.approvals.catalogue import mark_seen, publish
 from blocks.workers.run_start_reconciler import RunStartReconciler
-from blocks.workflows.checkpoints import AuditCheckpointWorkflow, OrgCheckpointWorkflow
-from blocks.workflows.registry import REGISTRY
+from blocks.workers.workflow_modules import SYSTEM_WORKFLOWS, load_workflows
+from blocks.workflows.catalogue import describe
+from blocks.workflows.sdk import BlocksWorkflow
+
+_log = logging.getLogger(__name__)
 
 # Blocks' own modules and pydantic are deterministic and hold no mutable state, so the sandbox may
 # share them across runs instead of re-importing them for every workflow run, which dominated the
@@ -41,6 +53,7 @@ def build_worker(
     *,
     task_queue: str,
     signer: CheckpointSigner,
+    workflows: Sequence[type[BlocksWorkflow]],
     notice_senders: Sequence[NoticeSender] = (),
 ) -> Worker:
     sessions = session_factory(engine)
@@ -51,11 +64,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         # Workflows organizations start by name, plus the system ones they cannot start.
-        workflows=[
-            *(entry.workflow for entry in REGISTRY.values()),
-            AuditCheckpointWorkflow,
-            OrgCheckpointWorkflow,
-        ],
+        workflows=[*workflows, *SYSTEM_WORKFLOWS],
         activities=[
             audit.record,
             checkpoints.checkpoint_all,
@@ -84,7 +93,50 @@ def notice_senders_for(settings: Settings, engine: AsyncEngine) -> list[NoticeSe
     return senders
 
 
+def catalogue_entries(
+    workflows: Sequence[type[BlocksWorkflow]], *, task_queue: str
+) -> list[CatalogueEntry]:
+    return [describe(cls, task_queue=task_queue) for cls in workflows]
+
+
+class CataloguePublisher:
+    """Publishes what this worker serves, then says it is still serving it every `interval`."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        entries: Sequence[CatalogueEntry],
+        *,
+        worker: str,
+        interval_seconds: float,
+    ) -> None:
+        self._sessions = sessions
+        self._entries = list(entries)
+        self._worker = worker
+        self._interval = interval_seconds
+
+    async def publish(self) -> None:
+        async with self._sessions() as session, session.begin():
+            await publish(session, self._entries, worker=self._worker)
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                async with self._sessions() as session, session.begin():
+                    await mark_seen(session, worker=self._worker)
+            except (OSError, SQLAlchemyError) as err:  # PostgreSQL away: try again next time
+                _log.warning("could not refresh the workflow catalogue: %s", err)
+
+
 async def run_worker(settings: Settings) -> None:
+    # Author code is imported first: a module that fails stops the worker before it connects.
+    workflows = load_workflows(settings.workflow_modules)
+    if not workflows:
+        _log.warning(
+            "no workflow modules given (--workflows / BLOCKS_WORKFLOW_MODULES): serving"
+            " only Blocks' own workflows"
+        )
     client = await connect(settings)
     engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
     try:
@@ -93,8 +145,16 @@ async def run_worker(settings: Settings) -> None:
             engine,
             task_queue=settings.task_queue,
             signer=load_signer(settings),
+            workflows=workflows,
             notice_senders=notice_senders_for(settings, engine),
         )
+        publisher = CataloguePublisher(
+            session_factory(engine),
+            catalogue_entries(workflows, task_queue=settings.task_queue),
+            worker=client.identity,
+            interval_seconds=settings.catalogue_heartbeat_seconds,
+        )
+        await publisher.publish()
         reconciler = RunStartReconciler(
             session_factory(engine),
             client,
@@ -103,7 +163,9 @@ async def run_worker(settings: Settings) -> None:
         )
         async with asyncio.TaskGroup() as tasks:
             reconciling = tasks.create_task(reconciler.run_forever())
+            heartbeat = tasks.create_task(publisher.run_forever())
             await worker.run()
             reconciling.cancel()
+            heartbeat.cancel()
     finally:
         await engine.dispose()

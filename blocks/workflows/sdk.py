@@ -9,8 +9,9 @@ run, so a replayed or retried activity never writes an event twice.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
@@ -36,20 +37,53 @@ from blocks.core.approvals.eligibility import (
 from blocks.core.approvals.notifications import NoticeKind, StepNotice
 from blocks.core.approvals.policy import ApprovalPolicy, ApproverGroup
 from blocks.core.audit.ids import workflow_event_id
-from blocks.core.audit.records import ActorType, Outcome
+from blocks.core.audit.records import ActorType
 from blocks.workflows.outbox import Outbox
-from blocks.workflows.types import RunInput, RunOutcome, RunView, StepView
+from blocks.workflows.step_timers import StepTimers
+from blocks.workflows.types import (
+    MemberId,
+    PositiveAmount,
+    RunInput,
+    RunOutcome,
+    RunView,
+    StepView,
+    approver_field,
+)
+
+# What an author imports: `from blocks.workflows.sdk import BlocksWorkflow, ApprovalPolicy, ...`.
+__all__ = [
+    "ApprovalPolicy",
+    "ApproverGroup",
+    "BlocksWorkflow",
+    "BreachAction",
+    "BusinessCalendar",
+    "Escalation",
+    "MemberId",
+    "OnBreach",
+    "PositiveAmount",
+    "RunInput",
+    "RunOutcome",
+    "StepState",
+    "approver_field",
+]
+
+InputModel = TypeVar("InputModel", bound=BaseModel)
 
 DECIDE_UPDATE = "blocks.decide"
 STATUS_QUERY = "blocks.status"
 
-_MAX_REMINDERS = 100
 
-
-class BlocksWorkflow:
+class BlocksWorkflow(StepTimers):
     """Base class of every Blocks workflow; `begin` must be the first call of `run`."""
 
-    VERSION = "1"  # recorded on every decision, so an auditor knows which rules were in force
+    # What the worker publishes to the catalogue (blocks.workflows.catalogue), so the API can
+    # list the workflow and validate a start's input without importing it. VERSION is recorded on
+    # each run and decision, so an auditor knows which rules were in force; DESCRIPTION defaults to
+    # the class docstring; INPUT validates `run_input.params`; FORMS names each step's decision form.
+    VERSION: ClassVar[str] = "1"
+    DESCRIPTION: ClassVar[str] = ""
+    INPUT: ClassVar[type[BaseModel] | None] = None
+    FORMS: ClassVar[Mapping[str, type[BaseModel]]] = {}
 
     def __init__(self) -> None:
         self._input: RunInput | None = None
@@ -116,11 +150,8 @@ class BlocksWorkflow:
             try:
                 self._forms[step.step_id].model_validate(request.form or {})
             except ValidationError as err:
-                fields = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-                )
                 raise ApplicationError(
-                    f"decision refused: {RefusalReason.FORM_INVALID.value}: {fields}",
+                    f"decision refused: {RefusalReason.FORM_INVALID.value}: {_describe_errors(err)}",
                     [
                         {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]}
                         for e in err.errors()
@@ -157,8 +188,21 @@ class BlocksWorkflow:
             actor_type=ActorType.USER if run_input.requested_by else ActorType.SYSTEM,
             actor_id=run_input.requested_by,
             origin=run_input.origin,
-            data={"workflow": run_input.workflow_name},
+            data={"workflow": run_input.workflow_name, "workflow_version": self.VERSION},
         )
+
+    def parse_input(self, model: type[InputModel]) -> InputModel:
+        """`run_input.params` as `model`; input it refuses fails the run at once (never retried).
+
+        The API already checked the input against the published JSON Schema; this catches what a
+        schema cannot say (rules across fields) and runs started by other means.
+        """
+        try:
+            return model.model_validate(self.run_input.params)
+        except ValidationError as err:
+            raise ApplicationError(
+                f"invalid input: {_describe_errors(err)}", type="invalid_input", non_retryable=True
+            ) from None
 
     async def request_approval(
         self,
@@ -222,146 +266,6 @@ class BlocksWorkflow:
         await self._flush()
         return RunOutcome(status=status, detail=dict(detail))
 
-    # --- the wait ----------------------------------------------------------------------------
-
-    async def _wait_for_decision(
-        self,
-        step: ApprovalStep,
-        remind_every: timedelta | None,
-        escalation: Escalation | None,
-        on_breach: OnBreach,
-    ) -> None:
-        next_reminder = step.opened_at + remind_every if remind_every else None
-        escalate_at = step.deadline - escalation.before if escalation and step.deadline else None
-        votes_seen = -1
-        while step.state is StepState.PENDING:
-            if len(step.votes) != votes_seen:
-                votes_seen = len(step.votes)
-                await self._flush()  # votes that did not close the step yet are audited now
-                continue
-            now = workflow.now()
-            moments = [m for m in (next_reminder, escalate_at, step.deadline) if m is not None]
-            wake = min(moments) if moments else None
-            timeout = max(wake - now, timedelta(0)) if wake else None
-            woke = await _wait(
-                lambda seen=votes_seen: (
-                    step.state is not StepState.PENDING or len(step.votes) != seen
-                ),
-                timeout,
-            )
-            if woke:
-                continue
-            now = workflow.now()
-            if step.deadline is not None and now >= step.deadline:
-                next_reminder = await self._breach(step, on_breach, remind_every)
-            elif escalate_at is not None and now >= escalate_at and escalation is not None:
-                self._escalate(step, escalation)
-                escalate_at = None
-            elif next_reminder is not None and now >= next_reminder:
-                self._remind(step)
-                next_reminder = (
-                    now + remind_every
-                    if remind_every and step.reminders_sent < _MAX_REMINDERS
-                    else None
-                )
-            await self._flush()
-        self._audit(
-            f"step:{step.step_id}:closed",
-            "step.closed",
-            target_id=step.step_id,
-            outcome=Outcome.FAILURE if step.state is StepState.EXPIRED else Outcome.SUCCESS,
-            data={
-                "state": step.state.value,
-                "deciders": step.deciders,
-                "decided_at": step.decided_at.isoformat() if step.decided_at else None,
-                "deadline": step.deadline.isoformat() if step.deadline else None,
-                "reminders": step.reminders_sent,
-                "escalated": step.escalated,
-            },
-        )
-
-    def _remind(self, step: ApprovalStep) -> None:
-        step.reminders_sent += 1
-        self._notify(step, NoticeKind.REMINDER, str(step.reminders_sent))
-        self._audit(
-            f"step:{step.step_id}:reminded:{step.reminders_sent}",
-            "step.reminded",
-            target_id=step.step_id,
-            data={
-                "reminder": step.reminders_sent,
-                "at": workflow.now().isoformat(),
-                "pending_approvers": step.policy.labels(),
-            },
-        )
-
-    def _escalate(self, step: ApprovalStep, escalation: Escalation) -> None:
-        before = step.policy.labels()
-        if escalation.replace:
-            step.policy = ApprovalPolicy(
-                (ApproverGroup("escalation", escalation.users, escalation.roles, 1),),
-                step.policy.rejection,
-                step.policy.rejections_required,
-            )
-        else:
-            step.policy = step.policy.widened(users=escalation.users, roles=escalation.roles)
-        step.escalated = True
-        self._show_pending()
-        self._notify(step, NoticeKind.ESCALATED)
-        self._audit(
-            f"step:{step.step_id}:escalated",
-            "step.escalated",
-            target_id=step.step_id,
-            data={
-                "at": workflow.now().isoformat(),
-                "approvers_before": before,
-                "approvers_after": step.policy.labels(),
-                "reassigned": escalation.replace,
-                "deadline": step.deadline.isoformat() if step.deadline else None,
-            },
-        )
-
-    async def _breach(
-        self, step: ApprovalStep, on_breach: OnBreach, remind_every: timedelta | None
-    ) -> datetime | None:
-        """Apply the breach action; returns when the next reminder is due (if the step stays open)."""
-        step.breaches += 1
-        # A second breach after an escalating one expires the step: escalation is not endless.
-        action = on_breach.action if step.breaches == 1 else BreachAction.EXPIRE
-        self._audit(
-            f"step:{step.step_id}:sla_breached:{step.breaches}",
-            "step.sla_breached",
-            target_id=step.step_id,
-            outcome=Outcome.FAILURE,
-            reason="SLA deadline passed without a decision",
-            data={
-                "at": workflow.now().isoformat(),
-                "deadline": step.deadline.isoformat() if step.deadline else None,
-                "action": action.value,
-            },
-        )
-        now = workflow.now()
-        if action is BreachAction.ESCALATE and on_breach.extend is not None:
-            step.policy = step.policy.widened(users=on_breach.users, roles=on_breach.roles)
-            step.deadline = now + on_breach.extend
-            step.escalated = True
-            self._show_pending()
-            return now + remind_every if remind_every else None
-        step.state = StepState.REJECTED if action is BreachAction.REJECT else StepState.EXPIRED
-        step.decided_at = now
-        if action is BreachAction.FAIL:
-            self._audit(
-                f"step:{step.step_id}:closed",
-                "step.closed",
-                target_id=step.step_id,
-                outcome=Outcome.FAILURE,
-                data={"state": step.state.value, "deciders": step.deciders},
-            )
-            await self.finish("failed", reason="sla_breached", step=step.step_id)
-            raise ApplicationError(
-                f"step {step.step_id!r} breached its SLA", type="sla_breached", non_retryable=True
-            )
-        return None
-
     def _show_pending(self) -> None:
         """Status, pending approvers and nearest deadline over every open step (steps may run
         in parallel), as the search attributes operators filter on."""
@@ -413,10 +317,5 @@ class BlocksWorkflow:
         await self._outbox.flush(self.run_input.org_id)
 
 
-async def _wait(condition: Any, within: timedelta | None) -> bool:
-    """True if the condition came true, False if the time passed first."""
-    try:
-        await workflow.wait_condition(condition, timeout=within)
-    except TimeoutError:
-        return False
-    return True
+def _describe_errors(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any
 
+from pydantic import Field, StringConstraints, WithJsonSchema
+
+from blocks.core.approvals.catalogue import APPROVER_MARK
 from blocks.core.approvals.eligibility import ApprovalStep
 from blocks.core.audit.records import RequestOrigin
 
@@ -66,3 +70,37 @@ class RunView:
 class RunOutcome:
     status: str
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+def approver_field(*, group: str | None = None, **field_options: Any) -> Any:
+    """A pydantic Field for an input value that names an approver (or a list of them) by member id.
+
+    The server checks each named member when the run starts and again when the step opens: an
+    active member of the organization, allowed to decide (and in `group`, if given), never the
+    requester. `field_options` are passed to `pydantic.Field` (e.g. `min_length` for a list).
+    """
+    mark: dict[str, Any] = {"group": group} if group else {}
+    return Field(json_schema_extra={APPROVER_MARK: mark}, **field_options)
+
+
+# One member id naming an approver: `director: MemberId`, `legal: list[MemberId]`.
+MemberId = Annotated[str, StringConstraints(min_length=1, max_length=64), approver_field()]
+
+
+# A positive amount of money with at most two decimals, as a JSON number or a decimal string. Its
+# published schema says all of that (pydantic's own Decimal schema accepts any string), so the API
+# refuses "-5" or "abc" at the start rather than the run failing later.
+_AMOUNT_PATTERN = r"^(?!0+(\.0+)?$)\d{1,12}(\.\d{1,2})?$"
+PositiveAmount = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=14, decimal_places=2),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 999_999_999_999.99},
+                {"type": "string", "pattern": _AMOUNT_PATTERN},
+            ],
+            "description": "A positive amount with at most two decimals",
+        }
+    ),
+]

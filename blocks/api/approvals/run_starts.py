@@ -15,7 +15,6 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
-from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 from temporalio.common import (
@@ -27,15 +26,17 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from blocks.api.approvals.catalogue import startable_workflow
 from blocks.api.approvals.runs import current_run_out, run_out
 from blocks.api.deps import CanStartRuns, DbSession, TemporalClient
-from blocks.api.errors import Problem, service_unavailable, validation_problem
+from blocks.api.errors import Problem, service_unavailable
 from blocks.api.schemas import RunOut, StartRunIn
 from blocks.api.security_audit import request_audit_fields, request_origin
 from blocks.core.approvals import search_attributes as sa
 from blocks.core.audit.chain import canonical_json
 from blocks.core.audit.records import AuditRecord, Outcome
 from blocks.core.context import OrgContext
+from blocks.models.approvals.catalogue import PublishedWorkflow
 from blocks.models.approvals.runs import (
     Run,
     StartState,
@@ -45,7 +46,6 @@ from blocks.models.approvals.runs import (
     set_start_state,
 )
 from blocks.models.audit.events import append_events
-from blocks.workflows.registry import REGISTRY, RegisteredWorkflow
 from blocks.workflows.types import RunInput
 
 router = APIRouter(prefix="/v1/runs", tags=["approvals"])
@@ -98,24 +98,13 @@ async def start_run(
     client: TemporalClient,
     idempotency_key: IdempotencyKey = None,
 ) -> RunOut:
-    entry = REGISTRY.get(body.workflow)
-    if entry is None:
-        raise Problem(
-            422,
-            "Invalid Request",
-            f"workflow: no registered workflow is named {body.workflow!r}",
-            code="unknown_workflow",
-            errors=[{"field": "workflow", "reason": f"unknown workflow {body.workflow!r}"}],
-        )
-    try:
-        params = entry.params_model.model_validate(body.input)
-    except ValidationError as err:
-        raise validation_problem(
-            [{**e, "loc": ("body", "input", *e["loc"])} for e in err.errors()]
-        ) from None
-    request_hash = start_fingerprint(entry.name, body.input)
+    settings = request.app.state.settings
+    published, task_queue = await startable_workflow(
+        ctx, session, body.workflow, body.input, prefer_task_queue=settings.task_queue
+    )
+    request_hash = start_fingerprint(published.name, body.input)
 
-    run, replayed = await _claim_run(ctx, session, entry.name, idempotency_key, request_hash)
+    run, replayed = await _claim_run(ctx, session, published, idempotency_key, request_hash)
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
@@ -126,12 +115,12 @@ async def start_run(
     run_input = RunInput(
         org_id=str(ctx.org_id),
         run_id=str(run.id),
-        workflow_name=entry.name,
+        workflow_name=published.name,
         requested_by=str(ctx.user_id) if ctx.user_id else None,
-        params=params.model_dump(mode="json"),
+        params=body.input,
         origin=request_origin(request, ctx),
     )
-    started = await _start_workflow(request, ctx, session, client, run, entry, run_input)
+    started = await _start_workflow(request, ctx, session, client, run, task_queue, run_input)
     if started.start_state != StartState.STARTED:
         return await current_run_out(started, client)
     return run_out(started, status="running", stage="running", view=None, result=None)
@@ -145,7 +134,7 @@ def start_fingerprint(workflow_name: str, params: dict[str, Any]) -> str:
 async def _claim_run(
     ctx: OrgContext,
     session: AsyncSession,
-    workflow_name: str,
+    published: PublishedWorkflow,
     idempotency_key: str | None,
     request_hash: str,
 ) -> tuple[Run, bool]:
@@ -157,7 +146,8 @@ async def _claim_run(
     run = await create_run(
         ctx,
         session,
-        workflow_name=workflow_name,
+        workflow_name=published.name,
+        workflow_version=published.version,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
     )
@@ -189,7 +179,7 @@ async def _start_workflow(
     session: AsyncSession,
     client: Client,
     run: Run,
-    entry: RegisteredWorkflow,
+    task_queue: str,
     run_input: RunInput,
 ) -> Run:
     """Start the run's workflow holding its row's lock, and mark it started; returns the row."""
@@ -200,17 +190,17 @@ async def _start_workflow(
         return locked or run
     try:
         await client.start_workflow(
-            entry.name,
+            run_input.workflow_name,
             run_input,
             id=locked.workflow_id,
-            task_queue=request.app.state.settings.task_queue,
+            task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             # A closed workflow of this run is never started again by a late retry.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(sa.ORG_ID, str(ctx.org_id)),
-                    SearchAttributePair(sa.WORKFLOW_NAME, entry.name),
+                    SearchAttributePair(sa.WORKFLOW_NAME, run_input.workflow_name),
                     SearchAttributePair(sa.STATUS, "running"),
                 ]
             ),
@@ -237,7 +227,7 @@ async def _start_workflow(
                     run_id=str(locked.id),
                     outcome=Outcome.FAILURE,
                     reason=err.message[:500],
-                    data={"workflow": entry.name},
+                    data={"workflow": run_input.workflow_name},
                     **request_audit_fields(request, ctx),
                 )
             ],

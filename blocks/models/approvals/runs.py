@@ -35,6 +35,8 @@ class Run(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
     org_id: uuid.UUID = Field(sa_column=org_fk_column())
     workflow_name: str = Field(max_length=200)
+    # The catalogue's version of the workflow when the run was started (None before 0015).
+    workflow_version: str | None = Field(default=None, max_length=50)
     workflow_id: str = Field(unique=True, max_length=200)
     requested_by: uuid.UUID | None = Field(default=None, sa_column=user_fk_column(nullable=True))
     start_state: str = Field(sa_column=Column(String(20), nullable=False))
@@ -53,6 +55,7 @@ async def create_run(
     session: AsyncSession,
     *,
     workflow_name: str,
+    workflow_version: str | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
 ) -> Run | None:
@@ -64,6 +67,7 @@ async def create_run(
         id=run_id,
         org_id=ctx.org_id,
         workflow_name=workflow_name,
+        workflow_version=workflow_version,
         workflow_id=workflow_id_for(run_id),
         requested_by=ctx.user_id,
         start_state=StartState.STARTING,

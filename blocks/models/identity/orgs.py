@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Column, LargeBinary, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -33,6 +34,10 @@ class Organization(SQLModel, table=True):
     link_only_decisions: bool = False
     # Every member must have two-factor sign-in before a session may enter the organization.
     require_2fa: bool = False
+    # The published workflows members may start (None: every one), and whether a run's input may
+    # name its approvers by member id (else only roles and member groups decide).
+    allowed_workflows: list[str] | None = Field(default=None, sa_column=Column(JSONB))
+    approvers_from_input: bool = True
     closed_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 

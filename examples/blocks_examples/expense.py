@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 
-from blocks.core.approvals.eligibility import StepState
-from blocks.core.approvals.policy import ApprovalPolicy
-from blocks.workflows.sdk import BlocksWorkflow
-from blocks.workflows.types import RunInput, RunOutcome
+from blocks.workflows.sdk import (
+    ApprovalPolicy,
+    BlocksWorkflow,
+    PositiveAmount,
+    RunInput,
+    RunOutcome,
+    StepState,
+)
 
 
 class ExpenseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    amount: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
+    amount: PositiveAmount
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     description: str = Field(min_length=1, max_length=500)
     sla_hours: float = Field(default=24.0, gt=0, le=24 * 90)
@@ -25,10 +28,14 @@ class ExpenseRequest(BaseModel):
 
 @workflow.defn(name="expense_approval")
 class ExpenseApproval(BlocksWorkflow):
+    """An expense waits for one approver's decision within an SLA."""
+
+    INPUT = ExpenseRequest
+
     @workflow.run
     async def run(self, run_input: RunInput) -> RunOutcome:
         self.begin(run_input)
-        expense = ExpenseRequest.model_validate(run_input.params)
+        expense = self.parse_input(ExpenseRequest)
         step = await self.request_approval(
             "approve",
             title=f"Expense of {expense.amount} {expense.currency}: {expense.description}",

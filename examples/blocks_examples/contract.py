@@ -8,27 +8,36 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 
-from blocks.core.approvals.eligibility import StepState
-from blocks.core.approvals.policy import ApprovalPolicy
-from blocks.workflows.sdk import BlocksWorkflow
-from blocks.workflows.types import RunInput, RunOutcome
+from blocks.workflows.sdk import (
+    ApprovalPolicy,
+    BlocksWorkflow,
+    MemberId,
+    RunInput,
+    RunOutcome,
+    StepState,
+    approver_field,
+)
 
 
 class ContractRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     counterparty: str = Field(min_length=1, max_length=200)
-    legal: list[str] = Field(min_length=1, max_length=50)
-    security: list[str] = Field(min_length=1, max_length=50)
+    legal: list[MemberId] = approver_field(min_length=1, max_length=50)
+    security: list[MemberId] = approver_field(min_length=1, max_length=50)
     sla_hours: float = Field(default=72.0, gt=0, le=24 * 90)
 
 
 @workflow.defn(name="contract_review")
 class ContractReview(BlocksWorkflow):
+    """Legal and security review a contract in parallel; both must approve."""
+
+    INPUT = ContractRequest
+
     @workflow.run
     async def run(self, run_input: RunInput) -> RunOutcome:
         self.begin(run_input)
-        request = ContractRequest.model_validate(run_input.params)
+        request = self.parse_input(ContractRequest)
         sla = timedelta(hours=request.sla_hours)
         legal, security = await asyncio.gather(
             self.request_approval(

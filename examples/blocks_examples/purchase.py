@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
 
-from blocks.core.approvals.business_hours import BusinessCalendar
-from blocks.core.approvals.eligibility import BreachAction, Escalation, OnBreach, StepState
-from blocks.core.approvals.policy import ApprovalPolicy, ApproverGroup
-from blocks.workflows.sdk import BlocksWorkflow
-from blocks.workflows.types import RunInput, RunOutcome
+from blocks.workflows.sdk import (
+    ApprovalPolicy,
+    ApproverGroup,
+    BlocksWorkflow,
+    BreachAction,
+    BusinessCalendar,
+    Escalation,
+    MemberId,
+    OnBreach,
+    PositiveAmount,
+    RunInput,
+    RunOutcome,
+    StepState,
+    approver_field,
+)
 
 
 class PurchaseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    amount: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
+    amount: PositiveAmount
     description: str = Field(min_length=1, max_length=500)
     # Approvers computed from the run's input: member ids chosen by the requester's tooling.
-    finance: list[str] = Field(default_factory=list, max_length=50)
+    finance: list[MemberId] = approver_field(default_factory=list, max_length=50)
     # Or name an organization member group instead of listing finance people.
     finance_group: str | None = Field(default=None, min_length=1, max_length=63)
-    legal: list[str] = Field(min_length=1, max_length=50)
-    director: str = Field(min_length=1)
+    legal: list[MemberId] = approver_field(min_length=1, max_length=50)
+    director: MemberId
     sla_hours: float = Field(default=24.0, gt=0, le=24 * 90)
     business_hours_time_zone: str | None = Field(
         default=None, description="Count the SLA in working hours (Mon-Fri 9-17) of this zone"
@@ -50,10 +59,16 @@ class DirectorSignOff(BaseModel):
 
 @workflow.defn(name="purchase_approval")
 class PurchaseApproval(BlocksWorkflow):
+    """Two of finance and one of legal (reminders every 8 h, escalation to the director 4 h
+    before the SLA, rejection at breach), then the director signs off with a budget code."""
+
+    INPUT = PurchaseRequest
+    FORMS = {"director": DirectorSignOff}
+
     @workflow.run
     async def run(self, run_input: RunInput) -> RunOutcome:
         self.begin(run_input)
-        request = PurchaseRequest.model_validate(run_input.params)
+        request = self.parse_input(PurchaseRequest)
         calendar = (
             BusinessCalendar(time_zone=request.business_hours_time_zone)
             if request.business_hours_time_zone

@@ -1,0 +1,71 @@
+"""Load the workflows a worker serves from the author's own modules (`--workflows PKG`).
+
+Every `BlocksWorkflow` subclass a module defines (or imports into its namespace, as a package's
+`__init__` does) and decorates with `@workflow.defn` is served. A module that does not import,
+a module that defines no workflow, or two classes claiming one name stop the worker at start,
+naming the module and the cause: a worker that silently serves less than asked is worse.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Iterable
+
+from blocks.workflows.catalogue import workflow_name
+from blocks.workflows.checkpoints import AuditCheckpointWorkflow, OrgCheckpointWorkflow
+from blocks.workflows.sdk import BlocksWorkflow
+
+# Blocks' own workflows, served by every worker; organizations cannot start them.
+SYSTEM_WORKFLOWS: tuple[type, ...] = (AuditCheckpointWorkflow, OrgCheckpointWorkflow)
+
+
+class WorkflowLoadError(Exception):
+    """A workflow module could not be served; the message names the module and the cause."""
+
+
+def load_workflows(modules: Iterable[str]) -> list[type[BlocksWorkflow]]:
+    """The author workflows of `modules`, in the order found; raises WorkflowLoadError."""
+    found: dict[str, tuple[type[BlocksWorkflow], str]] = {}
+    reserved = {workflow_name(cls) for cls in SYSTEM_WORKFLOWS}
+    for module_name in dict.fromkeys(m.strip() for m in modules if m.strip()):
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as err:  # any failure of the author's code is reported, not raised raw
+            raise WorkflowLoadError(
+                f"workflow module {module_name!r} failed to import: {type(err).__name__}: {err}"
+            ) from err
+        classes = [
+            value
+            for _, value in inspect.getmembers(module, inspect.isclass)
+            if issubclass(value, BlocksWorkflow) and value is not BlocksWorkflow
+        ]
+        served = 0
+        for cls in classes:
+            try:
+                name = workflow_name(cls)
+            except TypeError:
+                continue  # an abstract base of the author's, not a workflow
+            if name in reserved:
+                raise WorkflowLoadError(
+                    f"workflow module {module_name!r}: {cls.__qualname__} takes the name"
+                    f" {name!r}, which Blocks reserves for its own workflow"
+                )
+            earlier = found.get(name)
+            if earlier is not None and earlier[0] is not cls:
+                raise WorkflowLoadError(
+                    f"workflow module {module_name!r}: two workflows are named {name!r}:"
+                    f" {_where(earlier[0])} and {_where(cls)}"
+                )
+            found[name] = (cls, module_name)
+            served += 1
+        if served == 0:
+            raise WorkflowLoadError(
+                f"workflow module {module_name!r} defines no BlocksWorkflow subclass decorated"
+                " with @workflow.defn"
+            )
+    return [cls for cls, _ in found.values()]
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
