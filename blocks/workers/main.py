@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -31,7 +32,7 @@ from blocks.infra.settings import Settings
 from blocks.infra.temporal.client import connect
 from blocks.models.approvals.catalogue import mark_seen, publish
 from blocks.workers.run_start_reconciler import RunStartReconciler
-from blocks.workers.workflow_modules import SYSTEM_WORKFLOWS, load_workflows
+from blocks.workers.workflow_modules import SYSTEM_WORKFLOWS, load_author_code
 from blocks.workflows.catalogue import describe
 from blocks.workflows.sdk import BlocksWorkflow
 
@@ -54,6 +55,7 @@ def build_worker(
     task_queue: str,
     signer: CheckpointSigner,
     workflows: Sequence[type[BlocksWorkflow]],
+    author_activities: Sequence[Callable[..., Any]] = (),
     notice_senders: Sequence[NoticeSender] = (),
 ) -> Worker:
     sessions = session_factory(engine)
@@ -70,6 +72,7 @@ def build_worker(
             checkpoints.checkpoint_all,
             checkpoints.checkpoint_org,
             notifications.notify_step,
+            *author_activities,
         ],
         workflow_runner=SANDBOX,
     )
@@ -131,7 +134,8 @@ class CataloguePublisher:
 
 async def run_worker(settings: Settings) -> None:
     # Author code is imported first: a module that fails stops the worker before it connects.
-    workflows = load_workflows(settings.workflow_modules)
+    author = load_author_code(settings.workflow_modules)
+    workflows = author.workflows
     if not workflows:
         _log.warning(
             "no workflow modules given (--workflows / BLOCKS_WORKFLOW_MODULES): serving"
@@ -146,6 +150,7 @@ async def run_worker(settings: Settings) -> None:
             task_queue=settings.task_queue,
             signer=load_signer(settings),
             workflows=workflows,
+            author_activities=author.activities,
             notice_senders=notice_senders_for(settings, engine),
         )
         publisher = CataloguePublisher(

@@ -1,7 +1,8 @@
 """Load the workflows a worker serves from the author's own modules (`--workflows PKG`).
 
 Every `BlocksWorkflow` subclass a module defines (or imports into its namespace, as a package's
-`__init__` does) and decorates with `@workflow.defn` is served. A module that does not import,
+`__init__` does) and decorates with `@workflow.defn` is served, and so is every module-level
+function decorated with `@activity.defn` (the author's own activities). A module that does not import,
 a module that defines no workflow, or two classes claiming one name stop the worker at start,
 naming the module and the cause: a worker that silently serves less than asked is worse.
 """
@@ -10,7 +11,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import activity
 
 from blocks.workflows.catalogue import workflow_name
 from blocks.workflows.checkpoints import AuditCheckpointWorkflow, OrgCheckpointWorkflow
@@ -24,9 +29,23 @@ class WorkflowLoadError(Exception):
     """A workflow module could not be served; the message names the module and the cause."""
 
 
+@dataclass(frozen=True)
+class AuthorCode:
+    """What the author modules give a worker to serve."""
+
+    workflows: list[type[BlocksWorkflow]] = field(default_factory=list)
+    activities: list[Callable[..., Any]] = field(default_factory=list)
+
+
 def load_workflows(modules: Iterable[str]) -> list[type[BlocksWorkflow]]:
     """The author workflows of `modules`, in the order found; raises WorkflowLoadError."""
+    return load_author_code(modules).workflows
+
+
+def load_author_code(modules: Iterable[str]) -> AuthorCode:
+    """The workflows and activities of `modules`; raises WorkflowLoadError."""
     found: dict[str, tuple[type[BlocksWorkflow], str]] = {}
+    activities: dict[str, Callable[..., Any]] = {}
     reserved = {workflow_name(cls) for cls in SYSTEM_WORKFLOWS}
     for module_name in dict.fromkeys(m.strip() for m in modules if m.strip()):
         try:
@@ -59,13 +78,26 @@ def load_workflows(modules: Iterable[str]) -> list[type[BlocksWorkflow]]:
                 )
             found[name] = (cls, module_name)
             served += 1
+        for _, value in inspect.getmembers(module, callable):
+            definition = activity._Definition.from_callable(value)
+            if definition is None or inspect.isclass(value) or definition.name is None:
+                continue
+            if definition.name.startswith("blocks."):
+                continue  # Blocks' own activities (imported by the module), registered anyway
+            earlier_activity = activities.get(definition.name)
+            if earlier_activity is not None and earlier_activity is not value:
+                raise WorkflowLoadError(
+                    f"workflow module {module_name!r}: two activities are named"
+                    f" {definition.name!r}: {_where(earlier_activity)} and {_where(value)}"
+                )
+            activities[definition.name] = value
         if served == 0:
             raise WorkflowLoadError(
                 f"workflow module {module_name!r} defines no BlocksWorkflow subclass decorated"
                 " with @workflow.defn"
             )
-    return [cls for cls, _ in found.values()]
+    return AuthorCode([cls for cls, _ in found.values()], list(activities.values()))
 
 
-def _where(cls: type) -> str:
+def _where(cls: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
