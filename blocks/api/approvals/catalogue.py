@@ -19,6 +19,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api.deps import CanManageWorkflows, CanReadRuns, DbSession, record_change
 from blocks.api.errors import Problem
+from blocks.api.reference import examples as ex
+from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.models.approvals.catalogue import (
@@ -29,6 +31,34 @@ from blocks.models.approvals.catalogue import (
 from blocks.models.identity.members import get_org, lock_org
 
 router = APIRouter(tags=["approvals"])
+
+_EXPENSE_WORKFLOW = {
+    "name": "expense_approval",
+    "version": "1",
+    "description": "An expense waits for one approver's decision within an SLA.",
+    "input_schema": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "amount": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "description": {"type": "string", "minLength": 1, "maxLength": 500},
+            "sla_hours": {"type": "number", "exclusiveMinimum": 0, "default": 24.0},
+        },
+        "required": ["amount", "currency", "description"],
+    },
+    "forms": {},
+    "allowed": True,
+    "served_by": [
+        {
+            "version": "1",
+            "task_queue": "blocks",
+            "worker": "4242@worker-1",
+            "first_seen_at": ex.CREATED,
+            "last_seen_at": ex.STARTED,
+        }
+    ],
+}
 
 # Errors reported for one start, at most: enough to fix the input, bounded for a hostile one.
 _MAX_ERRORS = 20
@@ -55,6 +85,8 @@ class WorkflowOut(BaseModel):
 
 
 class WorkflowListOut(BaseModel):
+    model_config = example(workflows=[_EXPENSE_WORKFLOW], allowed_workflows=None)
+
     workflows: list[WorkflowOut]
     allowed_workflows: list[str] | None = Field(
         description="The organization's restriction (null: every published workflow)"
@@ -62,6 +94,8 @@ class WorkflowListOut(BaseModel):
 
 
 class AllowedWorkflowsIn(StrictModel):
+    model_config = example(allowed_workflows=["expense_approval", "purchase_approval"])
+
     allowed_workflows: list[str] | None = Field(
         max_length=500,
         description="Names members may start; null lifts the restriction (every published one)",
