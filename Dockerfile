@@ -19,7 +19,10 @@ RUN pip install --require-hashes -r requirements.txt
 COPY pyproject.toml README.md alembic.ini ./
 COPY blocks/ blocks/
 COPY migrations/ migrations/
-RUN pip install --no-deps . \
+# The example workflows, installed the way an author's package is; an image of your own adds
+# your package the same way (`FROM` this one, `pip install --no-deps ./your-package`).
+COPY examples/ examples/
+RUN pip install --no-deps . ./examples \
     && useradd --create-home --uid 10001 --user-group blocks
 
 USER blocks
