@@ -164,18 +164,18 @@ async def published_workflow(
     The newest version served on `prefer_task_queue` (the API's own), else the newest anywhere.
     """
     statement = (
-        select(WorkflowServer)
-        .where(WorkflowServer.name == name)
+        select(PublishedWorkflow, WorkflowServer.task_queue)
+        .join(
+            WorkflowServer,
+            (col(WorkflowServer.name) == col(PublishedWorkflow.name))
+            & (col(WorkflowServer.version) == col(PublishedWorkflow.version)),
+        )
+        .where(PublishedWorkflow.name == name)
         .order_by(
             (col(WorkflowServer.task_queue) == prefer_task_queue).desc(),
             col(WorkflowServer.last_seen_at).desc(),
         )
         .limit(1)
     )
-    server = (await session.exec(statement)).first()
-    if server is None:
-        return None
-    workflow = await session.get(PublishedWorkflow, (server.name, server.version))
-    if workflow is None:  # pragma: no cover - the foreign key keeps them together
-        return None
-    return workflow, server.task_queue
+    found = (await session.exec(statement)).first()
+    return (found[0], found[1]) if found is not None else None
