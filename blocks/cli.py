@@ -170,7 +170,7 @@ def dev(workflows: WorkflowModules = None) -> None:
         for command in ("api", "worker"):
             args = [sys.executable, "-m", "blocks.cli", command]
             supervisor.start(command, partial(spawn, args, env=env))
-        _print_banner(effective, keys)
+        _print_banner(effective, keys, modules)
         supervisor.run()
     except KeyboardInterrupt:
         pass
@@ -334,11 +334,12 @@ async def _prepare(settings: Settings) -> DemoKeys | None:
         await engine.dispose()
 
 
-def _print_banner(settings: Settings, keys: DemoKeys | None) -> None:
+def _print_banner(settings: Settings, keys: DemoKeys | None, modules: list[str]) -> None:
     console.rule("[bold]Blocks is running")
     console.print(f"API          http://{settings.api_host}:{settings.api_port}  (docs at /docs)")
     console.print(f"Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}")
     console.print(f"Temporal     {settings.temporal_address}")
+    console.print(f"Workflows    {', '.join(modules)}  (GET /v1/workflows; --workflows to change)")
     if keys is not None:
         console.print("\n[bold]Demo organization created. These keys are shown once:[/bold]")
         console.print(f"owner    ({keys.owner_email}):    {keys.owner_key}", soft_wrap=True)
