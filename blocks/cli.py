@@ -54,12 +54,14 @@ from blocks.models.identity.orgs import get_org_by_slug
 from blocks.workers.main import run_worker
 from blocks.workers.workflow_modules import WorkflowLoadError, load_workflows
 from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
+from blocks.workflows_cli import workflows_app
 
 app = typer.Typer(
     help="Blocks: durable workflows with approvals and a verifiable audit trail.",
     no_args_is_help=True,
 )
 app.add_typer(audit_app, name="audit")
+app.add_typer(workflows_app, name="workflows")
 console = Console()
 # What `blocks dev` serves when told nothing: the examples, installed as an author's package is.
 DEFAULT_DEV_WORKFLOWS = ("blocks_examples",)
@@ -99,7 +101,8 @@ def worker(workflows: WorkflowModules = None) -> None:
     try:
         asyncio.run(run_worker(settings))
     except WorkflowLoadError as err:
-        console.print(str(err), style="red", markup=False)
+        # On stderr, whole: a supervisor or CI log shows the module and the cause on one line.
+        Console(stderr=True, soft_wrap=True).print(str(err), style="red", markup=False)
         raise typer.Exit(2) from None
 
 
