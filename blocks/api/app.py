@@ -13,11 +13,14 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from blocks import __version__
 from blocks.api import health
 from blocks.api.approvals import (
+    approval_settings,
     catalogue,
     decision_links,
     delegations,
     groups,
     inbox,
+    run_cancel,
+    run_list,
     run_starts,
     runs,
 )
@@ -104,8 +107,11 @@ def create_app(
     app.include_router(link_pages.router)
     app.include_router(org_settings.router)
     app.include_router(catalogue.router)
+    app.include_router(approval_settings.router)
     app.include_router(run_starts.router)
+    app.include_router(run_list.router)
     app.include_router(runs.router)
+    app.include_router(run_cancel.router)
     app.include_router(inbox.router)
     app.include_router(delegations.router)
     app.include_router(groups.router)

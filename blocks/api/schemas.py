@@ -49,20 +49,119 @@ class StepOut(BaseModel):
     comment: str | None
 
 
+_HISTORY = [
+    {
+        "event": "opened",
+        "at": ex.STARTED,
+        "event_id": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+        "actor_id": None,
+        "approvers": ["role:approver"],
+        "deadline": ex.DEADLINE,
+    },
+    {
+        "event": "decided",
+        "at": ex.DECIDED,
+        "event_id": ex.EVENT_ID,
+        "actor_id": ex.APPROVER_ID,
+        "decision": "approve",
+        "channel": "slack",
+        "on_behalf_of": None,
+        "comment": "Within the team budget",
+        "state": "approved",
+    },
+    {
+        "event": "closed",
+        "at": ex.DECIDED,
+        "event_id": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+        "actor_id": None,
+        "state": "approved",
+    },
+]
+
+
+class StepEventOut(BaseModel):
+    """One thing that happened to a step, read from the run's audit event that records it."""
+
+    model_config = example(**_HISTORY[1])
+
+    event: str = Field(
+        description="opened, reminded, escalated, decided, sla_breached or closed: the audit "
+        "action without `step.`"
+    )
+    at: datetime = Field(description="When it happened, by the workflow's clock")
+    event_id: uuid.UUID = Field(description="The audit event that records it")
+    actor_id: str | None = Field(description="Who acted: the member who decided, else None")
+    decision: str | None = Field(default=None, description="decided: approve or reject")
+    channel: str | None = Field(default=None, description="decided: api, slack, email link ...")
+    on_behalf_of: str | None = Field(
+        default=None, description="decided: the member whose seat a delegate filled"
+    )
+    comment: str | None = None
+    state: str | None = Field(default=None, description="The step's state after this event")
+    approvers: list[str] | None = Field(
+        default=None,
+        description="opened, reminded, escalated: who may decide from then on "
+        "(`user:<id>`, `role:<name>`, `group:<name>`)",
+    )
+    deadline: datetime | None = None
+    detail: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The rest the event says (reminder number, breach action, ...)",
+    )
+
+
+class StepDetailOut(BaseModel):
+    model_config = example(
+        step_id="approve",
+        title="Expense of 120.50 EUR: Team lunch",
+        state="approved",
+        approvers=["role:approver"],
+        opened_at=ex.STARTED,
+        deadline=ex.DEADLINE,
+        closed_at=ex.DECIDED,
+        history=_HISTORY,
+    )
+
+    step_id: str
+    title: str
+    state: str = Field(description="pending, approved, rejected, expired or cancelled")
+    approvers: list[str]
+    opened_at: datetime
+    deadline: datetime | None
+    closed_at: datetime | None
+    history: list[StepEventOut]
+
+
 class RunOut(BaseModel):
     model_config = example(
         id=ex.RUN_ID,
         workflow="expense_approval",
+        workflow_version="1",
         status="running",
         stage="awaiting_approval",
         requested_by=ex.OPERATOR_ID,
         created_at=ex.STARTED,
         pending_steps=[_STEP],
+        steps=[
+            {
+                "step_id": "approve",
+                "title": "Expense of 120.50 EUR: Team lunch",
+                "state": "pending",
+                "approvers": ["role:approver"],
+                "opened_at": ex.STARTED,
+                "deadline": ex.DEADLINE,
+                "closed_at": None,
+                "history": _HISTORY[:1],
+            }
+        ],
         result=None,
     )
 
     id: uuid.UUID
     workflow: str
+    workflow_version: str | None = Field(
+        default=None, description="The workflow's version the run started on"
+    )
     status: str = Field(
         description="starting, running, completed, failed, canceled, terminated, timed_out, start_failed"
     )
@@ -72,42 +171,78 @@ class RunOut(BaseModel):
     requested_by: uuid.UUID | None
     created_at: datetime
     pending_steps: list[StepOut]
+    steps: list[StepDetailOut] = Field(
+        default_factory=list,
+        description="Every step the run opened, with its history, from the run's audit events",
+    )
     result: dict[str, Any] | None
 
 
+_SUMMARY = {
+    "id": ex.RUN_ID,
+    "workflow": "expense_approval",
+    "status": "running",
+    "stage": "awaiting_approval",
+    "requested_by": ex.OPERATOR_ID,
+    "pending_approvers": ["role:approver"],
+    "sla_deadline": ex.DEADLINE,
+    "started_at": ex.STARTED,
+    "closed_at": None,
+}
+
+
 class RunSummaryOut(BaseModel):
-    model_config = example(
-        id=ex.RUN_ID,
-        workflow="expense_approval",
-        status="completed",
-        stage="approved",
-        started_at=ex.STARTED,
-        closed_at=ex.DECIDED,
-    )
+    model_config = example(**_SUMMARY)
 
     id: uuid.UUID
     workflow: str
     status: str
     stage: str | None
+    requested_by: uuid.UUID | None = Field(
+        default=None,
+        description="Who started the run (None for runs started before it was recorded)",
+    )
+    pending_approvers: list[str] = Field(
+        default_factory=list, description="Who may decide the steps that wait now"
+    )
+    sla_deadline: datetime | None = Field(
+        default=None, description="The nearest deadline of the steps that wait now"
+    )
     started_at: datetime | None
     closed_at: datetime | None
 
 
 class RunListOut(BaseModel):
-    model_config = example(
-        runs=[
-            {
-                "id": ex.RUN_ID,
-                "workflow": "expense_approval",
-                "status": "running",
-                "stage": "awaiting_approval",
-                "started_at": ex.STARTED,
-                "closed_at": None,
-            }
-        ]
-    )
+    model_config = example(runs=[_SUMMARY], next_cursor="q1xH3f0u9n8AAAB7Im9mZnNldCI6NTB9")
 
     runs: list[RunSummaryOut]
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` (with the same filters) for the next page; None at the end",
+    )
+
+
+class RunCancelIn(StrictModel):
+    model_config = example(reason="Duplicate of another request; the supplier withdrew")
+
+    reason: str = Field(
+        min_length=1, max_length=500, pattern=r"\S", description="Why the run is cancelled"
+    )
+
+
+class RunCancelOut(BaseModel):
+    model_config = example(
+        id=ex.RUN_ID,
+        status="cancel_requested",
+        reason="Duplicate of another request; the supplier withdrew",
+    )
+
+    id: uuid.UUID
+    status: Literal["cancel_requested"] = Field(
+        description="The workflow closes its waiting steps as cancelled, then the run reads "
+        "`canceled`"
+    )
+    reason: str
 
 
 class DecisionIn(StrictModel):

@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from blocks.activities.approvers import ApproverActivities, PostgresMemberDirectory
 from blocks.activities.audit import AuditActivities
 from blocks.activities.checkpoints import CheckpointActivities
 from blocks.activities.email_notices import EmailNoticeSender
@@ -62,6 +63,7 @@ def build_worker(
     audit = AuditActivities(sessions)
     checkpoints = CheckpointActivities(sessions, signer)
     notifications = NotificationActivities(notice_senders)
+    approvers = ApproverActivities(PostgresMemberDirectory(sessions))
     return Worker(
         client,
         task_queue=task_queue,
@@ -72,6 +74,7 @@ def build_worker(
             checkpoints.checkpoint_all,
             checkpoints.checkpoint_org,
             notifications.notify_step,
+            approvers.check_members,
             *author_activities,
         ],
         workflow_runner=SANDBOX,

@@ -3,6 +3,7 @@ sends in one go before it waits, so history stays small and the log is current w
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +36,7 @@ class Outbox:
         self._audit: list[AuditRecord] = []
         self._attributes: dict[str, SearchAttributeUpdate[Any]] = {}
         self._notices: list[StepNotice] = []
+        self._in_flight = 0
 
     def audit(
         self,
@@ -103,6 +105,23 @@ class Outbox:
         if not self._audit:
             return
         batch, self._audit = self._audit, []
+        self._in_flight += 1
+        try:
+            await self._record(org_id, batch)
+        except asyncio.CancelledError:
+            # The run is being cancelled (or the author cancelled this task): the events taken
+            # are written all the same (an id already in the log is skipped), then it goes on.
+            await self._record(org_id, batch)
+            raise
+        finally:
+            self._in_flight -= 1
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch of events is being written (a cancelled run waits for it)."""
+        return self._in_flight > 0
+
+    async def _record(self, org_id: str, batch: list[AuditRecord]) -> None:
         await workflow.execute_local_activity_method(
             AuditActivities.record,
             AuditBatch(org_id=org_id, records=batch),

@@ -9,6 +9,7 @@ run, so a replayed or retried activity never writes an event twice.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar
@@ -39,6 +40,7 @@ from blocks.core.approvals.policy import ApprovalPolicy, ApproverGroup
 from blocks.core.audit.ids import workflow_event_id
 from blocks.core.audit.records import ActorType
 from blocks.workflows.outbox import Outbox
+from blocks.workflows.step_approvers import StepApprovers
 from blocks.workflows.step_timers import StepTimers
 from blocks.workflows.types import (
     MemberId,
@@ -73,7 +75,7 @@ DECIDE_UPDATE = "blocks.decide"
 STATUS_QUERY = "blocks.status"
 
 
-class BlocksWorkflow(StepTimers):
+class BlocksWorkflow(StepTimers, StepApprovers):
     """Base class of every Blocks workflow; `begin` must be the first call of `run`."""
 
     # What the worker publishes to the catalogue (blocks.workflows.catalogue), so the API can
@@ -146,6 +148,8 @@ class BlocksWorkflow(StepTimers):
     def _validate_decide(self, request: DecisionRequest) -> None:
         step = self._steps.get(request.step_id)
         reason = refusal_for(step, request, approved_earlier=frozenset(self._approved_in_chain))
+        if reason is None and workflow.cancellation_reason() is not None:
+            reason = RefusalReason.STEP_CLOSED  # the run is being cancelled: its steps are closing
         if reason is None and step is not None and step.step_id in self._forms:
             try:
                 self._forms[step.step_id].model_validate(request.form or {})
@@ -226,6 +230,24 @@ class BlocksWorkflow(StepTimers):
         """
         if step_id in self._steps:
             raise ApplicationError(f"step {step_id!r} opened twice", non_retryable=True)
+        on_breach = on_breach or OnBreach()
+        # Who the step names by id is checked again now (StepApprovers): it may be days later.
+        try:
+            at_open = await self._approvers_at_open(
+                policy,
+                escalation,
+                on_breach,
+                org_id=self.run_input.org_id,
+                requester=self.run_input.requested_by,
+            )
+        except asyncio.CancelledError:
+            if workflow.cancellation_reason() is not None:  # the run was cancelled meanwhile
+                await self._cancel_run()
+            raise
+        if at_open is not None:
+            escalation, on_breach = at_open.adjusted.escalation, at_open.adjusted.on_breach
+        if step_id in self._steps:  # opened by a parallel branch while the check ran
+            raise ApplicationError(f"step {step_id!r} opened twice", non_retryable=True)
         now = workflow.now()
         deadline = deadline_after(now, sla, calendar)
         step = ApprovalStep(
@@ -253,8 +275,13 @@ class BlocksWorkflow(StepTimers):
                 "business_hours": calendar is not None,
             },
         )
-        self._notify(step, NoticeKind.OPENED)
-        await self._wait_for_decision(step, remind_every, escalation, on_breach or OnBreach())
+        if at_open is not None:
+            self._drop_approvers(step, at_open)
+        if step.state is StepState.PENDING:
+            self._notify(step, NoticeKind.OPENED)
+            await self._wait_for_decision(step, remind_every, escalation, on_breach)
+        else:  # nobody left to decide it: closed as it opened
+            await self._flush()
         self._show_pending()
         return step
 

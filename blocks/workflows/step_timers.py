@@ -1,11 +1,14 @@
 """The wait of an open approval step: reminders, escalation and the SLA breach on durable timers.
 
-`StepTimers` is a mixin of `BlocksWorkflow`: it holds the loop that waits for decisions and the
-three things a timer may do to a step, each audited with an id derived from the run and step.
+`StepTimers` is a mixin of `BlocksWorkflow`: it holds the loop that waits for decisions, the
+three things a timer may do to a step, and what a cancellation of the run does to the steps that
+wait (each closes as `cancelled`, and the run records its end), each audited with an id derived
+from the run and step.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +25,7 @@ from blocks.core.approvals.eligibility import (
 from blocks.core.approvals.notifications import NoticeKind
 from blocks.core.approvals.policy import ApprovalPolicy, ApproverGroup
 from blocks.core.audit.records import Outcome
+from blocks.workflows.outbox import Outbox
 from blocks.workflows.types import RunOutcome
 
 _MAX_REMINDERS = 100
@@ -29,6 +33,13 @@ _MAX_REMINDERS = 100
 
 class StepTimers:
     """The waiting half of `BlocksWorkflow`; the hooks below are the other half's."""
+
+    _steps: dict[str, ApprovalStep]
+    _outbox: Outbox
+    # Parallel steps each see the run's cancellation: the first to see it closes them all and
+    # records the run's end; the others wait until that is written (see `_cancel_run`).
+    _run_cancelled: bool = False
+    _cancel_recorded: bool = False
 
     def _audit(self, key: str, action: str, **fields: Any) -> None:
         raise NotImplementedError
@@ -46,6 +57,27 @@ class StepTimers:
         raise NotImplementedError
 
     async def _wait_for_decision(
+        self,
+        step: ApprovalStep,
+        remind_every: timedelta | None,
+        escalation: Escalation | None,
+        on_breach: OnBreach,
+    ) -> None:
+        try:
+            await self._wait_until_closed(step, remind_every, escalation, on_breach)
+        except asyncio.CancelledError:
+            if workflow.cancellation_reason() is not None:
+                await self._cancel_run()
+            elif step.state is StepState.PENDING:
+                # Only this wait was cancelled (by the author's own code), not the run.
+                self._close(step, StepState.CANCELLED)
+                self._show_pending()
+            else:
+                self._audit_closed(step)  # decided just before its wait was cancelled
+            raise
+        self._audit_closed(step)
+
+    async def _wait_until_closed(
         self,
         step: ApprovalStep,
         remind_every: timedelta | None,
@@ -86,11 +118,15 @@ class StepTimers:
                     else None
                 )
             await self._flush()
+
+    def _audit_closed(self, step: ApprovalStep, **extra: object) -> None:
         self._audit(
             f"step:{step.step_id}:closed",
             "step.closed",
             target_id=step.step_id,
-            outcome=Outcome.FAILURE if step.state is StepState.EXPIRED else Outcome.SUCCESS,
+            outcome=Outcome.FAILURE
+            if step.state in (StepState.EXPIRED, StepState.CANCELLED)
+            else Outcome.SUCCESS,
             data={
                 "state": step.state.value,
                 "deciders": step.deciders,
@@ -98,8 +134,39 @@ class StepTimers:
                 "deadline": step.deadline.isoformat() if step.deadline else None,
                 "reminders": step.reminders_sent,
                 "escalated": step.escalated,
+                **extra,
             },
         )
+
+    def _close(self, step: ApprovalStep, state: StepState) -> None:
+        """Close a waiting step without a decision (its `decided_at` stays empty)."""
+        step.state = state
+        self._audit_closed(step, closed_at=workflow.now().isoformat())
+
+    async def _cancel_run(self) -> None:
+        """The run was cancelled (`POST /v1/runs/{id}/cancel`): every waiting step closes as
+        cancelled, so its timers and reminders stop and decisions are refused, and the run
+        records its end. The caller re-raises, so the workflow ends as cancelled."""
+        if self._run_cancelled:
+            # asyncio.gather ends at its first cancelled branch, and the workflow with it: no
+            # branch may end before the closings and the run's end are in the log.
+            await workflow.wait_condition(lambda: self._cancel_recorded)
+            return
+        self._run_cancelled = True
+        for step in self._steps.values():
+            if step.state is StepState.PENDING:
+                self._close(step, StepState.CANCELLED)
+            else:
+                # A step decided as the cancellation came may not have logged its closing yet;
+                # for one that did, the same event id makes this a no-op.
+                self._audit_closed(step)
+        self._show_pending()
+        # A branch cancelled while writing its events writes them first (Outbox.flush).
+        await workflow.wait_condition(lambda: not self._outbox.busy)
+        # The API passes the id of its `run.cancel_requested` event, never the person's words:
+        # those are in that event, and Temporal's history stores the reason unencrypted.
+        await self.finish("cancelled", cancel_request=workflow.cancellation_reason() or None)
+        self._cancel_recorded = True
 
     def _remind(self, step: ApprovalStep) -> None:
         step.reminders_sent += 1

@@ -26,7 +26,13 @@ ALLOWED_LAYERS: dict[str, frozenset[str]] = {
     "api": frozenset({"core", "infra", "models", "workflows"}),
     "workers": frozenset({"core", "infra", "models", "activities", "workflows"}),
     "audit_cli": frozenset({"core"}),
-    "cli": frozenset({"core", "infra", "models", "api", "workers", "workflows", "audit_cli"}),
+    "workflows_cli": frozenset({"infra", "workers", "workflows"}),
+    "cli": frozenset(
+        {"core", "infra", "models", "api", "workers", "workflows", "audit_cli", "workflows_cli"}
+    ),
+    # The authoring kit (authors' tests): above the worker, whose sandbox it runs workflows in.
+    # No layer lists it, so no module of Blocks may import it.
+    "testing": frozenset({"core", "infra", "models", "activities", "workflows", "workers"}),
 }
 
 # Libraries outside the standard library that `core` may import: each is pure computation with
@@ -124,6 +130,9 @@ def test_every_layer_is_known_to_the_check() -> None:
         ("blocks.models.audit.events", "from blocks.api.deps import DbSession\n", "models"),
         ("blocks.infra.db", "from blocks.models.base import utcnow\n", "infra may not"),
         ("blocks.workflows.sdk", "from blocks.infra.db import bound_org\n", "workflows may"),
+        ("blocks.workers.main", "from blocks.testing import WorkflowKit\n", "workers may not"),
+        ("blocks.cli", "from blocks.testing import WorkflowKit\n", "cli may not"),
+        ("blocks.testing", "from blocks.api.deps import DbSession\n", "testing may not"),
         (
             "blocks.api.errors",
             "def f():\n    from blocks.api import rate_limit\n",

@@ -26,6 +26,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from blocks.api.approvals.approver_checks import check_named_approvers
 from blocks.api.approvals.catalogue import startable_workflow
 from blocks.api.approvals.runs import current_run_out, run_out
 from blocks.api.deps import CanStartRuns, DbSession, TemporalClient
@@ -102,6 +103,7 @@ async def start_run(
     published, task_queue = await startable_workflow(
         ctx, session, body.workflow, body.input, prefer_task_queue=settings.task_queue
     )
+    await check_named_approvers(ctx, session, published.input_schema, body.input)
     request_hash = start_fingerprint(published.name, body.input)
 
     run, replayed = await _claim_run(ctx, session, published, idempotency_key, request_hash)
@@ -202,6 +204,11 @@ async def _start_workflow(
                     SearchAttributePair(sa.ORG_ID, str(ctx.org_id)),
                     SearchAttributePair(sa.WORKFLOW_NAME, run_input.workflow_name),
                     SearchAttributePair(sa.STATUS, "running"),
+                    *(
+                        [SearchAttributePair(sa.REQUESTED_BY, run_input.requested_by)]
+                        if run_input.requested_by
+                        else []
+                    ),
                 ]
             ),
             rpc_timeout=_START_RPC_TIMEOUT,

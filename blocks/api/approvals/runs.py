@@ -1,18 +1,19 @@
-"""Routes for runs: read one, list the organization's, decide a step (starting one: `run_starts`)."""
+"""Routes for runs: read one, decide a step (starting: `run_starts`, listing: `run_list`,
+cancelling: `run_cancel`)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client
 from temporalio.client import WorkflowExecutionStatus as Status
 from temporalio.service import RPCError, RPCStatusCode
 
 from blocks.api.approvals.decisions import submit_decision
+from blocks.api.approvals.run_history import run_events, step_histories
 from blocks.api.deps import (
     CanDecide,
     CanReadRuns,
@@ -20,15 +21,7 @@ from blocks.api.deps import (
     TemporalClient,
 )
 from blocks.api.errors import not_found, service_unavailable
-from blocks.api.schemas import (
-    DecisionIn,
-    DecisionOut,
-    RunListOut,
-    RunOut,
-    RunSummaryOut,
-    StepOut,
-)
-from blocks.core.approvals import search_attributes as sa
+from blocks.api.schemas import DecisionIn, DecisionOut, RunOut, StepDetailOut, StepOut
 from blocks.core.approvals.eligibility import Decision
 from blocks.core.context import OrgContext
 from blocks.infra.temporal.client import find_execution
@@ -52,41 +45,38 @@ _STATUS_NAMES: dict[int, str] = {
 }
 
 
-def _status_name(status: Status | WorkflowExecutionStatus | None) -> str:
+def status_name(status: Status | WorkflowExecutionStatus | None) -> str:
     return _STATUS_NAMES.get(int(status), "unknown") if status is not None else "unknown"
 
 
-@router.get("", response_model=RunListOut, summary="List runs, newest first")
-async def list_runs(
-    ctx: CanReadRuns,
-    client: TemporalClient,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> RunListOut:
-    # The org id comes from the resolved context (a UUID), never from the caller's input.
-    # Visibility returns newest first; ORDER BY is not supported by every visibility store.
-    query = f'{sa.ORG_ID.name} = "{ctx.org_id}"'
-    runs: list[RunSummaryOut] = []
-    async for execution in client.list_workflows(query, limit=limit):
-        run_id = execution.id.removeprefix("run-")
-        attributes = execution.typed_search_attributes
-        runs.append(
-            RunSummaryOut(
-                id=uuid.UUID(run_id),
-                workflow=attributes.get(sa.WORKFLOW_NAME) or execution.workflow_type,
-                status=_status_name(execution.status),
-                stage=attributes.get(sa.STATUS),
-                started_at=execution.start_time,
-                closed_at=execution.close_time,
-            )
-        )
-    return RunListOut(runs=runs)
-
-
-@router.get("/{run_id}", response_model=RunOut, summary="Read a run and its open steps")
+@router.get("/{run_id}", response_model=RunOut, summary="Read a run and the history of its steps")
 async def read_run(
     run_id: uuid.UUID, ctx: CanReadRuns, session: DbSession, client: TemporalClient
 ) -> RunOut:
-    return await current_run_out(await _run_or_404(ctx, session, run_id), client)
+    """The run as Temporal has it now, with every step it opened and each step's history
+    (opened, reminders, escalations, votes with their channel, breaches, closing) read from the
+    run's audit events, which outlive the run. `pending_steps` repeats the steps that wait."""
+    run = await _run_or_404(ctx, session, run_id)
+    out = await current_run_out(run, client)
+    steps = step_histories(await run_events(ctx, session, run.id))
+    return out.model_copy(update={"steps": _with_live_view(steps, out)})
+
+
+def _with_live_view(steps: list[StepDetailOut], out: RunOut) -> list[StepDetailOut]:
+    """A waiting step's approvers and deadline as the workflow holds them now: an escalating
+    breach moves the deadline without an event saying where to (the next one does)."""
+    live = {s.step_id: s for s in out.pending_steps}
+    return [
+        step.model_copy(
+            update={
+                "approvers": live[step.step_id].approvers,
+                "deadline": live[step.step_id].deadline,
+            }
+        )
+        if step.step_id in live and step.state == "pending"
+        else step
+        for step in steps
+    ]
 
 
 async def current_run_out(run: Run, client: Client) -> RunOut:
@@ -116,7 +106,7 @@ async def current_run_out(run: Run, client: Client) -> RunOut:
     elif state.status == Status.COMPLETED:
         result = await handle.result()
     return run_out(
-        run, status=_status_name(state.status), stage=state.stage, view=view, result=result
+        run, status=status_name(state.status), stage=state.stage, view=view, result=result
     )
 
 
@@ -176,6 +166,7 @@ def run_out(
     return RunOut(
         id=run.id,
         workflow=run.workflow_name,
+        workflow_version=run.workflow_version,
         status=status,
         stage=stage,
         requested_by=run.requested_by,

@@ -21,6 +21,7 @@ class StepState(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"  # the run was cancelled while the step waited
 
 
 class RefusalReason(StrEnum):

@@ -132,6 +132,23 @@ class ApprovalPolicy:
         )
         return ApprovalPolicy(groups, self.rejection, self.rejections_required)
 
+    def named_users(self) -> tuple[str, ...]:
+        """Everyone the policy names by id, in order, once."""
+        return tuple(dict.fromkeys(u for g in self.groups for u in g.user_ids))
+
+    def without_users(self, users: Iterable[str]) -> ApprovalPolicy | None:
+        """The policy with these people taken out of every group (they no longer count); None
+        when a group could then never be filled: fewer named users left than it requires, and
+        no role or member group to fill the rest."""
+        gone = set(users)
+        groups: list[ApproverGroup] = []
+        for g in self.groups:
+            kept = tuple(u for u in g.user_ids if u not in gone)
+            if not g.roles and not g.member_groups and len(set(kept)) < g.required:
+                return None
+            groups.append(ApproverGroup(g.name, kept, g.roles, g.required, g.member_groups))
+        return ApprovalPolicy(tuple(groups), self.rejection, self.rejections_required)
+
     def eligible(self, user_id: str, roles: Iterable[str]) -> bool:
         roles = tuple(roles)
         return any(group.includes(user_id, roles) for group in self.groups)

@@ -9,6 +9,8 @@ WORKFLOW_NAME = SearchAttributeKey.for_keyword("BlocksWorkflow")
 STATUS = SearchAttributeKey.for_keyword("BlocksStatus")
 PENDING_APPROVERS = SearchAttributeKey.for_keyword_list("BlocksPendingApprovers")
 SLA_DEADLINE = SearchAttributeKey.for_datetime("BlocksSlaDeadline")
+# Who started the run (a member id), set once at the start; runs started before it have none.
+REQUESTED_BY = SearchAttributeKey.for_keyword("BlocksRequestedBy")
 
 ALL_KEYS: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     ORG_ID,
@@ -16,4 +18,5 @@ ALL_KEYS: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     STATUS,
     PENDING_APPROVERS,
     SLA_DEADLINE,
+    REQUESTED_BY,
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import update
@@ -102,6 +102,22 @@ async def get_member(ctx: OrgContext, db: AsyncSession, user_id: uuid.UUID) -> M
     )
     row = (await db.exec(statement)).first()
     return Member(row[0], row[1]) if row else None
+
+
+async def members_by_ids(
+    ctx: OrgContext, db: AsyncSession, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Member]:
+    """The members of this organization among `user_ids` (deactivated ones included), in one
+    query; anyone else (another organization's person, an unknown id) is absent."""
+    if not user_ids:
+        return {}
+    await bind_org(db, ctx.org_id)
+    statement = (
+        select(Membership, User)
+        .join(User, col(User.id) == Membership.user_id)
+        .where(Membership.org_id == ctx.org_id, col(Membership.user_id).in_(list(user_ids)))
+    )
+    return {u.id: Member(m, u) for m, u in (await db.exec(statement)).all()}
 
 
 async def member_by_email(ctx: OrgContext, db: AsyncSession, email: str) -> Member | None:
