@@ -170,10 +170,12 @@ async def running_stack(
     with_worker: bool = True,
     notice_senders: Sequence[NoticeSender] = (),
     extra_settings: Mapping[str, Any] | None = None,
+    publish: bool = True,
 ) -> AsyncIterator[Stack]:
     """The real API on a loopback port (uvicorn) and, optionally, an in-process worker.
 
-    `extra_settings` are further Settings fields (e.g. `slack_signing_secret`)."""
+    `extra_settings` are further Settings fields (e.g. `slack_signing_secret`); `publish=False`
+    leaves the catalogue alone (a stack whose database is meant to be down)."""
     settings = Settings(
         **{
             "env": "test",
@@ -207,7 +209,8 @@ async def running_stack(
         await asyncio.sleep(0.02)
     # The examples, published for this stack's task queue as a worker publishes them, whether or
     # not a worker runs (a start without one stays pending in Temporal, as in production).
-    await publish_examples(engine, task_queue)
+    if publish:
+        await publish_examples(engine, task_queue)
     worker = (
         build_worker(
             temporal,
@@ -248,13 +251,14 @@ async def wait_for_status(
 ) -> dict[str, object]:
     """Poll a run until it reaches `status` (and `stage`), returning its last body.
 
-    A 503 `worker_unavailable` (no worker polling yet, e.g. a worker process still starting) is
-    what a client retries, so it is retried here too until `within` runs out."""
+    A 503 (no worker polling yet, e.g. a worker process still starting; the engine slow to
+    answer on a loaded machine) is what a client retries, so it is retried here too until
+    `within` runs out."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
         response = await http.get(f"/v1/runs/{run_id}", headers=headers)
-        waiting = response.status_code == 503 and "worker_unavailable" in response.text
-        if waiting and asyncio.get_running_loop().time() < deadline:
+        if response.status_code == 503 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
             continue
         assert response.status_code == 200, response.text
         body = response.json()

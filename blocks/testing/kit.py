@@ -54,7 +54,7 @@ from blocks.models.identity.orgs import create_org_with_owner
 from blocks.testing.members import KitMember, KitMembers
 from blocks.testing.records import MemoryAuditLog, NoticeRecorder, stored_events
 from blocks.testing.refusals import DecisionRefused, StartRefused
-from blocks.workers.main import SANDBOX
+from blocks.workers.main import INTERCEPTORS, SANDBOX
 from blocks.workflows.catalogue import describe, workflow_name
 from blocks.workflows.sdk import DECIDE_UPDATE, STATUS_QUERY, BlocksWorkflow
 from blocks.workflows.types import RunInput, RunOutcome, RunView
@@ -171,6 +171,7 @@ class WorkflowKit:
                 *self._activities,
             ],
             workflow_runner=SANDBOX,
+            interceptors=INTERCEPTORS,
         )
 
     @property

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from blocks.activities.approvers import ApproverActivities, PostgresMemberDirectory
@@ -34,6 +34,7 @@ from blocks.infra.temporal.client import connect
 from blocks.models.approvals.catalogue import mark_seen, publish
 from blocks.workers.run_start_reconciler import RunStartReconciler
 from blocks.workers.workflow_modules import SYSTEM_WORKFLOWS, load_author_code
+from blocks.workflows.cancellation import RunCancellation
 from blocks.workflows.catalogue import describe
 from blocks.workflows.sdk import BlocksWorkflow
 
@@ -47,6 +48,11 @@ SANDBOX = SandboxedWorkflowRunner(
         "blocks", "pydantic", "pydantic_core", "annotated_types"
     )
 )
+
+# What every worker, replay and test kit runs workflows with, next to SANDBOX: a run's
+# cancellation is recorded wherever it lands (blocks.workflows.cancellation). A replay without
+# them would not reproduce the commands a cancelled run's history holds.
+INTERCEPTORS: tuple[Interceptor, ...] = (RunCancellation(),)
 
 
 def build_worker(
@@ -78,6 +84,7 @@ def build_worker(
             *author_activities,
         ],
         workflow_runner=SANDBOX,
+        interceptors=INTERCEPTORS,
     )
 
 

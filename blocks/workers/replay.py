@@ -17,7 +17,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.worker import Replayer
 
-from blocks.workers.main import SANDBOX
+from blocks.workers.main import INTERCEPTORS, SANDBOX
 from blocks.workflows.catalogue import workflow_name
 from blocks.workflows.sdk import BlocksWorkflow
 
@@ -92,6 +92,7 @@ async def check_replay(
         workflows=list(workflows),
         data_converter=client.data_converter,
         workflow_runner=SANDBOX,
+        interceptors=INTERCEPTORS,  # as the worker runs them
         runtime=_quiet_runtime(),
     )
     wanted = set(names) if names is not None else None

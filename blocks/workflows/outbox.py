@@ -9,6 +9,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import is_cancelled_exception
 
 from blocks.core.approvals.notifications import StepNotice
 from blocks.core.audit.ids import workflow_event_id
@@ -108,10 +109,12 @@ class Outbox:
         self._in_flight += 1
         try:
             await self._record(org_id, batch)
-        except asyncio.CancelledError:
+        except (Exception, asyncio.CancelledError) as err:
             # The run is being cancelled (or the author cancelled this task): the events taken
             # are written all the same (an id already in the log is skipped), then it goes on.
-            await self._record(org_id, batch)
+            # A cancelled local activity reports it as an ActivityError caused by the cancel.
+            if is_cancelled_exception(err):
+                await self._record(org_id, batch)
             raise
         finally:
             self._in_flight -= 1

@@ -9,7 +9,6 @@ run, so a replayed or retried activity never writes an event twice.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar
@@ -93,6 +92,7 @@ class BlocksWorkflow(StepTimers, StepApprovers):
         self._forms: dict[str, type[BaseModel]] = {}
         self._approved_in_chain: set[str] = set()
         self._status = "running"
+        self._finished = False  # the run's end is recorded (`finish`)
         self._outbox = Outbox()
 
     # --- decisions -------------------------------------------------------------------------
@@ -232,18 +232,14 @@ class BlocksWorkflow(StepTimers, StepApprovers):
             raise ApplicationError(f"step {step_id!r} opened twice", non_retryable=True)
         on_breach = on_breach or OnBreach()
         # Who the step names by id is checked again now (StepApprovers): it may be days later.
-        try:
-            at_open = await self._approvers_at_open(
-                policy,
-                escalation,
-                on_breach,
-                org_id=self.run_input.org_id,
-                requester=self.run_input.requested_by,
-            )
-        except asyncio.CancelledError:
-            if workflow.cancellation_reason() is not None:  # the run was cancelled meanwhile
-                await self._cancel_run()
-            raise
+        # A cancellation of the run meanwhile is recorded by blocks.workflows.cancellation.
+        at_open = await self._approvers_at_open(
+            policy,
+            escalation,
+            on_breach,
+            org_id=self.run_input.org_id,
+            requester=self.run_input.requested_by,
+        )
         if at_open is not None:
             escalation, on_breach = at_open.adjusted.escalation, at_open.adjusted.on_breach
         if step_id in self._steps:  # opened by a parallel branch while the check ran
@@ -287,6 +283,7 @@ class BlocksWorkflow(StepTimers, StepApprovers):
 
     async def finish(self, status: str, **detail: object) -> RunOutcome:
         """Record the run's outcome in the audit log and return it as the workflow result."""
+        self._finished = True
         self._status = status
         self._set_attributes(sa.STATUS.value_set(status))
         self._audit("run:finished", "run.completed", data={"status": status, **detail})

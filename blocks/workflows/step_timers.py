@@ -2,7 +2,8 @@
 
 `StepTimers` is a mixin of `BlocksWorkflow`: it holds the loop that waits for decisions, the
 three things a timer may do to a step, and what a cancellation of the run does to the steps that
-wait (each closes as `cancelled`, and the run records its end), each audited with an id derived
+wait (each closes as `cancelled`, and the run records its end: `_cancel_run`, called by
+`blocks.workflows.cancellation` wherever the cancellation lands), each audited with an id derived
 from the run and step.
 """
 
@@ -13,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 from blocks.core.approvals.eligibility import (
     ApprovalStep,
@@ -26,7 +27,7 @@ from blocks.core.approvals.notifications import NoticeKind
 from blocks.core.approvals.policy import ApprovalPolicy, ApproverGroup
 from blocks.core.audit.records import Outcome
 from blocks.workflows.outbox import Outbox
-from blocks.workflows.types import RunOutcome
+from blocks.workflows.types import RunInput, RunOutcome
 
 _MAX_REMINDERS = 100
 
@@ -34,10 +35,11 @@ _MAX_REMINDERS = 100
 class StepTimers:
     """The waiting half of `BlocksWorkflow`; the hooks below are the other half's."""
 
+    _input: RunInput | None
     _steps: dict[str, ApprovalStep]
     _outbox: Outbox
-    # Parallel steps each see the run's cancellation: the first to see it closes them all and
-    # records the run's end; the others wait until that is written (see `_cancel_run`).
+    _finished: bool
+    # `_cancel_run` does its work once; a second call waits until the first has written it.
     _run_cancelled: bool = False
     _cancel_recorded: bool = False
 
@@ -65,15 +67,16 @@ class StepTimers:
     ) -> None:
         try:
             await self._wait_until_closed(step, remind_every, escalation, on_breach)
-        except asyncio.CancelledError:
-            if workflow.cancellation_reason() is not None:
-                await self._cancel_run()
-            elif step.state is StepState.PENDING:
-                # Only this wait was cancelled (by the author's own code), not the run.
-                self._close(step, StepState.CANCELLED)
-                self._show_pending()
-            else:
-                self._audit_closed(step)  # decided just before its wait was cancelled
+        except (Exception, asyncio.CancelledError) as err:
+            # The run's cancellation is recorded around the whole run method, once for every
+            # step (blocks.workflows.cancellation); only the author's own cancelling of this
+            # wait is this step's alone.
+            if is_cancelled_exception(err) and workflow.cancellation_reason() is None:
+                if step.state is StepState.PENDING:
+                    self._close(step, StepState.CANCELLED)
+                    self._show_pending()
+                else:
+                    self._audit_closed(step)  # decided just before its wait was cancelled
             raise
         self._audit_closed(step)
 
@@ -146,10 +149,13 @@ class StepTimers:
     async def _cancel_run(self) -> None:
         """The run was cancelled (`POST /v1/runs/{id}/cancel`): every waiting step closes as
         cancelled, so its timers and reminders stop and decisions are refused, and the run
-        records its end. The caller re-raises, so the workflow ends as cancelled."""
+        records its end. The caller re-raises, so the workflow ends as cancelled.
+
+        Nothing to record for a run that has not begun, or whose end is recorded already (the
+        author's own `finish`); called again, it returns once the first call has written it."""
+        if self._input is None or (self._finished and not self._run_cancelled):
+            return
         if self._run_cancelled:
-            # asyncio.gather ends at its first cancelled branch, and the workflow with it: no
-            # branch may end before the closings and the run's end are in the log.
             await workflow.wait_condition(lambda: self._cancel_recorded)
             return
         self._run_cancelled = True

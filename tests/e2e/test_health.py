@@ -29,6 +29,7 @@ async def test_not_ready_when_postgres_is_down(temporal_env: WorkflowEnvironment
                 database_url=dead_url,
                 task_queue=f"health-{uuid.uuid4().hex[:6]}",
                 with_worker=False,
+                publish=False,
             ) as stack,
             stack.http() as http,
         ):

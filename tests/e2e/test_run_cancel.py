@@ -1,6 +1,7 @@
 """Cancelling a run through the API: the steps that wait close as cancelled (parallel ones each
 once), later decisions are refused, the run ends canceled, and the request, the closings and the
-run's end are in the run's chain of custody; only roles with `run:cancel` may ask."""
+run's end are in the run's chain of custody, wherever the cancel lands (a step's wait, or the
+author's own activity or timer); only roles with `run:cancel` may ask."""
 
 from __future__ import annotations
 
@@ -138,7 +139,14 @@ async def test_cancelling_a_waiting_expense_run(stack: Stack, engine: AsyncEngin
         await wait_for_audit(engine, org.id, "run.completed", run_id=run_id)
         events = await _run_events(http, org, run_id)
         custody = await _custody(http, org, run_id)
+        report = await http.get("/v1/reports/sla", headers=org["auditor"].headers)
+        assert report.status_code == 200, report.text
 
+    # The SLA report judges a cancelled step neither met nor breached.
+    [row] = report.json()["steps"]
+    assert (row["state"], row["outcome"], row["decided_at"]) == ("cancelled", "cancelled", None)
+    overall = report.json()["overall"]
+    assert (overall["cancelled"], overall["met"], overall["compliance_percent"]) == (1, 0, None)
     actions = [e["action"] for e in events]
     assert actions == [
         "run.started",

@@ -171,13 +171,13 @@ async def test_summary_per_workflow(scenario: Scenario) -> None:
     summaries = {summary["workflow"]: summary for summary in report["summary"]}
     assert set(summaries) == {"expense_approval", "purchase_approval"}
     expense = summaries["expense_approval"]
-    counts = ("steps", "met", "breached", "open", "overdue", "no_sla")
-    assert [expense[k] for k in counts] == [3, 1, 1, 1, 0, 0]
+    counts = ("steps", "met", "breached", "open", "overdue", "no_sla", "cancelled", "expired")
+    assert [expense[k] for k in counts] == [3, 1, 1, 1, 0, 0, 0, 0]
     assert expense["compliance_percent"] == 50.0  # met / (met + breached): open counts neither
     assert expense["p50_time_to_decision_seconds"] == met_seconds
     assert expense["p90_time_to_decision_seconds"] == met_seconds
     purchase = summaries["purchase_approval"]
-    assert [purchase[k] for k in counts] == [1, 0, 1, 0, 0, 0]
+    assert [purchase[k] for k in counts] == [1, 0, 1, 0, 0, 0, 0, 0]
     assert purchase["compliance_percent"] == 0.0
     assert purchase["p50_time_to_decision_seconds"] is None
     assert (report["overall"]["steps"], report["overall"]["compliance_percent"]) == (4, 33.33)

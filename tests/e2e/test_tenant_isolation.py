@@ -42,6 +42,7 @@ _BODIES = {
     "/v1/runs/{run_id}/steps/{step_id}/decisions": {"decision": "approve"},
     "/v1/members/{user_id}/erase-personal-data": {"confirm": True},
     "/v1/members/{user_id}/roles": {"roles": ["approver"]},
+    "/v1/runs/{run_id}/cancel": {"reason": "not yours to cancel"},
 }
 # B's members that hold the route's permission, where that is not owner (+ approver for POSTs).
 _MEMBERS = {
@@ -51,6 +52,7 @@ _MEMBERS = {
     "/v1/members/{user_id}/reactivate": ("owner", "admin"),
     "/v1/members/{user_id}/sessions/revoke": ("owner", "admin"),
     "/v1/invites/{invite_id}/resend": ("owner", "admin"),
+    "/v1/runs/{run_id}/cancel": ("owner", "operator"),
 }
 # The person's own routes take a session cookie, not an API key: B's owner signs in for them.
 _PERSONAL_PREFIX = "/v1/me/"

@@ -14,7 +14,7 @@ from blocks_examples.purchase import PurchaseApproval
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from blocks.workers.main import SANDBOX
+from blocks.workers.main import INTERCEPTORS, SANDBOX
 
 HISTORY = Path(__file__).parents[1] / "fixtures" / "histories"
 
@@ -27,7 +27,9 @@ async def test_a_purchase_parked_before_the_check_replays_unchanged() -> None:
         "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED"
     ) == 3
     history = WorkflowHistory.from_json("purchase-parked", text)
-    result = await Replayer(workflows=[PurchaseApproval], workflow_runner=SANDBOX).replay_workflow(
-        history, raise_on_replay_failure=False
+    # With the worker's interceptors: recording a cancellation adds nothing to other histories.
+    replayer = Replayer(
+        workflows=[PurchaseApproval], workflow_runner=SANDBOX, interceptors=INTERCEPTORS
     )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None

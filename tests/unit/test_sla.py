@@ -10,19 +10,16 @@ from typing import Any
 import pytest
 
 from blocks.core.approvals.sla import (
-    CSV_COLUMNS,
     LoggedEvent,
     ReportFilters,
     SlaOutcome,
     SlaReportBuilder,
     StepRow,
-    csv_cell,
-    csv_header,
-    csv_rows,
     percentile,
     summarize,
     summarize_by_workflow,
 )
+from blocks.core.approvals.sla_csv import CSV_COLUMNS, csv_cell, csv_header, csv_rows
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -220,6 +217,58 @@ def test_closing_after_the_deadline_without_a_breach_event_is_breached() -> None
     assert _one(log.rows(T0)).outcome is SlaOutcome.BREACHED
 
 
+def _cancelled(log: Log, run: str, step: str, at: datetime) -> None:
+    """As the SDK closes a step whose run was cancelled: no decision, the time it closed."""
+    log.add(
+        "step.closed",
+        run,
+        step,
+        {"state": "cancelled", "decided_at": None, "closed_at": at.isoformat(), "deciders": []},
+    )
+
+
+def test_cancelled_before_the_deadline_is_its_own_outcome_without_a_decision_time() -> None:
+    log = Log()
+    log.opened("r1", "s", T0, timedelta(hours=4))
+    log.decided("r1", "s", "alice", "approve", T0 + timedelta(hours=1))  # one of two votes
+    _cancelled(log, "r1", "s", T0 + timedelta(hours=2))
+    row = _one(log.rows(T0 + timedelta(days=1)))
+    assert (row.state, row.outcome) == ("cancelled", SlaOutcome.CANCELLED)
+    assert row.closed_at == T0 + timedelta(hours=2)
+    assert (row.decided_at, row.time_to_decision_seconds) == (None, None)
+    assert [v.user_id for v in row.deciders] == ["alice"]
+
+
+def test_a_deadline_missed_before_the_cancel_is_still_breached() -> None:
+    # Breach recorded, then the run cancelled: cancelling an overdue run does not hide the miss.
+    log = Log()
+    log.opened("r1", "s", T0, timedelta(hours=1))
+    log.add(
+        "step.sla_breached",
+        "r1",
+        "s",
+        {"at": (T0 + timedelta(hours=1)).isoformat(), "action": "escalate"},
+    )
+    _cancelled(log, "r1", "s", T0 + timedelta(hours=3))
+    assert _one(log.rows(T0)).outcome is SlaOutcome.BREACHED
+    # No breach recorded (no worker ran the timer), cancelled after the deadline: breached too.
+    late = Log()
+    late.opened("r2", "s", T0, timedelta(hours=1))
+    _cancelled(late, "r2", "s", T0 + timedelta(hours=2))
+    assert _one(late.rows(T0)).outcome is SlaOutcome.BREACHED
+
+
+def test_closed_undecided_before_the_deadline_is_expired_without_a_decision_time() -> None:
+    # As the step-open approver check closes a step nobody left can decide (decided_at is set).
+    log = Log()
+    log.opened("r1", "s", T0, timedelta(hours=24))
+    log.closed("r1", "s", "expired", T0, reason="no_eligible_approvers", deciders=[])
+    row = _one(log.rows(T0 + timedelta(days=2)))
+    assert (row.state, row.outcome) == ("expired", SlaOutcome.EXPIRED)
+    assert row.closed_at == T0
+    assert (row.decided_at, row.time_to_decision_seconds) == (None, None)
+
+
 def test_no_deadline_is_no_sla() -> None:
     log = Log()
     log.opened("r1", "s", T0, None)
@@ -297,6 +346,24 @@ def test_summary_counts_and_compliance() -> None:
     assert (w2.workflow, w2.open, w2.compliance_percent, w2.p50_seconds) == ("w2", 1, None, None)
     overall = summarize(rows)
     assert (overall.workflow, overall.steps, overall.compliance_percent) == (None, 4, 50.0)
+    assert (overall.cancelled, overall.expired) == (0, 0)
+
+
+def test_summary_counts_cancelled_and_expired_steps_but_judges_neither() -> None:
+    log = Log()
+    for run in ("a", "b", "c"):
+        log.started(run, "w1")
+        log.opened(run, "s", T0, timedelta(hours=1))
+    log.decided("a", "s", "alice", "approve", T0 + timedelta(minutes=5))
+    log.closed("a", "s", "approved", T0 + timedelta(minutes=5))
+    _cancelled(log, "b", "s", T0 + timedelta(minutes=10))
+    log.closed("c", "s", "expired", T0, reason="no_eligible_approvers")
+    [w1] = summarize_by_workflow(log.rows(T0 + timedelta(days=1)))
+    counts = (w1.steps, w1.met, w1.breached, w1.cancelled, w1.expired, w1.open, w1.no_sla)
+    assert counts == (3, 1, 0, 1, 1, 0, 0)
+    assert w1.compliance_percent == 100.0
+    # Only the decided step has a decision time.
+    assert w1.p50_seconds == w1.p90_seconds == 300.0
 
 
 @pytest.mark.parametrize("text", ["=HYPERLINK(1)", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
@@ -338,3 +405,16 @@ def test_csv_round_trips_the_rows() -> None:
     assert parsed[0]["time_to_decision_seconds"] == "60.0"
     assert parsed[0]["escalated"] == "false"
     assert parsed[0]["opened_at"] == T0.isoformat()
+
+
+def test_csv_names_the_new_outcomes() -> None:
+    log = Log()
+    log.opened("r1", "s", T0, timedelta(hours=1))
+    _cancelled(log, "r1", "s", T0 + timedelta(minutes=1))
+    log.opened("r2", "s", T0, timedelta(hours=1))
+    log.closed("r2", "s", "expired", T0)
+    parsed = list(csv.DictReader(io.StringIO(csv_header() + csv_rows(log.rows(T0)))))
+    assert [(r["state"], r["outcome"], r["decided_at"]) for r in parsed] == [
+        ("cancelled", "cancelled", ""),
+        ("expired", "expired", ""),
+    ]

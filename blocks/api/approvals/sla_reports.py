@@ -2,8 +2,8 @@
 
 Computed from the audit log only (`models.sla_reports`, `core.sla`), so an auditor can check
 after the fact whether each step was decided within its SLA, who decided it, and what reminders
-and escalations it took. The CSV columns are `core.sla.CSV_COLUMNS`; its cells that a
-spreadsheet would run as a formula start with an apostrophe.
+and escalations it took. The CSV columns are `core.approvals.sla_csv.CSV_COLUMNS`; its cells that
+a spreadsheet would run as a formula start with an apostrophe.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.params import time_window
 from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example
-from blocks.core.approvals.sla import ReportFilters, StepRow, Summary, csv_header, csv_rows
+from blocks.core.approvals.sla import ReportFilters, StepRow, Summary
+from blocks.core.approvals.sla_csv import csv_header, csv_rows
 from blocks.models.approvals.sla_reports import SlaReport, sla_report
 
 router = APIRouter(prefix="/v1", tags=["approvals"])
@@ -58,6 +59,8 @@ _SUMMARY = {
     "open": 0,
     "overdue": 0,
     "no_sla": 0,
+    "cancelled": 0,
+    "expired": 0,
     "compliance_percent": 100.0,
     "p50_time_to_decision_seconds": 2861.0,
     "p90_time_to_decision_seconds": 2861.0,
@@ -86,8 +89,12 @@ class StepRowOut(BaseModel):
     business_hours: bool
     closed_at: datetime | None = Field(description="When the step closed, by decision or SLA")
     decided_at: datetime | None = Field(description="When the deciding vote closed the step")
-    state: str = Field(description="pending, approved, rejected or expired")
-    outcome: str = Field(description="met, breached, open, overdue or no_sla")
+    state: str = Field(description="pending, approved, rejected, expired or cancelled")
+    outcome: str = Field(
+        description="met, breached, open, overdue, no_sla, cancelled (the run was cancelled"
+        " before the deadline) or expired (closed undecided before the deadline, e.g. nobody"
+        " left who could decide it); only met and breached count towards compliance"
+    )
     time_to_decision_seconds: float | None
     reminders: int
     escalated: bool
@@ -107,6 +114,8 @@ class SummaryOut(BaseModel):
     open: int
     overdue: int
     no_sla: int
+    cancelled: int = Field(description="Steps whose run was cancelled before their deadline")
+    expired: int = Field(description="Steps closed undecided before their deadline")
     compliance_percent: float | None = Field(description="met / (met + breached) * 100")
     p50_time_to_decision_seconds: float | None
     p90_time_to_decision_seconds: float | None
@@ -149,6 +158,8 @@ def _summary_out(summary: Summary) -> SummaryOut:
         open=summary.open,
         overdue=summary.overdue,
         no_sla=summary.no_sla,
+        cancelled=summary.cancelled,
+        expired=summary.expired,
         compliance_percent=summary.compliance_percent,
         p50_time_to_decision_seconds=summary.p50_seconds,
         p90_time_to_decision_seconds=summary.p90_seconds,
@@ -217,9 +228,9 @@ async def sla_compliance_report(
     opened_to: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> Response | SlaReportOut:
     """SLA compliance per approval step, from the audit log: opening, deadline, decision time,
-    met / breached / open / overdue / no_sla, reminders, escalation and who decided. `workflow`
-    filters by the run's workflow name; `from` (inclusive) and `to` (exclusive) by the step's
-    opening time. JSON adds a summary per workflow and overall."""
+    met / breached / open / overdue / no_sla / cancelled / expired, reminders, escalation and who
+    decided. `workflow` filters by the run's workflow name; `from` (inclusive) and `to`
+    (exclusive) by the step's opening time. JSON adds a summary per workflow and overall."""
     start, end = time_window(opened_from, opened_to)
     report = await sla_report(ctx, session, ReportFilters(workflow, start, end))
     if format == "json":

@@ -7,27 +7,27 @@ run's workflow name. Times are the workflow's clock as recorded in each event's 
 SLA timers ran on), not the moment the row was inserted; `occurred_at` is only a fallback.
 
 Outcomes:
-    met       closed before its deadline, never breached
-    breached  the SLA passed without a decision (`step.sla_breached`), or it closed after it
-    open      still pending, deadline not reached at report time
-    overdue   still pending past its deadline with no breach recorded (e.g. no worker running)
-    no_sla    the step has no deadline
+    met        decided before its deadline, never breached
+    breached   the SLA passed without a decision (`step.sla_breached`), or it closed after it
+    cancelled  its run was cancelled before the deadline, the step undecided
+    expired    closed without a decision before its deadline (nobody left who could decide it)
+    open       still pending, deadline not reached at report time
+    overdue    still pending past its deadline with no breach recorded (e.g. no worker running)
+    no_sla     the step has no deadline
 
-Compliance is met / (met + breached); open, overdue and no_sla steps do not count either way.
+Compliance is met / (met + breached); the other outcomes count neither way. A deadline missed
+is a breach whatever closed the step afterwards: cancelling an overdue run does not hide it.
+The CSV rendering of the rows is `blocks.core.approvals.sla_csv`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
-
-from blocks.core.spreadsheet import defuse_formula
 
 # The only actions the report reads; the database query filters on them too.
 REPORT_ACTIONS: tuple[str, ...] = (
@@ -50,6 +50,16 @@ class SlaOutcome(StrEnum):
     OPEN = "open"
     OVERDUE = "overdue"
     NO_SLA = "no_sla"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+# States a step closes in without a decision (by state name): no decision time, and each its own
+# outcome unless the deadline had passed.
+_UNDECIDED: dict[str, SlaOutcome] = {
+    "cancelled": SlaOutcome.CANCELLED,
+    "expired": SlaOutcome.EXPIRED,
+}
 
 
 @dataclass(frozen=True)
@@ -102,9 +112,9 @@ class StepRow:
     deadline: datetime | None
     sla_seconds: float | None
     business_hours: bool
-    closed_at: datetime | None  # when the step closed, by a decision or by its SLA
+    closed_at: datetime | None  # when the step closed, by a decision, its SLA or a cancel
     decided_at: datetime | None  # when the deciding vote closed it; None if it did not
-    state: str  # pending, approved, rejected, expired
+    state: str  # pending, approved, rejected, expired, cancelled
     outcome: SlaOutcome
     time_to_decision_seconds: float | None  # decided_at - opened_at
     reminders: int
@@ -126,6 +136,8 @@ class Summary:
     open: int
     overdue: int
     no_sla: int
+    cancelled: int
+    expired: int
     compliance_percent: float | None  # met / (met + breached); None when neither
     p50_seconds: float | None
     p90_seconds: float | None
@@ -262,12 +274,17 @@ def _row(trail: _Trail, now: datetime) -> StepRow:
     closed_at: datetime | None = None
     decided_at: datetime | None = None
     if closed is not None:
-        # The SDK records when the step closed; older or failing closes may lack it.
-        closed_at = parse_time(closed.get("decided_at")) or trail.closed_by_sla_at
+        # The SDK records when the step closed (`closed_at` when nobody decided it); older or
+        # failing closes may lack it.
+        closed_at = (
+            parse_time(closed.get("decided_at"))
+            or parse_time(closed.get("closed_at"))
+            or trail.closed_by_sla_at
+        )
         if closed_at is None:
             last_vote = trail.votes[-1].at if trail.votes else None
             closed_at = last_vote or trail.closed_logged_at
-        if trail.closed_by_sla_at is None:
+        if trail.closed_by_sla_at is None and state not in _UNDECIDED:
             decided_at = closed_at
     reminders = len(trail.reminder_numbers)
     if closed is not None and isinstance(closed.get("reminders"), int):
@@ -305,11 +322,12 @@ def _outcome(trail: _Trail, state: str, closed_at: datetime | None, now: datetim
         return SlaOutcome.NO_SLA
     if trail.breached_at is not None:
         return SlaOutcome.BREACHED
-    if state != _PENDING:
-        # A close after the deadline with no breach event still missed the SLA.
-        late = closed_at is not None and closed_at > trail.deadline
-        return SlaOutcome.BREACHED if late else SlaOutcome.MET
-    return SlaOutcome.OVERDUE if now > trail.deadline else SlaOutcome.OPEN
+    if state == _PENDING:
+        return SlaOutcome.OVERDUE if now > trail.deadline else SlaOutcome.OPEN
+    # A close after the deadline with no breach event still missed the SLA.
+    if closed_at is not None and closed_at > trail.deadline:
+        return SlaOutcome.BREACHED
+    return _UNDECIDED.get(state, SlaOutcome.MET)
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -343,6 +361,8 @@ def summarize(rows: Iterable[StepRow], workflow: str | None = None) -> Summary:
         open=counts[SlaOutcome.OPEN],
         overdue=counts[SlaOutcome.OVERDUE],
         no_sla=counts[SlaOutcome.NO_SLA],
+        cancelled=counts[SlaOutcome.CANCELLED],
+        expired=counts[SlaOutcome.EXPIRED],
         compliance_percent=round(100 * counts[SlaOutcome.MET] / judged, 2) if judged else None,
         p50_seconds=percentile(times, 50),
         p90_seconds=percentile(times, 90),
@@ -356,81 +376,3 @@ def summarize_by_workflow(rows: Sequence[StepRow]) -> list[Summary]:
         groups.setdefault(row.workflow, []).append(row)
     names = sorted(groups, key=lambda name: (name is None, name or ""))
     return [summarize(groups[name], name) for name in names]
-
-
-# ------------------------------------------------------------------------------------------ CSV
-
-CSV_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "workflow",
-    "step_id",
-    "title",
-    "opened_at",
-    "deadline",
-    "closed_at",
-    "decided_at",
-    "state",
-    "outcome",
-    "time_to_decision_seconds",
-    "reminders",
-    "escalated",
-    "escalated_at",
-    "breached_at",
-    "deciders",
-)
-
-
-# OWASP CSV injection: a spreadsheet runs cells starting with these as formulas.
-def csv_cell(value: object) -> str | int | float:
-    """A cell as written: numbers as they are, text with a leading ' if it could be a formula."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    text = str(value)
-    return defuse_formula(text)
-
-
-def format_deciders(votes: Iterable[Vote]) -> str:
-    """`user_id:decision` per vote, in the order they were cast, separated by "; "."""
-    return "; ".join(f"{vote.user_id}:{vote.decision}" for vote in votes)
-
-
-def _csv_values(row: StepRow) -> list[object]:
-    return [
-        row.run_id,
-        row.workflow,
-        row.step_id,
-        row.title,
-        row.opened_at,
-        row.deadline,
-        row.closed_at,
-        row.decided_at,
-        row.state,
-        row.outcome.value,
-        row.time_to_decision_seconds,
-        row.reminders,
-        row.escalated,
-        row.escalated_at,
-        row.breached_at,
-        format_deciders(row.deciders),
-    ]
-
-
-def csv_text(rows: Iterable[Iterable[object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerows([csv_cell(value) for value in row] for row in rows)
-    return buffer.getvalue()
-
-
-def csv_header() -> str:
-    return csv_text([CSV_COLUMNS])
-
-
-def csv_rows(rows: Iterable[StepRow]) -> str:
-    return csv_text(_csv_values(row) for row in rows)
