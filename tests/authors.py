@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import MASTER_KEYS, SIGNING_KEY, blocks_process_env
+from tests.support import SIGNING_KEY, blocks_process_env
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ACME = "acme_procurement"
@@ -35,7 +35,6 @@ def author_env(
         database_url,
         temporal_address,
         task_queue,
-        BLOCKS_MASTER_KEYS=MASTER_KEYS,
         BLOCKS_AUDIT_SIGNING_KEY=SIGNING_KEY,
     )
     env["PYTHONPATH"] = os.pathsep.join(

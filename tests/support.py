@@ -339,5 +339,8 @@ def blocks_process_env(
         "BLOCKS_TASK_QUEUE": task_queue,
         "BLOCKS_WORKFLOW_MODULES": "blocks_examples",
         "BLOCKS_PAYLOAD_KEYS": PAYLOAD_KEYS,
+        # The session's master keys, so the personal fields a process seals the in-process API
+        # reads back (the signing key stays the worker's: `extra` gives it where needed).
+        "BLOCKS_MASTER_KEYS": MASTER_KEYS,
         **extra,
     }

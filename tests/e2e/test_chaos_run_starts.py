@@ -28,6 +28,7 @@ from tests.support import (
     blocks_process_env,
     free_port,
     make_org,
+    publish_examples,
     running_stack,
     wait_for_status,
 )
@@ -88,6 +89,8 @@ async def test_api_killed_during_a_burst_of_starts_leaves_no_run_unsettled(
     queue = f"chaos-{uuid.uuid4().hex[:8]}"
     address = temporal_env.client.service_client.config.target_host
     port = free_port()
+    # The worker that settles these runs later serves this queue: the catalogue says so now.
+    await publish_examples(engine, queue)
     victim = _api_process(postgres.url(), address, queue, port)
     answered: dict[str, str] = {}
     try:
