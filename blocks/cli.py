@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -42,7 +43,9 @@ from blocks.infra.settings import Settings, get_settings
 from blocks.infra.temporal.client import connect
 from blocks.infra.temporal.schedules import ensure_checkpoint_schedule
 from blocks.infra.temporal.search_attributes import ensure_registered
+from blocks.models.approvals.catalogue import published_workflows
 from blocks.models.audit.reads import ExportFilters, export_lines
+from blocks.models.base import utcnow
 from blocks.models.demo import (
     DemoKeys,
     create_org_by_operator,
@@ -53,6 +56,7 @@ from blocks.models.demo import (
 from blocks.models.identity.orgs import get_org_by_slug
 from blocks.workers.main import run_worker
 from blocks.workers.workflow_modules import WorkflowLoadError, load_workflows
+from blocks.workflows.catalogue import workflow_name
 from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
 from blocks.workflows_cli import workflows_app
 
@@ -170,9 +174,18 @@ def dev(workflows: WorkflowModules = None) -> None:
         upgrade_database(owner_url or effective.require_migration_database_url())
         keys = asyncio.run(_prepare(effective))
         wait_port_free(settings.api_host, settings.api_port)
+        started_at = utcnow()
         for command in ("api", "worker"):
             args = [sys.executable, "-m", "blocks.cli", command]
             supervisor.start(command, partial(spawn, args, env=env))
+        # The banner says "running" once the worker has published what it serves: a start sent
+        # the moment it shows must not meet "no worker has published".
+        names = [workflow_name(cls) for cls in load_workflows(modules)]
+        if not asyncio.run(_wait_for_catalogue(effective, names, since=started_at)):
+            console.print(
+                "the worker has not published its workflows yet; see its output above",
+                style="yellow",
+            )
         _print_banner(effective, keys, modules)
         supervisor.run()
     except KeyboardInterrupt:
@@ -323,6 +336,28 @@ async def _register_search_attributes(settings: Settings) -> None:
     client: Client = await connect(settings)
     await ensure_registered(client)
     await ensure_checkpoint_schedule(client, settings, CHECKPOINT_WORKFLOW)
+
+
+async def _wait_for_catalogue(
+    settings: Settings, names: list[str], *, since: datetime, within: float = 90.0
+) -> bool:
+    """True once a worker started after `since` has published every one of `names`."""
+    engine = create_engine(settings.require_database_url(), pool_size=1)
+    deadline = asyncio.get_running_loop().time() + within
+    try:
+        while asyncio.get_running_loop().time() < deadline:
+            async with session_factory(engine)() as session:
+                fresh = {
+                    view.workflow.name
+                    for view in await published_workflows(session)
+                    if any(server.last_seen_at >= since for server in view.servers)
+                }
+            if fresh.issuperset(names):
+                return True
+            await asyncio.sleep(0.3)
+        return False
+    finally:
+        await engine.dispose()
 
 
 async def _prepare(settings: Settings) -> DemoKeys | None:
