@@ -1,6 +1,6 @@
 """Load the workflows a worker serves from the author's own modules (`--workflows PKG`).
 
-Every `BlocksWorkflow` subclass a module defines (or imports into its namespace, as a package's
+A package counts with every module inside it. Every `BlocksWorkflow` subclass a module defines (or imports into its namespace, as a package's
 `__init__` does) and decorates with `@workflow.defn` is served, and so is every module-level
 function decorated with `@activity.defn` (the author's own activities). A module that does not import,
 a module that defines no workflow, or two classes claiming one name stop the worker at start,
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from temporalio import activity
@@ -48,14 +50,10 @@ def load_author_code(modules: Iterable[str]) -> AuthorCode:
     activities: dict[str, Callable[..., Any]] = {}
     reserved = {workflow_name(cls) for cls in SYSTEM_WORKFLOWS}
     for module_name in dict.fromkeys(m.strip() for m in modules if m.strip()):
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as err:  # any failure of the author's code is reported, not raised raw
-            raise WorkflowLoadError(
-                f"workflow module {module_name!r} failed to import: {type(err).__name__}: {err}"
-            ) from err
+        found_modules = _import_with_submodules(module_name)
         classes = [
             value
+            for module in found_modules
             for _, value in inspect.getmembers(module, inspect.isclass)
             if issubclass(value, BlocksWorkflow) and value is not BlocksWorkflow
         ]
@@ -78,7 +76,9 @@ def load_author_code(modules: Iterable[str]) -> AuthorCode:
                 )
             found[name] = (cls, module_name)
             served += 1
-        for _, value in inspect.getmembers(module, callable):
+        for _, value in (
+            m for module in found_modules for m in inspect.getmembers(module, callable)
+        ):
             definition = activity._Definition.from_callable(value)
             if definition is None or inspect.isclass(value) or definition.name is None:
                 continue
@@ -97,6 +97,27 @@ def load_author_code(modules: Iterable[str]) -> AuthorCode:
                 " with @workflow.defn"
             )
     return AuthorCode([cls for cls, _ in found.values()], list(activities.values()))
+
+
+def _import_with_submodules(name: str) -> list[ModuleType]:
+    """The module `name` and, when it is a package, every module inside it (a package's
+    `__init__` need not import its workflows, so a run's sandbox loads only its own module)."""
+    module = _import(name, name)
+    found = [module]
+    if hasattr(module, "__path__"):
+        for info in pkgutil.walk_packages(module.__path__, prefix=f"{name}."):
+            found.append(_import(info.name, name))
+    return found
+
+
+def _import(module_name: str, given: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except Exception as err:  # any failure of the author's code is reported, not raised raw
+        where = module_name if module_name == given else f"{module_name} (in {given})"
+        raise WorkflowLoadError(
+            f"workflow module {where!r} failed to import: {type(err).__name__}: {err}"
+        ) from err
 
 
 def _where(cls: Any) -> str:

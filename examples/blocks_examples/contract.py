@@ -5,27 +5,18 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 
 from blocks.workflows.sdk import (
     ApprovalPolicy,
     BlocksWorkflow,
-    MemberId,
     RunInput,
     RunOutcome,
     StepState,
-    approver_field,
 )
 
-
-class ContractRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    counterparty: str = Field(min_length=1, max_length=200)
-    legal: list[MemberId] = approver_field(min_length=1, max_length=50)
-    security: list[MemberId] = approver_field(min_length=1, max_length=50)
-    sla_hours: float = Field(default=72.0, gt=0, le=24 * 90)
+with workflow.unsafe.imports_passed_through():
+    from blocks_examples.models import ContractRequest
 
 
 @workflow.defn(name="contract_review")

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 
 from blocks.workflows.sdk import (
     ApprovalPolicy,
     BlocksWorkflow,
-    PositiveAmount,
     RunInput,
     RunOutcome,
     StepState,
 )
 
-
-class ExpenseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    amount: PositiveAmount
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    description: str = Field(min_length=1, max_length=500)
-    sla_hours: float = Field(default=24.0, gt=0, le=24 * 90)
+with workflow.unsafe.imports_passed_through():
+    from blocks_examples.models import ExpenseRequest
 
 
 @workflow.defn(name="expense_approval")

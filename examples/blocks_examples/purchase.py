@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
 
 from blocks.workflows.sdk import (
@@ -14,47 +13,14 @@ from blocks.workflows.sdk import (
     BreachAction,
     BusinessCalendar,
     Escalation,
-    MemberId,
     OnBreach,
-    PositiveAmount,
     RunInput,
     RunOutcome,
     StepState,
-    approver_field,
 )
 
-
-class PurchaseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    amount: PositiveAmount
-    description: str = Field(min_length=1, max_length=500)
-    # Approvers computed from the run's input: member ids chosen by the requester's tooling.
-    finance: list[MemberId] = approver_field(default_factory=list, max_length=50)
-    # Or name an organization member group instead of listing finance people.
-    finance_group: str | None = Field(default=None, min_length=1, max_length=63)
-    legal: list[MemberId] = approver_field(min_length=1, max_length=50)
-    director: MemberId
-    sla_hours: float = Field(default=24.0, gt=0, le=24 * 90)
-    business_hours_time_zone: str | None = Field(
-        default=None, description="Count the SLA in working hours (Mon-Fri 9-17) of this zone"
-    )
-
-    @model_validator(mode="after")
-    def _finance_named_once(self) -> PurchaseRequest:
-        if (self.finance_group is None) == (len(self.finance) == 0):
-            raise ValueError("give either finance (two or more member ids) or finance_group")
-        if self.finance_group is None and len(set(self.finance)) < 2:
-            raise ValueError("finance needs at least two members")
-        return self
-
-
-class DirectorSignOff(BaseModel):
-    """What the director's decision must carry."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    budget_code: str = Field(pattern=r"^[A-Z]{2}-\d{4}$")
+with workflow.unsafe.imports_passed_through():
+    from blocks_examples.models import DirectorSignOff, PurchaseRequest
 
 
 @workflow.defn(name="purchase_approval")
