@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 
 import pytest
-from blocks_examples import ExpenseApproval, PurchaseApproval
+from blocks_examples.expense import ExpenseApproval
+from blocks_examples.purchase import PurchaseApproval
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
