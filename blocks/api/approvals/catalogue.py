@@ -253,4 +253,12 @@ def _reason(error: SchemaError) -> str:
         "oneOf": "must match exactly one of the allowed forms",
         "format": f"must be a valid {value}",
     }
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        # Name what each allowed form asks, e.g. "must be of type number, or must match ^...$".
+        branches: dict[int, str] = {}
+        for sub in error.context:
+            index = sub.schema_path[0] if sub.schema_path else 0
+            branches.setdefault(int(index), _reason(sub))
+        forms = list(dict.fromkeys(branches[i] for i in sorted(branches)))
+        return f"matches no allowed form: {', or '.join(forms)}"
     return rules.get(str(error.validator), f"fails the rule {error.validator}")
