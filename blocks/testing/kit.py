@@ -16,7 +16,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,7 +25,6 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -55,7 +53,7 @@ from blocks.testing.members import KitMember, KitMembers
 from blocks.testing.records import MemoryAuditLog, NoticeRecorder, stored_events
 from blocks.testing.refusals import DecisionRefused, StartRefused
 from blocks.workers.main import INTERCEPTORS, SANDBOX
-from blocks.workflows.catalogue import describe, workflow_name
+from blocks.workflows.catalogue import describe, schema_errors, workflow_name
 from blocks.workflows.sdk import DECIDE_UPDATE, STATUS_QUERY, BlocksWorkflow
 from blocks.workflows.types import RunInput, RunOutcome, RunView
 
@@ -225,7 +223,7 @@ class WorkflowKit:
         # What the API receives is JSON: Decimal, dates and models become what a client sends.
         body = to_jsonable_python(params or {})
         schema = describe(workflow, task_queue=self._task_queue).input_schema
-        errors = _schema_errors(schema, body)
+        errors = schema_errors(schema, body)
         if errors:
             raise StartRefused("validation_error", _summary(errors), errors)
         errors = self._members.approver_errors(schema, body, requester.id if requester else None)
@@ -245,13 +243,7 @@ class WorkflowKit:
             id=f"run-{run_id}",
             task_queue=self._task_queue,
             result_type=RunOutcome,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.ORG_ID, self.org_id),
-                    SearchAttributePair(sa.WORKFLOW_NAME, name),
-                    SearchAttributePair(sa.STATUS, "running"),
-                ]
-            ),
+            search_attributes=sa.at_start(self.org_id, name, run_input.requested_by),
         )
         return KitRun(run_id, handle.id, name, run_input.requested_by, handle)
 
@@ -370,15 +362,6 @@ async def _create_org(sessions: async_sessionmaker[AsyncSession]) -> str:
             session, slug=slug, name=slug, owner_email=f"owner@{slug}.test", owner_name="Kit"
         )
     return str(org.id)
-
-
-def _schema_errors(schema: dict[str, Any], instance: Any) -> list[dict[str, str]]:
-    """`input.<path>` and jsonschema's reason for each rule `instance` breaks."""
-    found = Draft202012Validator(schema).iter_errors(instance)
-    return [
-        {"field": ".".join(["input", *map(str, e.absolute_path)]), "reason": e.message}
-        for e in sorted(found, key=lambda e: list(map(str, e.path)))
-    ]
 
 
 def _summary(errors: list[dict[str, str]]) -> str:

@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from blocks.core.approvals.named_approvers import member_uuid, named_approvers
+from blocks.core.approvals.named_approvers import (
+    Standing,
+    approver_refusal,
+    member_uuid,
+    named_approvers,
+)
 from blocks.core.roles import Permission, Role, has_permission, parse_roles
 
 
@@ -74,19 +79,14 @@ class KitMembers:
         errors = []
         for named in named_approvers(schema, params):
             member = self._by_id.get(named.value)
-            reason: str | None = None
-            if member_uuid(named.value) is None:
-                reason = "must be a member id (a UUID, lowercase and hyphenated)"
-            elif named.value == requester:
-                reason = "the requester cannot be an approver of their own run"
-            elif member is None:
-                reason = "no member of this organization has this id"
-            elif not member.active:
-                reason = "this member is deactivated"
-            elif not member.can(Permission.STEP_DECIDE):
-                reason = f"this member's roles do not grant {Permission.STEP_DECIDE.value}"
-            elif missing := [g for g in named.groups if g not in member.groups]:
-                reason = f"this member is not in the member group {missing[0]!r}"
+            standing = (
+                Standing(member.active, parse_roles(member.roles), member.groups)
+                if member is not None
+                else None
+            )
+            reason = approver_refusal(
+                named, member_uuid(requester) if requester else None, standing
+            )
             if reason is not None:
                 errors.append({"field": named.field, "reason": reason})
         return errors

@@ -23,7 +23,6 @@ from temporalio.common import RetryPolicy
 from blocks.core.approvals.eligibility import ApprovalStep, Escalation, OnBreach, StepState
 from blocks.core.approvals.named_approvers import ApproversLeft, without_members
 from blocks.core.approvals.policy import ApprovalPolicy
-from blocks.core.audit.records import Outcome
 
 with workflow.unsafe.imports_passed_through():
     from blocks.activities.approvers import ApproverActivities, MemberCheck
@@ -57,6 +56,19 @@ class StepApprovers:
         raise NotImplementedError
 
     def _show_pending(self) -> None:
+        raise NotImplementedError
+
+    def _audit_closed(self, step: ApprovalStep, reason: str | None = None, **extra: object) -> None:
+        raise NotImplementedError
+
+    def _audit_escalated(
+        self,
+        step: ApprovalStep,
+        approvers_before: list[str],
+        *,
+        reassigned: bool,
+        reason: str | None = None,
+    ) -> None:
         raise NotImplementedError
 
     async def _approvers_at_open(
@@ -127,36 +139,11 @@ class StepApprovers:
         if adjusted.escalated:
             step.escalated = True
             # As the escalation timer writes it (StepTimers._escalate), a little early.
-            self._audit(
-                f"step:{step.step_id}:escalated",
-                "step.escalated",
-                target_id=step.step_id,
-                reason=NO_ELIGIBLE_APPROVERS,
-                data={
-                    "at": now.isoformat(),
-                    "approvers_before": before,
-                    "approvers_after": step.policy.labels(),
-                    "reassigned": adjusted.reassigned,
-                    "deadline": step.deadline.isoformat() if step.deadline else None,
-                },
+            self._audit_escalated(
+                step, before, reassigned=adjusted.reassigned, reason=NO_ELIGIBLE_APPROVERS
             )
         if adjusted.policy is None:
             step.state = StepState.EXPIRED
             step.decided_at = now
-            self._audit(
-                f"step:{step.step_id}:closed",
-                "step.closed",
-                target_id=step.step_id,
-                outcome=Outcome.FAILURE,
-                reason=NO_ELIGIBLE_APPROVERS,
-                data={
-                    "state": step.state.value,
-                    "reason": NO_ELIGIBLE_APPROVERS,
-                    "deciders": [],
-                    "decided_at": now.isoformat(),
-                    "deadline": step.deadline.isoformat() if step.deadline else None,
-                    "reminders": 0,
-                    "escalated": False,
-                },
-            )
+            self._audit_closed(step, reason=NO_ELIGIBLE_APPROVERS)
         self._show_pending()

@@ -122,7 +122,8 @@ class StepTimers:
                 )
             await self._flush()
 
-    def _audit_closed(self, step: ApprovalStep, **extra: object) -> None:
+    def _audit_closed(self, step: ApprovalStep, reason: str | None = None, **extra: object) -> None:
+        """`step.closed`; a `reason` (why it closed undecided) is also in the event's data."""
         self._audit(
             f"step:{step.step_id}:closed",
             "step.closed",
@@ -130,8 +131,10 @@ class StepTimers:
             outcome=Outcome.FAILURE
             if step.state in (StepState.EXPIRED, StepState.CANCELLED)
             else Outcome.SUCCESS,
+            reason=reason,
             data={
                 "state": step.state.value,
+                **({"reason": reason} if reason else {}),
                 "deciders": step.deciders,
                 "decided_at": step.decided_at.isoformat() if step.decided_at else None,
                 "deadline": step.deadline.isoformat() if step.deadline else None,
@@ -201,15 +204,27 @@ class StepTimers:
         step.escalated = True
         self._show_pending()
         self._notify(step, NoticeKind.ESCALATED)
+        self._audit_escalated(step, before, reassigned=escalation.replace)
+
+    def _audit_escalated(
+        self,
+        step: ApprovalStep,
+        approvers_before: list[str],
+        *,
+        reassigned: bool,
+        reason: str | None = None,
+    ) -> None:
+        """`step.escalated`, by the timer or (with a `reason`) at once when the step opens."""
         self._audit(
             f"step:{step.step_id}:escalated",
             "step.escalated",
             target_id=step.step_id,
+            reason=reason,
             data={
                 "at": workflow.now().isoformat(),
-                "approvers_before": before,
+                "approvers_before": approvers_before,
                 "approvers_after": step.policy.labels(),
-                "reassigned": escalation.replace,
+                "reassigned": reassigned,
                 "deadline": step.deadline.isoformat() if step.deadline else None,
             },
         )

@@ -16,24 +16,21 @@ from typing import Any, NoReturn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api.errors import Problem
-from blocks.core.approvals.named_approvers import NamedApprover, member_uuid, named_approvers
+from blocks.core.approvals.named_approvers import (
+    Standing,
+    approver_refusal,
+    member_uuid,
+    named_approvers,
+)
 from blocks.core.context import OrgContext
-from blocks.core.roles import Permission, has_permission
 from blocks.models.approvals.groups import group_names_by_user
 from blocks.models.identity.members import Member, get_org, members_by_ids
-
-# Errors reported for one start, at most (as for the schema check).
-_MAX_ERRORS = 20
+from blocks.workflows.catalogue import MAX_INPUT_ERRORS
 
 NOT_ALLOWED = (
     "this organization allows only roles and member groups to decide: approvers may not be "
     "named in the input"
 )
-NOT_AN_ID = "must be a member id (a UUID, lowercase and hyphenated)"
-NOT_A_MEMBER = "no member of this organization has this id"
-DEACTIVATED = "this member is deactivated"
-REQUESTER = "the requester cannot be an approver of their own run"
-CANNOT_DECIDE = f"this member's roles do not grant {Permission.STEP_DECIDE.value}"
 
 
 async def check_named_approvers(
@@ -54,35 +51,22 @@ async def check_named_approvers(
     groups = await group_names_by_user(ctx, session, list(members)) if needs_groups else {}
     errors = []
     for n in named:
-        reason = _refusal(ctx, n, ids[n.value], members, groups)
+        reason = approver_refusal(n, ctx.user_id, _standing(ids[n.value], members, groups))
         if reason is not None:
             errors.append({"field": n.field, "reason": reason})
     if errors:
         _refuse(errors)
 
 
-def _refusal(
-    ctx: OrgContext,
-    named: NamedApprover,
+def _standing(
     user_id: uuid.UUID | None,
     members: dict[uuid.UUID, Member],
     groups: dict[uuid.UUID, list[str]],
-) -> str | None:
-    if user_id is None:
-        return NOT_AN_ID
-    if user_id == ctx.user_id:
-        return REQUESTER
-    member = members.get(user_id)
-    if member is None:
-        return NOT_A_MEMBER
-    if not member.active:
-        return DEACTIVATED
-    if not has_permission(member.roles, Permission.STEP_DECIDE):
-        return CANNOT_DECIDE
-    missing = [g for g in named.groups if g not in groups.get(user_id, [])]
-    if missing:
-        return f"this member is not in the member group {missing[0]!r}"
-    return None
+) -> Standing | None:
+    member = members.get(user_id) if user_id is not None else None
+    if member is None or user_id is None:
+        return None
+    return Standing(member.active, member.roles, tuple(groups.get(user_id, [])))
 
 
 def _refuse(errors: list[dict[str, str]]) -> NoReturn:
@@ -93,5 +77,5 @@ def _refuse(errors: list[dict[str, str]]) -> NoReturn:
         "Invalid Request",
         f"{summary}{more}",
         code="invalid_approver",
-        errors=errors[:_MAX_ERRORS],
+        errors=errors[:MAX_INPUT_ERRORS],
     )

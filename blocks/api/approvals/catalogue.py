@@ -12,8 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError as SchemaError
 from pydantic import BaseModel, Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -29,6 +27,7 @@ from blocks.models.approvals.catalogue import (
     published_workflows,
 )
 from blocks.models.identity.members import get_org, lock_org
+from blocks.workflows.catalogue import MAX_INPUT_ERRORS, schema_errors
 
 router = APIRouter(tags=["approvals"])
 
@@ -59,9 +58,6 @@ _EXPENSE_WORKFLOW = {
         }
     ],
 }
-
-# Errors reported for one start, at most: enough to fix the input, bounded for a hostile one.
-_MAX_ERRORS = 20
 
 
 class ServedOut(BaseModel):
@@ -148,7 +144,7 @@ async def set_allowed_workflows(
                         "field": f"allowed_workflows.{body.allowed_workflows.index(n)}",
                         "reason": f"no worker has published a workflow named {n!r}",
                     }
-                    for n in unknown[:_MAX_ERRORS]
+                    for n in unknown[:MAX_INPUT_ERRORS]
                 ],
             )
     org = await lock_org(ctx, session)
@@ -202,63 +198,3 @@ async def startable_workflow(
         summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         raise Problem(422, "Invalid Request", summary, code="validation_error", errors=errors)
     return found
-
-
-def schema_errors(schema: dict[str, Any], instance: Any) -> list[dict[str, str]]:
-    """What is wrong with `instance` under `schema`, as `input.<path>` fields and reasons.
-
-    A missing or unexpected field is named as the field itself (`input.amount`), not its parent.
-    """
-    validator = Draft202012Validator(schema)
-    found: list[dict[str, str]] = []
-    for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path))):
-        at = ["input", *(str(p) for p in error.absolute_path)]
-        if error.validator == "required" and isinstance(error.instance, dict):
-            found += [
-                {"field": ".".join([*at, name]), "reason": "a required field is missing"}
-                for name in error.validator_value
-                if name not in error.instance
-            ]
-        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set((error.schema or {}).get("properties", {}))
-            found += [
-                {"field": ".".join([*at, name]), "reason": "unexpected field"}
-                for name in sorted(error.instance)
-                if name not in allowed
-            ]
-        else:
-            found.append({"field": ".".join(at), "reason": _reason(error)})
-    return found[:_MAX_ERRORS]
-
-
-def _reason(error: SchemaError) -> str:
-    """The rule broken; jsonschema's own message quotes the value, which a reason never echoes."""
-    value = error.validator_value
-    rules = {
-        "type": f"must be of type {value}",
-        "minLength": f"must have at least {value} characters",
-        "maxLength": f"must have at most {value} characters",
-        "minItems": f"must have at least {value} items",
-        "maxItems": f"must have at most {value} items",
-        "uniqueItems": "items must be unique",
-        "pattern": f"must match {value}",
-        "minimum": f"must be at least {value}",
-        "maximum": f"must be at most {value}",
-        "exclusiveMinimum": f"must be greater than {value}",
-        "exclusiveMaximum": f"must be less than {value}",
-        "multipleOf": f"must be a multiple of {value}",
-        "enum": f"must be one of {value}",
-        "const": f"must be {value!r}",
-        "anyOf": "matches none of the allowed forms",
-        "oneOf": "must match exactly one of the allowed forms",
-        "format": f"must be a valid {value}",
-    }
-    if error.validator in ("anyOf", "oneOf") and error.context:
-        # Name what each allowed form asks, e.g. "must be of type number, or must match ^...$".
-        branches: dict[int, str] = {}
-        for sub in error.context:
-            index = sub.schema_path[0] if sub.schema_path else 0
-            branches.setdefault(int(index), _reason(sub))
-        forms = list(dict.fromkeys(branches[i] for i in sorted(branches)))
-        return f"matches no allowed form: {', or '.join(forms)}"
-    return rules.get(str(error.validator), f"fails the rule {error.validator}")

@@ -18,8 +18,6 @@ from fastapi import APIRouter, Header, Request, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
@@ -199,17 +197,8 @@ async def _start_workflow(
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             # A closed workflow of this run is never started again by a late retry.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.ORG_ID, str(ctx.org_id)),
-                    SearchAttributePair(sa.WORKFLOW_NAME, run_input.workflow_name),
-                    SearchAttributePair(sa.STATUS, "running"),
-                    *(
-                        [SearchAttributePair(sa.REQUESTED_BY, run_input.requested_by)]
-                        if run_input.requested_by
-                        else []
-                    ),
-                ]
+            search_attributes=sa.at_start(
+                str(ctx.org_id), run_input.workflow_name, run_input.requested_by
             ),
             rpc_timeout=_START_RPC_TIMEOUT,
         )

@@ -25,6 +25,7 @@ from typing import Any
 from blocks.core.approvals.catalogue import APPROVER_MARK
 from blocks.core.approvals.eligibility import BreachAction, Escalation, OnBreach
 from blocks.core.approvals.policy import ApprovalPolicy, ApproverGroup
+from blocks.core.roles import Permission, Role, has_permission
 
 _UNIONS = ("anyOf", "oneOf", "allOf")
 # A schema pointing at itself through refs without consuming any input: followed this deep, no more.
@@ -57,6 +58,44 @@ def member_uuid(value: str) -> uuid.UUID | None:
     except ValueError:
         return None
     return parsed if str(parsed) == value else None
+
+
+# Why a named approver is refused at start: the one rule, read by the API and by blocks.testing.
+NOT_AN_ID = "must be a member id (a UUID, lowercase and hyphenated)"
+NOT_A_MEMBER = "no member of this organization has this id"
+DEACTIVATED = "this member is deactivated"
+REQUESTER = "the requester cannot be an approver of their own run"
+CANNOT_DECIDE = f"this member's roles do not grant {Permission.STEP_DECIDE.value}"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the organization knows of a member a start names."""
+
+    active: bool
+    roles: tuple[Role, ...]
+    groups: tuple[str, ...]
+
+
+def approver_refusal(
+    named: NamedApprover, requester: uuid.UUID | None, standing: Standing | None
+) -> str | None:
+    """Why `named` may not approve (None: it may); `standing` is None for no such member."""
+    user_id = member_uuid(named.value)
+    if user_id is None:
+        return NOT_AN_ID
+    if user_id == requester:
+        return REQUESTER
+    if standing is None:
+        return NOT_A_MEMBER
+    if not standing.active:
+        return DEACTIVATED
+    if not has_permission(standing.roles, Permission.STEP_DECIDE):
+        return CANNOT_DECIDE
+    missing = [g for g in named.groups if g not in standing.groups]
+    if missing:
+        return f"this member is not in the member group {missing[0]!r}"
+    return None
 
 
 def named_approvers(

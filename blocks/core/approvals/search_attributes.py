@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 ORG_ID = SearchAttributeKey.for_keyword("BlocksOrgId")
 WORKFLOW_NAME = SearchAttributeKey.for_keyword("BlocksWorkflow")
@@ -20,3 +20,15 @@ ALL_KEYS: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     SLA_DEADLINE,
     REQUESTED_BY,
 )
+
+
+def at_start(org_id: str, workflow_name: str, requested_by: str | None) -> TypedSearchAttributes:
+    """What a run carries from its start (the API's and the authoring kit's alike)."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(ORG_ID, org_id),
+            SearchAttributePair(WORKFLOW_NAME, workflow_name),
+            SearchAttributePair(STATUS, "running"),
+            *([SearchAttributePair(REQUESTED_BY, requested_by)] if requested_by else []),
+        ]
+    )
