@@ -7,14 +7,14 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support import SIGNING_KEY, blocks_process_env
+from tests.support import SIGNING_KEY, blocks_process_env, running_process
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ACME = "acme_procurement"
@@ -49,19 +49,12 @@ def worker_command(*modules: str) -> list[str]:
     return [sys.executable, "-m", "blocks.cli", "worker", *args]
 
 
-@contextmanager
 def author_worker(
     database_url: str, temporal_address: str, task_queue: str, *, version: int
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """`blocks worker --workflows acme_workflows` with version `version` of the package."""
     env = author_env(database_url, temporal_address, task_queue, [author_path(version)])
-    process = subprocess.Popen(worker_command(ACME_MODULE), env=env)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+    return running_process(worker_command(ACME_MODULE), env=env)
 
 
 async def wait_until_served(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -344,3 +346,17 @@ def blocks_process_env(
         "BLOCKS_MASTER_KEYS": MASTER_KEYS,
         **extra,
     }
+
+
+@contextmanager
+def running_process(
+    args: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A process a test starts (a `blocks` worker, say), killed if still running at the end."""
+    process = subprocess.Popen(list(args), env=dict(env), cwd=cwd)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()

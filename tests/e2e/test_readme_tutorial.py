@@ -12,7 +12,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,13 @@ from temporalio.testing import WorkflowEnvironment
 from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.workers.workflow_modules import load_workflows
 from blocks.workflows.catalogue import workflow_name
-from tests.support import blocks_process_env, make_org, running_stack, wait_for_status
+from tests.support import (
+    blocks_process_env,
+    make_org,
+    running_process,
+    running_stack,
+    wait_for_status,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # A marker comment, then the fenced block it names: `<!-- tutorial-file: invoices/approval.py -->`.
@@ -144,7 +149,7 @@ async def test_served_by_the_readmes_worker_command_and_started_with_its_body(
     address = temporal_env.client.service_client.config.target_host
     env = blocks_process_env(postgres.url(), address, queue, PYTHONPATH=str(project))
     _, *args = _command("blocks worker")
-    with _process([sys.executable, "-m", "blocks.cli", *args], env=env, cwd=project):
+    with running_process([sys.executable, "-m", "blocks.cli", *args], env=env, cwd=project):
         async with (
             running_stack(
                 engine=engine,
@@ -177,16 +182,6 @@ async def test_served_by_the_readmes_worker_command_and_started_with_its_body(
                 "status": "approved",
                 "approved_by": str(org["approver"].user_id),
             }
-
-
-@contextmanager
-def _process(args: list[str], *, env: dict[str, str], cwd: Path) -> Iterator[None]:
-    process = subprocess.Popen(args, env=env, cwd=cwd)
-    try:
-        yield
-    finally:
-        process.kill()
-        process.wait()
 
 
 async def _published(

@@ -7,8 +7,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
@@ -19,23 +18,17 @@ from tests.support import (
     audit_actions,
     blocks_process_env,
     make_org,
+    running_process,
     running_stack,
     wait_for_status,
 )
 
 
-@contextmanager
 def worker_process(
     database_url: str, temporal_address: str, task_queue: str
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
     env = blocks_process_env(database_url, temporal_address, task_queue)
-    process = subprocess.Popen([sys.executable, "-m", "blocks.cli", "worker"], env=env)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+    return running_process([sys.executable, "-m", "blocks.cli", "worker"], env=env)
 
 
 async def test_worker_killed_while_waiting_then_decided_completes_once(
