@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements.txt
 TEST_LOCK := requirements-test.txt
+BENCH_LOCK := requirements-bench.txt
 # The resolver that writes the locks (`make lock`); installing from them needs only pip.
 UV_VERSION := 0.13.8
 # `make lock` keeps every pin the constraints still allow; `make lock LOCK_FLAGS=--upgrade`
@@ -59,15 +60,22 @@ test: lint system-packages
 audit: $(VENV)/.installed-test
 	$(BIN)/python tools/audit_locked.py $(TEST_LOCK) $(if $(AUDIT_STRICT),--strict)
 
-# Regenerate both locks from pyproject.toml: the test lock (dependencies and the `test` extra),
-# then the runtime lock (dependencies and the `redis` extra, for `make dev` and the image)
-# held to the test lock's versions, so the two never disagree.
+# Regenerate the locks from pyproject.toml: the test lock (dependencies and the `test` extra),
+# then the runtime lock (dependencies and the `redis` extra, for `make dev` and the image) and
+# the bench lock (the test lock plus the `bench` extra, for `make bench`), both held to the test
+# lock's versions, so they never disagree.
 lock: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 	$(UV_COMPILE) --extra test --output-file $(TEST_LOCK)
 	$(UV_COMPILE) --extra redis --constraint $(TEST_LOCK) --output-file $(LOCK)
+	$(UV_COMPILE) --extra test --extra bench --constraint $(TEST_LOCK) --output-file $(BENCH_LOCK)
 
-bench: $(VENV)/.installed-test
+$(VENV)/.installed-bench: $(BENCH_LOCK) pyproject.toml examples/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(BENCH_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e . -e examples
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed-dev
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.run
 
 clean:
