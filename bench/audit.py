@@ -17,6 +17,7 @@ from blocks.core.audit.chain import GENESIS_HASH
 from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, session_factory
+from blocks.models.audit.combining import CombiningAppender
 from blocks.models.audit.events import AuditEvent, append_events, link_events
 
 PLAIN_TABLE = "bench_plain_audit_events"
@@ -123,16 +124,26 @@ async def blocks_appends(
     records: list[AuditRecord],
     writers: int,
     probe: CpuProbe,
+    *,
+    combining: bool = True,
 ) -> AppendRun:
-    """One `append_events` call with one record per transaction, as the audit activity does."""
+    """One append of one record per call, as the audit activity makes them: through the
+    combining appender (concurrent appends share a transaction), or with `combining=False`
+    one `append_events` transaction per call (how every append was written before)."""
     sessions = session_factory(engine)
+    appender = CombiningAppender(sessions)
     ctx = OrgContext(org_id=OrgId(org_id), user_id=None, roles=(), auth=AuthMethod.WORKFLOW)
 
     async def append(record: AuditRecord) -> None:
+        if combining:
+            await appender.append(ctx, [record])
+            return
         async with sessions() as session, session.begin():
             await append_events(ctx, session, [record])
 
-    return await _timed("blocks", records, writers, probe, append)
+    return await _timed(
+        "blocks" if combining else "blocks, one per transaction", records, writers, probe, append
+    )
 
 
 async def plain_inserts(

@@ -10,12 +10,14 @@ from temporalio import activity
 
 from blocks.core.audit.records import AuditBatch
 from blocks.core.context import AuthMethod, OrgContext, OrgId
-from blocks.models.audit.events import append_events
+from blocks.models.audit.combining import CombiningAppender
 
 
 class AuditActivities:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+        # Many runs of one organization flush at once (a burst of decisions): their batches
+        # share transactions instead of queueing on the chain's head one commit at a time.
+        self._appender = CombiningAppender(sessions)
 
     @activity.defn(name="blocks.audit.record")
     async def record(self, batch: AuditBatch) -> int:
@@ -23,6 +25,5 @@ class AuditActivities:
         ctx = OrgContext(
             org_id=OrgId(uuid.UUID(batch.org_id)), user_id=None, roles=(), auth=AuthMethod.WORKFLOW
         )
-        async with self._sessions() as session, session.begin():
-            await append_events(ctx, session, batch.records)
+        await self._appender.append(ctx, batch.records)
         return len(batch.records)
