@@ -72,6 +72,11 @@ async def submit_decision(
     memberships = policy_memberships(
         (role.value for role in ctx.roles), await group_names_of(ctx, session, ctx.user_id)
     )
+    # The reads are done: end the transaction so its pooled connection goes back before the
+    # Update, which waits for the workflow. Held across it, a burst of decisions would queue on
+    # the pool behind the slowest workflows. A later write (a denial's audit event, a link
+    # marked used) opens a transaction of its own, bound to the same organization.
+    await session.commit()
     try:
         result = await _execute(
             handle,
