@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 
 from sqlalchemy import text
+from starlette.requests import Request
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from blocks.api.approvals.run_starts import start_fingerprint
+from blocks.api.approvals.run_starts import _start_workflow, start_fingerprint
 from blocks.core.approvals import search_attributes as sa
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, session_factory
@@ -201,7 +203,7 @@ async def test_a_start_that_never_reached_temporal_is_abandoned_and_audited(
 
 
 async def test_a_start_under_way_is_never_abandoned_under_it(stack: Stack) -> None:
-    """The API holds the row's lock while it starts the workflow; the reconciler skips it."""
+    """A row another reconciler holds (locked) is skipped, never judged twice at once."""
     org = await make_org(stack.engine)
     run = await _interrupted_row(stack, org)
     await asyncio.sleep(0.3)
@@ -213,3 +215,37 @@ async def test_a_start_under_way_is_never_abandoned_under_it(stack: Stack) -> No
         )
         await _reconciler(stack).reconcile_once()
         assert await _start_state(stack, org, str(run.id)) == "starting"
+
+
+async def test_a_start_that_lands_after_the_run_was_abandoned_is_revoked(stack: Stack) -> None:
+    """No connection is held while Temporal takes a start, so the reconciler may give a run up
+    while an API that stalled past the bound is still starting it: the API's compare-and-set
+    then finds the run abandoned, terminates the workflow it started and audits the revocation."""
+    org = await make_org(stack.engine)
+    run = await _interrupted_row(stack, org)
+    await asyncio.sleep(0.3)
+    await _reconciler(stack).reconcile_once()
+    assert await _start_state(stack, org, str(run.id)) == "abandoned"
+    ctx = OrgContext(
+        org_id=OrgId(org.id), user_id=org["operator"].user_id, roles=(), auth=AuthMethod.API_KEY
+    )
+    request = Request({"type": "http", "headers": [], "client": ("127.0.0.1", 1)})
+    run_input = RunInput(
+        org_id=str(org.id),
+        run_id=str(run.id),
+        workflow_name="expense_approval",
+        requested_by=str(ctx.user_id),
+        params=EXPENSE,
+    )
+    async with session_factory(stack.engine)() as session:
+        # The stalled request's start, arriving now.
+        settled = await _start_workflow(
+            request, ctx, session, stack.temporal, run, stack.settings.task_queue, run_input
+        )
+    assert settled.start_state == "abandoned"
+    state = await find_execution(stack.temporal, run.workflow_id)
+    assert state is not None
+    assert state.status == WorkflowExecutionStatus.TERMINATED
+    actions = [a[0] for a in await audit_actions(stack.engine, org.id)]
+    assert actions.count("run.start_abandoned") == 1
+    assert actions.count("run.start_revoked") == 1

@@ -1,16 +1,19 @@
 """Starting a run, exactly once: `POST /v1/runs`, idempotent with `Idempotency-Key`.
 
 The run's row is committed as `starting` first, so no workflow ever exists that nothing records;
-then, holding the row's lock, the workflow `run-<run id>` is started and the row marked `started`.
-The workflow writes its own `run.started` event (an id derived from the run), so the log never
-records a start that did not happen. A crash between the two leaves a `starting` row that a
-retry with the same key resumes, or that the worker's reconciler settles (confirms the workflow,
-or records `run.start_abandoned`).
+then the workflow `run-<run id>` is started, with no database connection held while Temporal
+answers, and the row is settled `started` by a compare-and-set. The workflow writes its own
+`run.started` event (an id derived from the run), so the log never records a start that did not
+happen. A crash between the two leaves a `starting` row that a retry with the same key resumes
+while it is young, or that the worker's reconciler settles (confirms the workflow, or records
+`run.start_abandoned`). A start Temporal took only after the reconciler gave the run up (the API
+stalled past the bound) is revoked: the workflow is terminated and `run.start_revoked` recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -33,6 +36,7 @@ from blocks.api.schemas import RunOut, StartRunIn
 from blocks.api.security_audit import request_audit_fields, request_origin
 from blocks.core.approvals import search_attributes as sa
 from blocks.core.audit.chain import canonical_json
+from blocks.core.audit.ids import workflow_event_id
 from blocks.core.audit.records import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.models.approvals.catalogue import PublishedWorkflow
@@ -40,14 +44,15 @@ from blocks.models.approvals.runs import (
     Run,
     StartState,
     create_run,
-    lock_run,
+    may_resume_start,
     run_by_idempotency_key,
-    set_start_state,
+    settle_start,
 )
 from blocks.models.audit.events import append_events
 from blocks.workflows.types import RunInput
 
 router = APIRouter(prefix="/v1/runs", tags=["approvals"])
+_log = logging.getLogger("blocks.api.runs")
 
 # Temporal's answers that mean "this start will never be accepted as asked"; any other error may
 # be passing (the engine unreachable, a timeout after the start was taken), so the row stays
@@ -108,9 +113,16 @@ async def start_run(
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
+    # A retry resumes a start only well inside the reconciler's bound, so the two rarely meet.
+    resume = run.start_state == StartState.STARTING and (
+        not replayed
+        or await may_resume_start(
+            ctx, session, run.id, within_seconds=settings.run_start_bound_seconds / 2
+        )
+    )
     # The row exists before any workflow does: a crash from here on leaves a `starting` row.
     await session.commit()
-    if run.start_state != StartState.STARTING:
+    if not resume:
         return await current_run_out(run, client)
     run_input = RunInput(
         org_id=str(ctx.org_id),
@@ -182,17 +194,12 @@ async def _start_workflow(
     task_queue: str,
     run_input: RunInput,
 ) -> Run:
-    """Start the run's workflow holding its row's lock, and mark it started; returns the row."""
-    locked = await lock_run(ctx, session, run.id)
-    if locked is None or locked.start_state != StartState.STARTING:
-        # Settled meanwhile: a concurrent retry started it, or the reconciler closed it.
-        await session.commit()
-        return locked or run
+    """Start the run's workflow, then settle its row; returns the row as it now stands."""
     try:
         await client.start_workflow(
             run_input.workflow_name,
             run_input,
-            id=locked.workflow_id,
+            id=run.workflow_id,
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             # A closed workflow of this run is never started again by a late retry.
@@ -203,15 +210,39 @@ async def _start_workflow(
             rpc_timeout=_START_RPC_TIMEOUT,
         )
     except WorkflowAlreadyStartedError:
-        pass  # an earlier attempt started it before it could say so: this is that run
+        pass  # an earlier attempt or a concurrent retry started it: this is that run
     except RPCError as err:
         if err.status not in _DEFINITE_REFUSALS:
-            await session.rollback()
             raise service_unavailable(
                 "the workflow engine did not answer; retry with the same Idempotency-Key",
                 code="engine_unavailable",
             ) from err
-        await set_start_state(ctx, session, locked, StartState.START_FAILED)
+        await _record_refusal(request, ctx, session, run, run_input, err)
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "the workflow engine did not accept the run",
+            code="engine_refused",
+        ) from err
+    settled, _ = await settle_start(ctx, session, run.id, StartState.STARTED)
+    settled = settled or run
+    if settled.start_state == StartState.ABANDONED:
+        await _revoke(request, ctx, session, client, settled)
+    await session.commit()
+    return settled
+
+
+async def _record_refusal(
+    request: Request,
+    ctx: OrgContext,
+    session: AsyncSession,
+    run: Run,
+    run_input: RunInput,
+    err: RPCError,
+) -> None:
+    """Close the run as `start_failed` and audit it, unless something settled it first."""
+    _, moved = await settle_start(ctx, session, run.id, StartState.START_FAILED)
+    if moved:
         await append_events(
             ctx,
             session,
@@ -219,8 +250,8 @@ async def _start_workflow(
                 AuditRecord(
                     action="run.start_failed",
                     target_type="run",
-                    target_id=str(locked.id),
-                    run_id=str(locked.id),
+                    target_id=str(run.id),
+                    run_id=str(run.id),
                     outcome=Outcome.FAILURE,
                     reason=err.message[:500],
                     data={"workflow": run_input.workflow_name},
@@ -228,13 +259,38 @@ async def _start_workflow(
                 )
             ],
         )
-        await session.commit()
-        raise Problem(
-            503,
-            "Service Unavailable",
-            "the workflow engine did not accept the run",
-            code="engine_refused",
-        ) from err
-    await set_start_state(ctx, session, locked, StartState.STARTED)
     await session.commit()
-    return locked
+
+
+async def _revoke(
+    request: Request, ctx: OrgContext, session: AsyncSession, client: Client, run: Run
+) -> None:
+    """The reconciler gave this run up before Temporal took its start: end that workflow, so no
+    run goes on that the organization's record says never started."""
+    try:
+        await client.get_workflow_handle(run.workflow_id).terminate(
+            reason="the run was abandoned before its start reached the workflow engine"
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            _log.warning("could not revoke the late start of run %s", run.id)
+            raise service_unavailable(
+                "the workflow engine did not answer", code="engine_unavailable"
+            ) from err
+    await append_events(
+        ctx,
+        session,
+        [
+            AuditRecord(
+                action="run.start_revoked",
+                target_type="run",
+                target_id=str(run.id),
+                run_id=str(run.id),
+                outcome=Outcome.FAILURE,
+                reason="the start reached the workflow engine after the run was abandoned",
+                data={"workflow": run.workflow_name},
+                event_id=str(workflow_event_id(run.workflow_id, "start:revoked")),
+                **request_audit_fields(request, ctx),
+            )
+        ],
+    )

@@ -1,9 +1,12 @@
 """Runs: the organization's record of each workflow it started, the anchor for tenant checks.
 
-A start is two transactions: the row is committed as `starting` (with the caller's
-`Idempotency-Key`, if any), then, holding the row's lock, the workflow is started and the row
-marked `started`. The lock is what keeps the API and the reconciler apart: the reconciler settles
-only rows it can lock at once (`SKIP LOCKED`), so a start under way is never abandoned under it.
+A start is two short transactions around one Temporal call, and no connection is held across
+that call: the row is committed as `starting` (with the caller's `Idempotency-Key`, if any), the
+workflow is started, and the row is settled by a compare-and-set (`settle_start`: only a row
+still `starting` moves). The reconciler settles rows left `starting` past its bound, under the
+row's lock (`SKIP LOCKED`, so two reconcilers never judge one row). The API resumes a `starting`
+row on a retry only while it is young (`may_resume_start`), and a start that Temporal took after
+the reconciler had given the run up is found by the API's compare-and-set and revoked.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from enum import StrEnum
 
 from sqlalchemy import Column, String, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel, select
+from sqlmodel import Field, SQLModel, col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext
@@ -90,18 +93,6 @@ async def run_by_idempotency_key(ctx: OrgContext, session: AsyncSession, key: st
     return (await session.exec(statement)).first()
 
 
-async def lock_run(ctx: OrgContext, session: AsyncSession, run_id: uuid.UUID) -> Run | None:
-    """The run, locked for this transaction (waits for a reconciler that holds it)."""
-    await bind_org(session, ctx.org_id)
-    statement = (
-        select(Run)
-        .where(Run.org_id == ctx.org_id, Run.id == run_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.exec(statement)).first()
-
-
 async def unsettled_start_ids(
     session: AsyncSession, *, older_than_seconds: float, limit: int
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
@@ -140,6 +131,59 @@ async def get_run(ctx: OrgContext, session: AsyncSession, run_id: uuid.UUID) -> 
     await bind_org(session, ctx.org_id)
     statement = select(Run).where(Run.org_id == ctx.org_id, Run.id == run_id)
     return (await session.exec(statement)).first()
+
+
+async def may_resume_start(
+    ctx: OrgContext, session: AsyncSession, run_id: uuid.UUID, *, within_seconds: float
+) -> bool:
+    """Whether a retry may still start this `starting` run: it was created less than
+    `within_seconds` ago by the database's clock (the reconciler judges rows by the same clock)."""
+    await bind_org(session, ctx.org_id)
+    young = await session.exec(  # type: ignore[call-overload]
+        text(
+            "SELECT 1 FROM runs WHERE org_id = :org_id AND id = :id AND start_state = 'starting' "
+            "AND created_at > now() - make_interval(secs => :within)"
+        ).bindparams(org_id=ctx.org_id, id=run_id, within=within_seconds)
+    )
+    return young.first() is not None
+
+
+async def settle_start(
+    ctx: OrgContext, session: AsyncSession, run_id: uuid.UUID, state: StartState
+) -> tuple[Run | None, bool]:
+    """Move a `starting` run to `state` in one statement; returns the row as it now stands
+    (None if there is no such run) and whether this call moved it (False if something else
+    settled it first)."""
+    await bind_org(session, ctx.org_id)
+    statement = (
+        update(Run)
+        .where(
+            col(Run.org_id) == ctx.org_id,
+            col(Run.id) == run_id,
+            col(Run.start_state) == StartState.STARTING,
+        )
+        .values(start_state=state, settled_at=utcnow())
+        .returning(Run)
+    )
+    moved = (
+        (
+            await session.exec(
+                select(Run)  # type: ignore[call-overload]
+                .from_statement(statement)
+                .execution_options(populate_existing=True)
+            )
+        )
+        .scalars()
+        .first()
+    )
+    if moved is not None:
+        return moved, True
+    current = (
+        select(Run)
+        .where(Run.org_id == ctx.org_id, Run.id == run_id)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.exec(current)).first(), False
 
 
 async def set_start_state(
