@@ -77,5 +77,6 @@ def _bind_org_on_begin(
     session: Session, transaction: SessionTransaction, connection: Connection
 ) -> None:
     org_id = session.info.get(_ORG_KEY)
-    if org_id is not None:
+    # A savepoint is inside a transaction that is bound already (the setting is transaction-wide).
+    if org_id is not None and not transaction.nested:
         connection.exec_driver_sql("SELECT set_config('app.org_id', %s, true)", (org_id,))

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import Column, String, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Field, SQLModel, col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -77,14 +77,18 @@ async def create_run(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
     )
-    try:
-        async with session.begin_nested():
-            session.add(run)
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-        return None
-    return run
+    # One statement: a key another request holds is no error, only no row (no savepoint needed).
+    statement = (
+        pg_insert(Run)
+        .values(**run.model_dump())
+        .on_conflict_do_nothing(
+            index_elements=["org_id", "idempotency_key"],
+            index_where=text("idempotency_key IS NOT NULL"),
+        )
+        .returning(Run.id)  # type: ignore[arg-type]
+    )
+    inserted = (await session.exec(statement)).first()  # type: ignore[call-overload]
+    return run if inserted is not None else None
 
 
 async def run_by_idempotency_key(ctx: OrgContext, session: AsyncSession, key: str) -> Run | None:
