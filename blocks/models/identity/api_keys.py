@@ -130,9 +130,12 @@ async def resolve_api_key(session: AsyncSession, token: str) -> OrgContext | Non
     if row.require_2fa and not row.has_2fa:
         raise TwoFactorRequired(ctx)
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
+        # SKIP LOCKED: in a burst of requests with one key, the first writes the time and the
+        # others go on, instead of each waiting for the row until that first commits.
         await session.exec(  # type: ignore[call-overload]
-            text("UPDATE api_keys SET last_used_at = :now WHERE id = :id").bindparams(
-                now=now, id=row.key_id
-            )
+            text(
+                "UPDATE api_keys SET last_used_at = :now WHERE id = ("
+                "SELECT id FROM api_keys WHERE id = :id FOR UPDATE SKIP LOCKED)"
+            ).bindparams(now=now, id=row.key_id)
         )
     return ctx
