@@ -4,6 +4,7 @@ key of their organization; nobody reaches another organization's keys."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -239,3 +240,36 @@ async def test_another_organizations_key_is_not_found(
             await http.get("/v1/api-keys", headers=org_a["operator"].headers)
         ).status_code == 200
     assert not [a for a in await audit_actions(engine, org_b.id) if a[0] == "api_key.revoked"]
+
+
+async def test_a_burst_with_one_key_records_its_last_use(stack: Stack) -> None:
+    """Twenty requests at once with one key: all answered, the key's last use written once."""
+    org = await make_org(stack.engine)
+    member = org["operator"]
+    async with stack.http() as http:
+        key_id = await _own_key_id(http, member)
+        await _last_used(stack.engine, org.id, key_id, set_to=None)
+        answers = await asyncio.gather(
+            *(http.get("/v1/runs", headers=member.headers) for _ in range(20))
+        )
+    assert [a.status_code for a in answers] == [200] * 20
+    assert await _last_used(stack.engine, org.id, key_id) is not None
+
+
+async def _last_used(
+    engine: AsyncEngine, org_id: uuid.UUID, key_id: str, *, set_to: object = "keep"
+) -> datetime | None:
+    async with session_factory(engine)() as session, session.begin():
+        await bind_org(session, org_id)
+        if set_to != "keep":
+            await session.exec(  # type: ignore[call-overload]
+                text("UPDATE api_keys SET last_used_at = NULL WHERE id = :id").bindparams(
+                    id=uuid.UUID(key_id)
+                )
+            )
+        row = await session.exec(  # type: ignore[call-overload]
+            text("SELECT last_used_at FROM api_keys WHERE id = :id").bindparams(
+                id=uuid.UUID(key_id)
+            )
+        )
+        return row.one()[0]  # type: ignore[no-any-return]
