@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from blocks.api.deps import forbidden, record_denial
-from blocks.api.errors import Problem, not_found
+from blocks.api.errors import Problem, not_found, service_unavailable
 from blocks.api.schemas import DecisionOut
 from blocks.api.security_audit import request_origin
 from blocks.core.approvals.eligibility import (
@@ -159,4 +159,12 @@ async def _execute(
         if err.status == RPCStatusCode.NOT_FOUND:
             # The workflow has already closed: every step of it is closed too.
             raise _Refused(RefusalReason.STEP_CLOSED) from err
+        if err.status == RPCStatusCode.FAILED_PRECONDITION:
+            # Temporal's "workflow not ready": the run's last workflow task failed or timed out
+            # (a worker died, or was overloaded) and is being retried. The decision was not
+            # taken; a retry (same Update id, so never twice) succeeds once the run moves again.
+            raise service_unavailable(
+                "the run is recovering from a failed workflow task; retry in a few seconds",
+                code="run_not_ready",
+            ) from err
         raise
