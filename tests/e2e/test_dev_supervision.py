@@ -110,7 +110,9 @@ def test_a_killed_worker_is_restarted_said_so_and_serves(dev: RunningDev) -> Non
 
     def waiting_for_approval() -> bool:
         got = httpx.get(f"{dev.stack.api}/v1/runs/{run.json()['id']}", headers=owner, timeout=30)
-        return bool(got.json()["pending_steps"])
+        # A 503 (the restarted worker not polling yet, so nothing answers the run's query) is
+        # what a client retries: not yet.
+        return got.status_code == 200 and bool(got.json()["pending_steps"])
 
     assert wait_until(waiting_for_approval, 60)
 
