@@ -127,7 +127,8 @@ def _settings_env_names() -> set[str]:
 def _cli_commands() -> set[str]:
     group = typer.main.get_command(app)
     assert isinstance(group, TyperGroup)
-    return set(group.commands)
+    # Listed, not read from `group.commands`: each command is loaded from its module on demand.
+    return set(group.list_commands(typer.Context(group)))
 
 
 def _command_tokens(command: str | list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The `blocks` command: run the whole stack for development, or the API, worker and migrations."""
+"""The `blocks` commands but the two long-lived processes: the dev stack, migrations, operator tools."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-import uvicorn
 from pydantic import SecretStr
 from rich.console import Console
 from temporalio.client import Client
 
-from blocks.api.app import create_app
 from blocks.api.identity.email_field import normalize_email
 from blocks.audit_cli import audit_app
+from blocks.cli import WorkflowModules
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
@@ -54,60 +53,18 @@ from blocks.models.demo import (
     set_password_by_operator,
 )
 from blocks.models.identity.orgs import get_org_by_slug
-from blocks.workers.main import run_worker
 from blocks.workers.workflow_modules import WorkflowLoadError, load_workflows
 from blocks.workflows.catalogue import workflow_name
 from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
 from blocks.workflows_cli import workflows_app
 
-app = typer.Typer(
-    help="Blocks: durable workflows with approvals and a verifiable audit trail.",
-    no_args_is_help=True,
-)
+app = typer.Typer()
 app.add_typer(audit_app, name="audit")
 app.add_typer(workflows_app, name="workflows")
 console = Console()
 # What `blocks dev` serves when told nothing: the examples, installed as an author's package is.
 DEFAULT_DEV_WORKFLOWS = ("blocks_examples",)
 T = TypeVar("T")
-
-
-@app.command()
-def api() -> None:
-    """Serve the HTTP API."""
-    settings = get_settings()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level="warning",
-        # The app decides whose X-Forwarded-For to believe (BLOCKS_TRUSTED_PROXIES).
-        proxy_headers=False,
-    )
-
-
-WorkflowModules = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--workflows",
-        help="a module whose BlocksWorkflow subclasses to serve (repeatable);"
-        " default: BLOCKS_WORKFLOW_MODULES",
-    ),
-]
-
-
-@app.command()
-def worker(workflows: WorkflowModules = None) -> None:
-    """Run a Temporal worker for the workflows of the given modules and Blocks' own."""
-    settings = get_settings()
-    if workflows:
-        settings = settings.model_copy(update={"workflow_modules": workflows})
-    try:
-        asyncio.run(run_worker(settings))
-    except WorkflowLoadError as err:
-        # On stderr, whole: a supervisor or CI log shows the module and the cause on one line.
-        Console(stderr=True, soft_wrap=True).print(str(err), style="red", markup=False)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -391,7 +348,3 @@ def _print_banner(settings: Settings, keys: DemoKeys | None, modules: list[str])
             "\nDemo organization already exists; its keys were shown when it was created."
         )
     console.print("\nPress Ctrl-C to stop everything.")
-
-
-if __name__ == "__main__":
-    app()
