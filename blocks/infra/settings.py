@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Runs a worker keeps in memory between their workflow tasks, unless told otherwise (see below).
+WORKER_CACHE_DEFAULT = 250
+
 
 class Environment(StrEnum):
     DEV = "dev"
@@ -42,6 +45,11 @@ class Settings(BaseSettings):
     workflow_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # How often a worker tells the catalogue it still serves what it published.
     catalogue_heartbeat_seconds: float = Field(default=60.0, gt=0)
+    # Runs a worker keeps in memory between their workflow tasks (Temporal's sticky cache; 0: none).
+    # A cached run's next task (a decision, a timer) runs at once; one evicted is first replayed
+    # from its history, which costs the worker CPU. Each cached run holds about 130 KB, so the
+    # SDK's 1,000 would let a worker with many runs parked on approvals grow by 130 MB.
+    worker_max_cached_workflows: int = Field(default=WORKER_CACHE_DEFAULT, ge=0, le=100_000)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)

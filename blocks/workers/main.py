@@ -29,7 +29,7 @@ from blocks.core.approvals.catalogue import CatalogueEntry
 from blocks.infra.crypto.signing import CheckpointSigner, load_signer
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.integrations.email import Mailer
-from blocks.infra.settings import Settings
+from blocks.infra.settings import WORKER_CACHE_DEFAULT, Settings
 from blocks.infra.temporal.client import connect
 from blocks.models.approvals.catalogue import mark_seen, publish
 from blocks.workers.run_start_reconciler import RunStartReconciler
@@ -64,6 +64,7 @@ def build_worker(
     workflows: Sequence[type[BlocksWorkflow]],
     author_activities: Sequence[Callable[..., Any]] = (),
     notice_senders: Sequence[NoticeSender] = (),
+    max_cached_workflows: int = WORKER_CACHE_DEFAULT,
 ) -> Worker:
     sessions = session_factory(engine)
     audit = AuditActivities(sessions)
@@ -85,6 +86,7 @@ def build_worker(
         ],
         workflow_runner=SANDBOX,
         interceptors=INTERCEPTORS,
+        max_cached_workflows=max_cached_workflows,
     )
 
 
@@ -162,6 +164,7 @@ async def run_worker(settings: Settings) -> None:
             workflows=workflows,
             author_activities=author.activities,
             notice_senders=notice_senders_for(settings, engine),
+            max_cached_workflows=settings.worker_max_cached_workflows,
         )
         publisher = CataloguePublisher(
             session_factory(engine),
