@@ -40,6 +40,7 @@ ALLOWED_LAYERS: dict[str, frozenset[str]] = {
 CORE_LIBRARIES: dict[str, str] = {
     "rfc8785": "canonical JSON (RFC 8785) that the audit chain hashes",
     "cryptography": "Ed25519 signature verification of checkpoints, offline",
+    "orjson": "optional: writes the audit chain's canonical JSON faster, byte for byte the same",
     "temporalio.common": "typed search-attribute keys (declarations only)",
 }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -65,6 +65,7 @@ class ChainVerifier:
     `head` is the chain head recorded beside the events (the `audit_chain_heads` row), which
     catches events removed from or appended to the end. Feed checkpoints before or after the
     events; with `remember_hashes` off, only those fed before are matched against events.
+    `hash_of` is `event_hash` or a faster equal for the links fed (`plain_event_hash`).
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class ChainVerifier:
         public_keys: Mapping[str, str] | None = None,
         pinned_key: str | None = None,
         remember_hashes: bool = True,
+        hash_of: Callable[[str, Mapping[str, Any]], str | None] = event_hash,
     ) -> None:
         self._bounds = ChainBounds.of(
             org_id=org_id, complete=complete, head=head, first_seq=first_seq, last_seq=last_seq
@@ -85,6 +87,7 @@ class ChainVerifier:
         self._public_keys = dict(public_keys or {})
         self._pinned_key = pinned_key
         self._remember = remember_hashes
+        self._hash_of = hash_of
 
         self._count = 0
         self._last: Link | None = None
@@ -123,7 +126,7 @@ class ChainVerifier:
         count, org_id, awaiting = self._count, self._bounds.org_id, self._awaiting
         limit = self._bounds.limit if self._bounds.limit is not None else MAX_SAFE_INT
         digests = self._digests if self._remember else None
-        hash_of = event_hash
+        hash_of = self._hash_of
         for link in it:
             payload, prev_hash, stored = link
             if (
@@ -163,6 +166,7 @@ class ChainVerifier:
         limit = self._bounds.limit if self._bounds.limit is not None else MAX_SAFE_INT
         first_seq = self._bounds.first_seq
         digests = self._digests if self._remember else None
+        hash_of = self._hash_of
         for link in it:
             payload, prev_hash, stored = link
             seq = payload["seq"]
@@ -179,7 +183,7 @@ class ChainVerifier:
                 and seq <= limit
                 and (expected_prev is None or prev_hash == expected_prev)
                 and (org_id is None or payload.get("org_id") == org_id)
-                and event_hash(prev_hash, payload) == stored
+                and hash_of(prev_hash, payload) == stored
             ):
                 seqs.append(seq)
                 if digests is not None:
@@ -200,7 +204,7 @@ class ChainVerifier:
     ) -> None:
         suspect = Suspect(
             event=link,
-            own_ok=event_hash(link[1], link[0]) == link[2],
+            own_ok=self._hash_of(link[1], link[0]) == link[2],
             prev=self._last,
             expected_prev=expected_prev,
             slot=slot,

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from blocks.core.audit.checkpoints import CheckpointClaim
+from blocks.core.audit.event_hash import MAX_SAFE_INT
 
 EXPORT_FORMAT = "blocks.audit.export.v1"
 
@@ -165,32 +166,84 @@ def parse_header(line: str | bytes, number: int) -> dict[str, Any]:
     return header
 
 
+class UncheckedPayload(dict[str, Any]):
+    """An event's fields from a line the reader could not vouch for (see `read_links`):
+    `plain_event_hash` hashes it the careful way."""
+
+
+# An integer of this many characters or more may be beyond what RFC 8785 writes exactly.
+_LONG_INTEGER = len(str(MAX_SAFE_INT))
+
+
 def read_links(
     lines: Iterator[tuple[int, str | bytes]], on_checkpoint: Callable[[SignedCheckpoint], None]
 ) -> Iterator[Link]:
     """The event lines after the header as links; checkpoint lines go to `on_checkpoint` as
-    they pass."""
+    they pass.
+
+    An event's payload is a `dict` only when its line is ASCII with no \\u escape (so no key
+    sorts differently by UTF-16 unit, and no string holds a lone surrogate) and the parser met no
+    float, no NaN or Infinity and no integer of 16 characters or more: then the fast encoder
+    writes its RFC 8785 form, and `plain_event_hash` hashes it without looking at every value
+    again. Any other payload is an `UncheckedPayload`.
+    """
+    risky: list[str] = []  # what the parser met on this line that the fast encoder must not take
+
+    def parse_float(text: str) -> float:
+        risky.append(text)
+        return float(text)
+
+    def parse_int(text: str) -> int:
+        if len(text) >= _LONG_INTEGER:
+            risky.append(text)
+        return int(text)
+
+    def parse_constant(name: str) -> float:
+        risky.append(name)
+        return float(name)
+
+    # `json.loads` without its per-call set-up: the same values (the hooks return what the
+    # defaults would), for a line with no leading whitespace; anything else goes to `loads`.
+    scan = json.JSONDecoder(
+        parse_float=parse_float, parse_int=parse_int, parse_constant=parse_constant
+    ).scan_once
     loads = json.loads
     for number, line in lines:
-        try:
-            value = loads(line)
-        except ValueError as err:
-            if not line.strip():
-                continue
-            raise UnreadableLine("not JSON", number) from err
-        _require(type(value) is dict, "a line is not a JSON object", number)
+        value: Any = None
+        vouched = False
+        if line.isascii():
+            text = line if type(line) is str else line.decode("ascii")
+            try:
+                value, end = scan(text, 0)
+            except (StopIteration, ValueError):
+                value = None
+            else:
+                if end != len(text) and text[end:] != "\n" and text[end:].strip(" \t\n\r"):
+                    value = None  # extra data after the object: `loads` says so below
+                vouched = not risky and ("\\" not in text or "\\u" not in text)
+            if risky:
+                risky.clear()
+        if value is None:
+            vouched = False
+            try:
+                value = loads(line)
+            except ValueError as err:
+                if not line.strip():
+                    continue
+                raise UnreadableLine("not JSON", number) from err
+        if type(value) is not dict:
+            raise UnreadableLine("a line is not a JSON object", number)
         kind = value.pop("type", None)
         if kind == "event":
             prev_hash, stored = value.pop("prev_hash", None), value.pop("hash", None)
-            _require(
+            if not (
                 type(prev_hash) is str
                 and type(stored) is str
                 and type(value.get("seq")) is int
-                and type(value.get("id")) is str,
-                "an event line lacks seq, id, prev_hash or hash",
-                number,
-            )
-            yield value, prev_hash, stored
+                and type(value.get("id")) is str
+            ):
+                raise UnreadableLine("an event line lacks seq, id, prev_hash or hash", number)
+            yield (value if vouched else UncheckedPayload(value)), prev_hash, stored
         elif kind == "checkpoint":
             on_checkpoint(parse_checkpoint(value, number))
         else:

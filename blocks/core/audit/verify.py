@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from blocks.core.audit.chain_verifier import ChainVerifier, VerificationReport
 from blocks.core.audit.diagnosis import Problem
+from blocks.core.audit.event_hash import plain_event_hash
 from blocks.core.audit.export_format import (
     Link,
     SignedCheckpoint,
@@ -29,7 +30,7 @@ def verify_export(
     `public_key` (base64 raw Ed25519) pins the key every checkpoint must verify with, instead of
     trusting the keys the header lists.
     """
-    numbered = ((number, line) for number, line in enumerate(lines, start=1))
+    numbered = enumerate(lines, start=1)
     try:
         for number, line in numbered:
             if line.strip():
@@ -50,6 +51,7 @@ def verify_export(
         last_seq=header.get("last_seq"),
         public_keys=header.get("public_keys") or {},
         pinned_key=public_key,
+        hash_of=plain_event_hash,
     )
     links = read_links(numbered, verifier.add_checkpoint)
     try:
