@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # the API's 10 s wait for Temporal to take a start, so no start in flight is judged.
     run_start_bound_seconds: float = Field(default=60.0, ge=1.0, le=86_400.0)
     run_start_reconcile_seconds: float = Field(default=15.0, ge=0.1, le=3_600.0)
+    # Starts one API process sends Temporal at once; more wait their turn up to
+    # `run_start_queue_seconds`, then get 503 + Retry-After. Below `db_pool_size`, so a start
+    # that Temporal took always finds a connection to settle its row, however many arrive.
+    run_start_concurrency: int = Field(default=12, ge=1, le=1_000)
+    run_start_queue_seconds: float = Field(default=10.0, gt=0, le=60.0)
     # `key-id:base64(32 bytes)`, comma-separated, like payload_keys: wrap the per-person keys that
     # encrypt personal fields of audit events. Generated in dev and test (data dir, mode 0600).
     master_keys: SecretStr | None = None

@@ -12,12 +12,15 @@ stalled past the bound) is revoked: the workflow is terminated and `run.start_re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Request, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 from temporalio.common import (
@@ -107,8 +110,52 @@ async def start_run(
         ctx, session, body.workflow, body.input, prefer_task_queue=settings.task_queue
     )
     await check_named_approvers(ctx, session, published.input_schema, body.input)
-    request_hash = start_fingerprint(published.name, body.input)
+    async with _start_slot(request.app):
+        return await _claim_and_start(
+            request, response, ctx, session, client, published, task_queue, body, idempotency_key
+        )
 
+
+@asynccontextmanager
+async def _start_slot(app: FastAPI) -> AsyncIterator[None]:
+    """One of the process's `run_start_concurrency` slots, held from the row's claim to its
+    settling; a 503 after `run_start_queue_seconds` without one.
+
+    A burst of starts otherwise claims rows faster than Temporal takes them, and the settling
+    of those it took waits for pooled connections behind yet more claims: a row could stay
+    `starting` past the reconciler's bound and its run be abandoned although it started.
+    """
+    settings = app.state.settings
+    gate: asyncio.Semaphore | None = getattr(app.state, "run_start_gate", None)
+    if gate is None:  # the first start of this process (one event loop: no race)
+        gate = app.state.run_start_gate = asyncio.Semaphore(settings.run_start_concurrency)
+    try:
+        async with asyncio.timeout(settings.run_start_queue_seconds):
+            await gate.acquire()
+    except TimeoutError:
+        raise service_unavailable(
+            "too many runs are being started at once; retry (with the same Idempotency-Key)",
+            code="starts_busy",
+        ) from None
+    try:
+        yield
+    finally:
+        gate.release()
+
+
+async def _claim_and_start(
+    request: Request,
+    response: Response,
+    ctx: OrgContext,
+    session: AsyncSession,
+    client: Client,
+    published: PublishedWorkflow,
+    task_queue: str,
+    body: StartRunIn,
+    idempotency_key: str | None,
+) -> RunOut:
+    settings = request.app.state.settings
+    request_hash = start_fingerprint(published.name, body.input)
     run, replayed = await _claim_run(ctx, session, published, idempotency_key, request_hash)
     if replayed:
         response.status_code = 200
@@ -150,11 +197,10 @@ async def _claim_run(
     idempotency_key: str | None,
     request_hash: str,
 ) -> tuple[Run, bool]:
-    """(the run, whether an earlier request with this key made it)."""
-    if idempotency_key is not None:
-        earlier = await run_by_idempotency_key(ctx, session, idempotency_key)
-        if earlier is not None:
-            return _same_request(earlier, request_hash), True
+    """(the run, whether an earlier request with this key made it).
+
+    The insert comes first (it does nothing when the key is taken): a first request, by far the
+    most common, costs one statement, a retry two."""
     run = await create_run(
         ctx,
         session,
@@ -165,7 +211,7 @@ async def _claim_run(
     )
     if run is not None:
         return run, False
-    # A concurrent request with the same key committed its row first.
+    # An earlier or concurrent request with the same key committed its row first.
     assert idempotency_key is not None
     earlier = await run_by_idempotency_key(ctx, session, idempotency_key)
     if earlier is None:  # pragma: no cover - the unique index said it exists
