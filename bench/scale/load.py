@@ -83,14 +83,19 @@ async def wait_for_catalogue(http: httpx.AsyncClient, member: Member, within: fl
 async def start_run(http: httpx.AsyncClient, operator: Member, tally: Tally) -> str | None:
     """One start: its run id, or None (counted) if refused or not running (a start that outlived
     BLOCKS_RUN_START_BOUND_SECONDS is abandoned by the reconciler and answered `abandoned`).
-    Not retried: without an Idempotency-Key a retry could start a second run, and with one
-    every start would carry a lookup the others do not."""
-    response = await http.post(
-        "/v1/runs", json={"workflow": WORKFLOW, "input": EXPENSE}, headers=operator.headers
-    )
-    if response.status_code != 201:
+    A 429 or 5xx (`starts_busy` when the API's start slots stay full) is sent again with the
+    same Idempotency-Key, as a client would: the same key is the same run."""
+    headers = {**operator.headers, "Idempotency-Key": str(uuid.uuid4())}
+    for attempt in range(_RETRIES):
+        response = await http.post(
+            "/v1/runs", json={"workflow": WORKFLOW, "input": EXPENSE}, headers=headers
+        )
+        if response.status_code in (200, 201):
+            break
         tally.note("POST /v1/runs", response)
-        return None
+        if response.status_code not in _RETRIED or attempt == _RETRIES - 1:
+            return None
+        await asyncio.sleep(0.5 * (attempt + 1))
     body = response.json()
     if body["status"] != "running":
         tally.note(f"POST /v1/runs answered {body['status']}:", response)
