@@ -67,7 +67,7 @@ def build_worker(
     max_cached_workflows: int = WORKER_CACHE_DEFAULT,
 ) -> Worker:
     sessions = session_factory(engine)
-    audit = AuditActivities(sessions)
+    audit = AuditActivities(sessions, delivers_notices=bool(notice_senders))
     checkpoints = CheckpointActivities(sessions, signer)
     notifications = NotificationActivities(notice_senders)
     approvers = ApproverActivities(PostgresMemberDirectory(sessions))

@@ -13,7 +13,14 @@ from temporalio.exceptions import is_cancelled_exception
 
 from blocks.core.approvals.notifications import StepNotice
 from blocks.core.audit.ids import workflow_event_id
-from blocks.core.audit.records import ActorType, AuditBatch, AuditRecord, Outcome, RequestOrigin
+from blocks.core.audit.records import (
+    ActorType,
+    AuditBatch,
+    AuditRecord,
+    AuditRecorded,
+    Outcome,
+    RequestOrigin,
+)
 
 with workflow.unsafe.imports_passed_through():
     from blocks.activities.audit import AuditActivities
@@ -24,6 +31,9 @@ _AUDIT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
 )
 _NOTIFY_TIMEOUT = timedelta(seconds=30)
+# Runs that flushed before this existed started notice activities before their audit events were
+# written, whether or not a channel was configured; they replay that way.
+NOTICES_AFTER_AUDIT = "blocks.notices-after-audit"
 # Delivery is retried for a while, then given up: an unreachable chat service must not hold a run.
 _NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -90,25 +100,22 @@ class Outbox:
             self._attributes[update.key.name] = update
 
     async def flush(self, org_id: str) -> None:
-        """Search attributes (one command), notices (started, not awaited: the step waits for
-        decisions, not for chat delivery) and audit events (one local activity)."""
+        """Search attributes (one command), audit events (one local activity), then notices
+        (started, not awaited: the step waits for decisions, not for chat delivery) when the
+        worker that wrote the events has a channel to send them through."""
         if self._attributes:
             workflow.upsert_search_attributes(list(self._attributes.values()))
             self._attributes = {}
-        for notice in self._notices:
-            workflow.start_activity_method(
-                NotificationActivities.notify_step,
-                notice,
-                start_to_close_timeout=_NOTIFY_TIMEOUT,
-                retry_policy=_NOTIFY_RETRY,
-            )
-        self._notices = []
+        notices, self._notices = self._notices, []
+        if notices and not (self._audit and workflow.patched(NOTICES_AFTER_AUDIT)):
+            self._start_notices(notices)  # as before the patch, or nothing to ask the worker
+            notices = []
         if not self._audit:
             return
         batch, self._audit = self._audit, []
         self._in_flight += 1
         try:
-            await self._record(org_id, batch)
+            recorded = await self._record(org_id, batch)
         except (Exception, asyncio.CancelledError) as err:
             # The run is being cancelled (or the author cancelled this task): the events taken
             # are written all the same (an id already in the log is skipped), then it goes on.
@@ -118,16 +125,29 @@ class Outbox:
             raise
         finally:
             self._in_flight -= 1
+        if notices and recorded.notices:
+            self._start_notices(notices)
+
+    def _start_notices(self, notices: list[StepNotice]) -> None:
+        for notice in notices:
+            workflow.start_activity_method(
+                NotificationActivities.notify_step,
+                notice,
+                start_to_close_timeout=_NOTIFY_TIMEOUT,
+                retry_policy=_NOTIFY_RETRY,
+            )
 
     @property
     def busy(self) -> bool:
         """Whether a batch of events is being written (a cancelled run waits for it)."""
         return self._in_flight > 0
 
-    async def _record(self, org_id: str, batch: list[AuditRecord]) -> None:
-        await workflow.execute_local_activity_method(
+    async def _record(self, org_id: str, batch: list[AuditRecord]) -> AuditRecorded:
+        recorded = await workflow.execute_local_activity_method(
             AuditActivities.record,
             AuditBatch(org_id=org_id, records=batch),
             start_to_close_timeout=_AUDIT_TIMEOUT,
             retry_policy=_AUDIT_RETRY,
         )
+        # An int is what the activity answered before it said whether notices have a channel.
+        return recorded if isinstance(recorded, AuditRecorded) else AuditRecorded(count=recorded)

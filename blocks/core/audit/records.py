@@ -57,6 +57,16 @@ class RequestOrigin:
 
 
 @dataclass(frozen=True)
+class AuditRecorded:
+    """What the audit activity answers a workflow: how many events it took, and whether the
+    worker that wrote them has a channel to deliver step notices through (no: the workflow starts
+    no notice activity, which would only find nothing to do)."""
+
+    count: int
+    notices: bool = True
+
+
+@dataclass(frozen=True)
 class AuditBatch:
     """Events a workflow appends in one activity, each with its deterministic id."""
 
