@@ -269,6 +269,9 @@ class BlocksWorkflow(StepTimers, StepApprovers):
                 "deadline": deadline.isoformat() if deadline else None,
                 "sla_seconds": sla.total_seconds() if sla else None,
                 "business_hours": calendar is not None,
+                # So the event alone opens the step's row in the inbox's projection (0016).
+                "workflow": self.run_input.workflow_name,
+                "requested_by": self.run_input.requested_by,
             },
         )
         if at_open is not None:

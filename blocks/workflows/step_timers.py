@@ -236,6 +236,15 @@ class StepTimers:
         step.breaches += 1
         # A second breach after an escalating one expires the step: escalation is not endless.
         action = on_breach.action if step.breaches == 1 else BreachAction.EXPIRE
+        now = workflow.now()
+        extend = on_breach.extend if action is BreachAction.ESCALATE else None
+        widened = step.policy.widened(users=on_breach.users, roles=on_breach.roles)
+        # An escalating breach also says what it changes (the pending-steps projection reads it).
+        escalated = (
+            {"approvers_after": widened.labels(), "deadline_after": (now + extend).isoformat()}
+            if extend is not None
+            else {}
+        )
         self._audit(
             f"step:{step.step_id}:sla_breached:{step.breaches}",
             "step.sla_breached",
@@ -243,15 +252,15 @@ class StepTimers:
             outcome=Outcome.FAILURE,
             reason="SLA deadline passed without a decision",
             data={
-                "at": workflow.now().isoformat(),
+                "at": now.isoformat(),
                 "deadline": step.deadline.isoformat() if step.deadline else None,
                 "action": action.value,
+                **escalated,
             },
         )
-        now = workflow.now()
-        if action is BreachAction.ESCALATE and on_breach.extend is not None:
-            step.policy = step.policy.widened(users=on_breach.users, roles=on_breach.roles)
-            step.deadline = now + on_breach.extend
+        if extend is not None:
+            step.policy = widened
+            step.deadline = now + extend
             step.escalated = True
             self._show_pending()
             return now + remind_every if remind_every else None
