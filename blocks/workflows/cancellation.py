@@ -1,4 +1,4 @@
-"""A run's cancellation is recorded wherever it lands: a workflow interceptor around `run`.
+"""A run's cancellation (or failure) is recorded wherever it lands: an interceptor around `run`.
 
 `POST /v1/runs/{id}/cancel` may reach a run while a step waits, but also while the author's own
 activity runs or while a step's approvers are being checked. Whichever await the cancellation
@@ -6,6 +6,10 @@ interrupts, it leaves the author's `run` method as a cancellation (`asyncio.Canc
 an activity error caused by one); `RunCancellation` then closes the steps that still wait as
 `cancelled` and writes `run.completed` (status `cancelled`) once, through
 `StepTimers._cancel_run`, and re-raises so the workflow ends as canceled.
+
+A run whose code fails it (an `ApplicationError` or another `FailureError`, which ends the
+workflow as failed) is recorded the same way: waiting steps close as cancelled and `run.completed`
+says `failed` with the error's type, behind `workflow.patched(FAILURE_RECORDED)`.
 
 Every worker and every replay must run it (`blocks.workers.main.INTERCEPTORS`): a history holds
 the commands it adds. It adds none to a run that was never cancelled, so histories written before
@@ -18,7 +22,7 @@ import asyncio
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import is_cancelled_exception
+from temporalio.exceptions import ApplicationError, FailureError, is_cancelled_exception
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -27,6 +31,9 @@ from temporalio.worker import (
 )
 
 from blocks.workflows.sdk import BlocksWorkflow
+
+# Runs that failed before failures were recorded replay as they were: no end, no closed steps.
+FAILURE_RECORDED = "blocks.failure-recorded"
 
 
 class RunCancellation(Interceptor):
@@ -50,4 +57,11 @@ class _RecordCancellation(WorkflowInboundInterceptor):
                 if isinstance(run, BlocksWorkflow):  # Blocks' system workflows have no steps
                     # Part of the SDK, as the step wait is: it may call the SDK's own method.
                     await run._cancel_run()
+            # An error that fails the workflow (not one that fails a task, which is retried):
+            # the run records its end and closes its steps, as a cancelled run does.
+            elif isinstance(err, FailureError) and workflow.patched(FAILURE_RECORDED):
+                run = workflow.instance()
+                if isinstance(run, BlocksWorkflow):
+                    kind = err.type if isinstance(err, ApplicationError) else None
+                    await run._fail_run(kind or type(err).__name__)
             raise

@@ -177,6 +177,22 @@ class StepTimers:
         await self.finish("cancelled", cancel_request=workflow.cancellation_reason() or None)
         self._cancel_recorded = True
 
+    async def _fail_run(self, error_type: str) -> None:
+        """The author's code failed the run (an error that fails the workflow, not a retried
+        task): its waiting steps close as cancelled, so no inbox keeps offering them, and the run
+        records its end as `failed` with the error's type. The message stays out of the log: it
+        may quote the run's input. The caller re-raises, so the workflow fails as it would have.
+        """
+        if self._input is None or self._finished:
+            return
+        for step in self._steps.values():
+            if step.state is StepState.PENDING:
+                self._close(step, StepState.CANCELLED)
+        self._show_pending()
+        # A branch interrupted while writing its events writes them first (Outbox.flush).
+        await workflow.wait_condition(lambda: not self._outbox.busy)
+        await self.finish("failed", error_type=error_type)
+
     def _remind(self, step: ApprovalStep) -> None:
         step.reminders_sent += 1
         self._notify(step, NoticeKind.REMINDER, str(step.reminders_sent))

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
+from temporalio.client import WorkflowFailureError
 
 from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import AuthMethod, OrgContext, OrgId
@@ -24,7 +25,7 @@ from blocks.infra.db import bind_org, session_factory
 from blocks.models.approvals.pending_steps import PendingStep, Seat, pending_steps_for
 from blocks.models.audit.combining import CombiningAppender
 from blocks.testing import KitFactory, workflow_kit
-from tests.integration.breach_workflows import BreachEscalation
+from tests.integration.breach_workflows import BreachEscalation, FailsWhileAStepWaits
 from tests.integration.step_events import T0, StepRun, policy, workflow_ctx
 from tests.support import Org, make_org, run_sql
 
@@ -297,3 +298,22 @@ async def test_an_escalating_breach_widens_and_extends_the_step(
 
     assert (await kit.result(run)).status == "expired"  # the second breach closes it
     assert await _step_when(engine, org_id, key, lambda r: r is None) is None
+
+
+async def test_a_run_its_code_fails_closes_its_steps_and_records_its_end(
+    engine: AsyncEngine, workflow_kit: KitFactory
+) -> None:
+    kit = await workflow_kit([FailsWhileAStepWaits], database=engine)
+    run = await kit.start(FailsWhileAStepWaits, as_=kit.member("rita", roles=["operator"]))
+    org_id, key = uuid.UUID(kit.org_id), (run.run_id, "review")
+    assert await _step_when(engine, org_id, key, lambda r: r is not None) is not None
+
+    await kit.sleep(hours=2)
+    with pytest.raises(WorkflowFailureError):
+        await kit.result(run)
+    # No inbox keeps offering a step of a run that can no longer take a decision.
+    assert await _step_when(engine, org_id, key, lambda r: r is None) is None
+    events = {e.action: e for e in await kit.read_audit_events(run)}
+    assert events["step.closed"].data["state"] == "cancelled"
+    assert events["run.completed"].data == {"status": "failed", "error_type": "ledger_refused"}
+    assert "4711" not in str(events["run.completed"].data)  # the message may quote input
