@@ -4,19 +4,28 @@ Computed from the audit log only (`models.sla_reports`, `core.sla`), so an audit
 after the fact whether each step was decided within its SLA, who decided it, and what reminders
 and escalations it took. The CSV columns are `core.approvals.sla_csv.CSV_COLUMNS`; its cells that
 a spreadsheet would run as a formula start with an apostrophe.
+
+JSON comes a page of rows at a time (`limit`, `cursor`: `api.approvals.sla_pages`), each page with
+the summaries of the whole filtered window; the CSV streams every row. Each row is built once
+(`core.sla.StepRow`) and written once: a page's body is written by pydantic straight from those
+rows (`_PAGE`), the models below describing that body for the OpenAPI document.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
+from blocks.api.approvals import sla_pages
 from blocks.api.deps import CanReadAudit, DbSession
+from blocks.api.errors import invalid_field
 from blocks.api.params import time_window
 from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example
@@ -27,6 +36,9 @@ from blocks.models.approvals.sla_reports import SlaReport, sla_report
 router = APIRouter(prefix="/v1", tags=["approvals"])
 
 _CSV_CHUNK = 500  # rows per streamed chunk: bounded memory per write, few writes
+DEFAULT_LIMIT = 1_000
+MAX_LIMIT = 10_000
+_CURSOR_MAX = 100
 
 
 _VOTE = {"user_id": ex.APPROVER_ID, "decision": "approve", "at": ex.DECIDED}
@@ -138,15 +150,41 @@ class SlaReportOut(BaseModel):
         summary=[_SUMMARY],
         overall=_SUMMARY | {"workflow": None},
         steps=[_ROW],
+        next_cursor="AQAAAAAAAAAqAAYM2RdHr_sAAAAAAAAAJo9Ju7Lh0mSF",
     )
 
     org_id: str
     generated_at: datetime
     through_seq: int = Field(description="The report covers the audit log up to this seq")
     filters: FiltersOut
-    summary: list[SummaryOut] = Field(description="One entry per workflow")
+    summary: list[SummaryOut] = Field(
+        description="One entry per workflow, over every step of the filtered window (all pages)"
+    )
     overall: SummaryOut
-    steps: list[StepRowOut]
+    steps: list[StepRowOut] = Field(description="This page's steps, in opening order")
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` (with the same filters) for the next page of the same"
+        " report; None on the last page",
+    )
+
+
+@dataclass(frozen=True)
+class _PageBody:
+    """A page as written: `SlaReportOut`'s fields, the rows as the report computed them."""
+
+    org_id: str
+    generated_at: datetime
+    through_seq: int
+    filters: FiltersOut
+    summary: list[SummaryOut]
+    overall: SummaryOut
+    steps: Sequence[StepRow]
+    next_cursor: str | None
+
+
+# StepRow's fields are StepRowOut's, named and ordered alike (tests compare the two writings).
+_PAGE = TypeAdapter(_PageBody)
 
 
 def _summary_out(summary: Summary) -> SummaryOut:
@@ -166,32 +204,16 @@ def _summary_out(summary: Summary) -> SummaryOut:
     )
 
 
-def _row_out(row: StepRow) -> StepRowOut:
-    return StepRowOut(
-        run_id=row.run_id,
-        workflow=row.workflow,
-        step_id=row.step_id,
-        title=row.title,
-        opened_at=row.opened_at,
-        deadline=row.deadline,
-        sla_seconds=row.sla_seconds,
-        business_hours=row.business_hours,
-        closed_at=row.closed_at,
-        decided_at=row.decided_at,
-        state=row.state,
-        outcome=row.outcome.value,
-        time_to_decision_seconds=row.time_to_decision_seconds,
-        reminders=row.reminders,
-        escalated=row.escalated,
-        escalated_at=row.escalated_at,
-        breached_at=row.breached_at,
-        deciders=[VoteOut(user_id=v.user_id, decision=v.decision, at=v.at) for v in row.deciders],
-        opened_seq=row.opened_seq,
-    )
-
-
-def _report_out(report: SlaReport) -> SlaReportOut:
-    return SlaReportOut(
+def _page(report: SlaReport, after: int, limit: int, made_for: bytes) -> Response:
+    """The rows opened after seq `after`, `limit` of them, and the whole report's summaries."""
+    first = bisect_right(report.rows, after, key=lambda row: row.opened_seq)
+    rows = report.rows[first : first + limit]
+    more = first + limit < len(report.rows)
+    if more:
+        sla_pages.keep(report, made_for)
+    else:
+        sla_pages.let_go(report, made_for)
+    body = _PageBody(
         org_id=report.org_id,
         generated_at=report.generated_at,
         through_seq=report.through_seq,
@@ -202,8 +224,10 @@ def _report_out(report: SlaReport) -> SlaReportOut:
         ),
         summary=[_summary_out(s) for s in report.by_workflow],
         overall=_summary_out(report.overall),
-        steps=[_row_out(row) for row in report.rows],
+        steps=rows,
+        next_cursor=sla_pages.write_cursor(report, rows[-1].opened_seq, made_for) if more else None,
     )
+    return Response(_PAGE.dump_json(body, by_alias=True), media_type="application/json")
 
 
 async def _csv_chunks(rows: Sequence[StepRow]) -> AsyncIterator[str]:
@@ -226,15 +250,43 @@ async def sla_compliance_report(
     workflow: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     opened_from: Annotated[datetime | None, Query(alias="from")] = None,
     opened_to: Annotated[datetime | None, Query(alias="to")] = None,
-) -> Response | SlaReportOut:
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1, le=MAX_LIMIT, description=f"Steps per page (JSON), {DEFAULT_LIMIT} if not given"
+        ),
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(min_length=1, max_length=_CURSOR_MAX, description="`next_cursor` of the last page"),
+    ] = None,
+) -> Response:
     """SLA compliance per approval step, from the audit log: opening, deadline, decision time,
     met / breached / open / overdue / no_sla / cancelled / expired, reminders, escalation and who
     decided. `workflow` filters by the run's workflow name; `from` (inclusive) and `to`
-    (exclusive) by the step's opening time. JSON adds a summary per workflow and overall."""
+    (exclusive) by the step's opening time. JSON comes `limit` steps a page, each page with the
+    summaries per workflow and overall of every step in the window, and `next_cursor` for the
+    next page of the same report; CSV holds every step."""
     start, end = time_window(opened_from, opened_to)
-    report = await sla_report(ctx, session, ReportFilters(workflow, start, end))
+    filters = ReportFilters(workflow, start, end)
     if format == "json":
-        return _report_out(report)
+        made_for = sla_pages.fingerprint(ctx.org_id, filters)
+        if cursor is None:
+            report = await sla_report(ctx, session, filters)
+            return _page(report, 0, limit or DEFAULT_LIMIT, made_for)
+        at = sla_pages.read_cursor(cursor, made_for)
+        found = sla_pages.kept_report(at, made_for)
+        if found is None:
+            found = await sla_report(
+                ctx, session, filters, now=at.generated_at, through_seq=at.through_seq
+            )
+            if found.through_seq != at.through_seq:  # beyond the head: not a cursor we made
+                raise invalid_field("cursor", "not a cursor of this report")
+        return _page(found, at.after, limit or DEFAULT_LIMIT, made_for)
+    for name, given in (("limit", limit), ("cursor", cursor)):
+        if given is not None:
+            raise invalid_field(name, "pages are for format=json; the CSV holds every step")
+    report = await sla_report(ctx, session, filters)
     stamp = report.generated_at.strftime("%Y%m%dT%H%M%SZ")
     headers = {
         "Content-Disposition": f'attachment; filename="sla-{ctx.org_id}-{stamp}.csv"',

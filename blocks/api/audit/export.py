@@ -1,9 +1,9 @@
 """Routes for audit export (JSON Lines, CSV), live chain verification and a run's chain of custody.
 
 The JSON Lines export is the verifiable one; its format is described in
-`core.audit_export_format` and `blocks audit verify FILE` checks it offline. The CSV export is for
-spreadsheets; its columns are described in `api.audit_csv`. Both are read from one snapshot
-(`models.audit_reads`), in pages.
+`core.audit.export_format` and `blocks audit verify FILE` checks it offline. The CSV export is for
+spreadsheets; its columns are described in `api.audit.export_csv`. Both are read from one snapshot
+(`models.audit.reads`): the JSON Lines from one server-side cursor, the CSV in pages.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from blocks.models.audit.reads import (
     certifying_checkpoints,
     event_pages,
     export_checkpoint_pages,
-    export_lines,
+    export_chunks,
     seq_range,
     snapshot,
     verify_chain,
@@ -212,8 +212,9 @@ async def export_audit(
         return StreamingResponse(
             _csv(request, ctx, filters), media_type="text/csv; charset=utf-8", headers=headers
         )
+    # Bytes in chunks of thousands of lines, read from one server-side cursor (models.audit.reads).
     return StreamingResponse(
-        export_lines(ctx, _sessions(request), filters, _public_keys(request)),
+        export_chunks(ctx, _sessions(request), filters, _public_keys(request)),
         media_type="application/x-ndjson",
         headers=headers,
     )

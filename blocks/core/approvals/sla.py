@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 # The only actions the report reads; the database query filters on them too.
 REPORT_ACTIONS: tuple[str, ...] = (
@@ -62,9 +62,8 @@ _UNDECIDED: dict[str, SlaOutcome] = {
 }
 
 
-@dataclass(frozen=True)
-class LoggedEvent:
-    """The fields of one audit event the report reads."""
+class LoggedEvent(NamedTuple):
+    """The fields of one audit event the report reads (a tuple: one is made per event read)."""
 
     seq: int
     action: str
@@ -93,14 +92,14 @@ class ReportFilters:
         return self.workflow is None or workflow == self.workflow
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Vote:
     user_id: str
     decision: str
     at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepRow:
     """One approval step as the log tells it."""
 
@@ -125,7 +124,7 @@ class StepRow:
     opened_seq: int  # the step.opened event, so an auditor can find it in the log
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Summary:
     """Counts and decision times of a set of steps; `workflow` None means all of them."""
 
@@ -143,7 +142,19 @@ class Summary:
     p90_seconds: float | None
 
 
-@dataclass
+class _Closed(NamedTuple):
+    """What the report reads of a `step.closed` event's data (as found: not checked yet)."""
+
+    state: object
+    decided_at: object
+    closed_at: object
+    reminders: object
+    escalated: object
+
+
+# A report holds one trail per step until its rows are made: slots and no empty containers keep
+# that small, and few objects for the garbage collector to walk again and again.
+@dataclass(slots=True)
 class _Trail:
     """What the log has said about one step so far."""
 
@@ -156,12 +167,12 @@ class _Trail:
     sla_seconds: float | None
     business_hours: bool
     workflow: str | None
-    votes: list[Vote] = field(default_factory=list)
-    reminder_numbers: set[int] = field(default_factory=set)
+    votes: list[Vote] | None = None
+    reminder_numbers: set[int] | None = None
     escalated_at: datetime | None = None
     breached_at: datetime | None = None  # the first breach: when the SLA was missed
     closed_by_sla_at: datetime | None = None  # the breach whose action closed the step
-    closed: Mapping[str, Any] | None = None
+    closed: _Closed | None = None
     closed_logged_at: datetime | None = None
 
 
@@ -208,11 +219,15 @@ class SlaReportBuilder:
         at = parse_time(event.data.get("at"))
         if event.action == "step.decided":
             decision = event.data.get("decision")
+            if trail.votes is None:
+                trail.votes = []
             trail.votes.append(Vote(event.actor_id or "", str(decision or ""), at))
             if trail.workflow is None and isinstance(event.data.get("workflow"), str):
                 trail.workflow = event.data["workflow"]
         elif event.action == "step.reminded":
             number = event.data.get("reminder")
+            if trail.reminder_numbers is None:
+                trail.reminder_numbers = set()
             # Distinct numbers: the count is right even if a reminder were logged twice.
             trail.reminder_numbers.add(
                 number if isinstance(number, int) else len(trail.reminder_numbers) + 1
@@ -231,7 +246,14 @@ class SlaReportBuilder:
             elif event.data.get("action") in _CLOSING_BREACH_ACTIONS:
                 trail.closed_by_sla_at = when
         elif event.action == "step.closed":
-            trail.closed = event.data
+            data = event.data
+            trail.closed = _Closed(
+                data.get("state"),
+                data.get("decided_at"),
+                data.get("closed_at"),
+                data.get("reminders"),
+                data.get("escalated"),
+            )
             trail.closed_logged_at = event.occurred_at
 
     def _open(self, key: tuple[str, str], event: LoggedEvent) -> None:
@@ -270,28 +292,24 @@ class SlaReportBuilder:
 
 def _row(trail: _Trail, now: datetime) -> StepRow:
     closed = trail.closed
-    state = str(closed.get("state") or _PENDING) if closed is not None else _PENDING
+    state = str(closed.state or _PENDING) if closed is not None else _PENDING
     closed_at: datetime | None = None
     decided_at: datetime | None = None
     if closed is not None:
         # The SDK records when the step closed (`closed_at` when nobody decided it); older or
         # failing closes may lack it.
         closed_at = (
-            parse_time(closed.get("decided_at"))
-            or parse_time(closed.get("closed_at"))
-            or trail.closed_by_sla_at
+            parse_time(closed.decided_at) or parse_time(closed.closed_at) or trail.closed_by_sla_at
         )
         if closed_at is None:
             last_vote = trail.votes[-1].at if trail.votes else None
             closed_at = last_vote or trail.closed_logged_at
         if trail.closed_by_sla_at is None and state not in _UNDECIDED:
             decided_at = closed_at
-    reminders = len(trail.reminder_numbers)
-    if closed is not None and isinstance(closed.get("reminders"), int):
-        reminders = max(reminders, int(closed["reminders"]))
-    escalated = trail.escalated_at is not None or (
-        closed is not None and closed.get("escalated") is True
-    )
+    reminders = len(trail.reminder_numbers or ())
+    if closed is not None and isinstance(closed.reminders, int):
+        reminders = max(reminders, int(closed.reminders))
+    escalated = trail.escalated_at is not None or (closed is not None and closed.escalated is True)
     return StepRow(
         run_id=trail.run_id,
         workflow=trail.workflow,
@@ -312,7 +330,7 @@ def _row(trail: _Trail, now: datetime) -> StepRow:
         escalated=escalated,
         escalated_at=trail.escalated_at,
         breached_at=trail.breached_at,
-        deciders=tuple(trail.votes),
+        deciders=tuple(trail.votes or ()),
         opened_seq=trail.opened_seq,
     )
 

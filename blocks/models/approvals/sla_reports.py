@@ -1,18 +1,21 @@
-"""The SLA compliance report of one organization, read from its audit log in keyset pages.
+"""The SLA compliance report of one organization, read from its audit log by one server-side cursor.
 
-The report is as of one point of the chain: the head's seq when it starts (`through_seq`). The
-head advances in the same transaction that inserts events, so every event up to it is already
-committed and append-only, and later pages read exactly those events whatever is appended
-meanwhile; an auditor can reproduce the report from an export through that seq.
+The report is as of one point of the chain: the head's seq when it starts (`through_seq`), or
+an earlier point a page cursor names. The head advances in the same transaction that inserts
+events, so every event up to it is already committed and append-only: a report through a given
+seq, with a given `now`, comes out the same whenever it is computed, and an auditor can reproduce
+it from an export through that seq.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Table, select, text
+import orjson
+from sqlalchemy import Select, Table, Text, cast, select, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.approvals.sla import (
@@ -28,8 +31,9 @@ from blocks.core.approvals.sla import (
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
 from blocks.models.audit.events import AuditEvent
+from blocks.models.audit.reads import fetch_batches
 
-PAGE = 1000
+BATCH = 2000  # events per FETCH: memory bounded whatever the log's size
 _EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
 _HEAD_SEQ = text("SELECT seq FROM audit_chain_heads WHERE org_id = :org_id")
 
@@ -52,51 +56,39 @@ async def head_seq(ctx: OrgContext, session: AsyncSession) -> int:
     return int(row.seq) if row is not None else 0
 
 
-async def approval_event_pages(
-    ctx: OrgContext, session: AsyncSession, *, through_seq: int, page: int = PAGE
-) -> AsyncIterator[list[LoggedEvent]]:
-    """The org's run and step events up to `through_seq`, in seq order, `page` at a time."""
-    await bind_org(session, ctx.org_id)
-    after = 0
-    while after < through_seq:
-        statement = (
-            select(
-                _EVENTS.c.seq,
-                _EVENTS.c.action,
-                _EVENTS.c.run_id,
-                _EVENTS.c.target_id,
-                _EVENTS.c.actor_id,
-                _EVENTS.c.occurred_at,
-                _EVENTS.c.data,
-            )
-            .where(
-                # Explicit as well as row-level security: the filter the index serves.
-                _EVENTS.c.org_id == ctx.org_id,
-                _EVENTS.c.seq > after,
-                _EVENTS.c.seq <= through_seq,
-                _EVENTS.c.action.in_(REPORT_ACTIONS),
-            )
-            .order_by(_EVENTS.c.seq)
-            .limit(page)
+def _data(value: str | None) -> Any:
+    """An event's data, {} for none. Read by orjson (the driver's json.loads took a third of the
+    report's time): it reads what json.loads does but integers beyond 64 bits (as floats), and
+    the report reads no such number (reminder counts, SLA seconds); what it refuses goes to
+    json.loads."""
+    if value is None:
+        return {}
+    try:
+        return orjson.loads(value) or {}
+    except orjson.JSONDecodeError:
+        return json.loads(value) or {}
+
+
+def _report_events(ctx: OrgContext, through_seq: int) -> Select[Any]:
+    """The org's run and step events up to `through_seq`, in seq order, their data as text."""
+    return (
+        select(
+            _EVENTS.c.seq,
+            _EVENTS.c.action,
+            _EVENTS.c.run_id,
+            _EVENTS.c.target_id,
+            _EVENTS.c.actor_id,
+            _EVENTS.c.occurred_at,
+            cast(_EVENTS.c.data, Text),
         )
-        rows = (await session.exec(statement)).all()  # type: ignore[call-overload]
-        if not rows:
-            return
-        yield [
-            LoggedEvent(
-                seq=int(row.seq),
-                action=str(row.action),
-                run_id=row.run_id,
-                target_id=row.target_id,
-                actor_id=row.actor_id,
-                occurred_at=row.occurred_at,
-                data=row.data or {},
-            )
-            for row in rows
-        ]
-        if len(rows) < page:
-            return
-        after = int(rows[-1].seq)
+        .where(
+            # Explicit as well as row-level security: the filter the index serves.
+            _EVENTS.c.org_id == ctx.org_id,
+            _EVENTS.c.seq <= through_seq,
+            _EVENTS.c.action.in_(REPORT_ACTIONS),
+        )
+        .order_by(_EVENTS.c.seq)
+    )
 
 
 async def sla_report(
@@ -105,14 +97,22 @@ async def sla_report(
     filters: ReportFilters,
     *,
     now: datetime | None = None,
-    page: int = PAGE,
+    through_seq: int | None = None,
+    batch: int = BATCH,
 ) -> SlaReport:
-    """Compute the report; `now` (default: the current time) tells open steps from overdue."""
-    through = await head_seq(ctx, session)
+    """Compute the report through the head, or through `through_seq` if it is not beyond the
+    head (the report says which: `through_seq`); `now` (default: the current time) tells open
+    steps from overdue."""
+    head = await head_seq(ctx, session)
+    through = head if through_seq is None else min(through_seq, head)
     builder = SlaReportBuilder(filters)
-    async for events in approval_event_pages(ctx, session, through_seq=through, page=page):
-        for event in events:
-            builder.add(event)
+    add = builder.add
+    await bind_org(session, ctx.org_id)
+    async for rows in fetch_batches(session, _report_events(ctx, through), batch):
+        # Each event is read and passed on at once: the garbage collector, run by allocations,
+        # would otherwise walk a whole batch of them again and again.
+        for seq, action, run_id, target_id, actor_id, occurred_at, data in rows:
+            add(LoggedEvent(seq, action, run_id, target_id, actor_id, occurred_at, _data(data)))
     generated_at = now or datetime.now(UTC)
     rows = builder.rows(generated_at)
     return SlaReport(
