@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.scale.load import Tally, count_actions
 from bench.scale.servers import BenchError, ProcessWatch
 from bench.stats import Latency
-from blocks.core.approvals.sla import REPORT_ACTIONS
 from blocks.core.audit.records import ActorType, AuditRecord, Outcome
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, session_factory
@@ -33,14 +32,6 @@ _TEMPLATE = text(
     " WHERE org_id = :org AND action = 'run.completed' ORDER BY seq LIMIT 1) ORDER BY seq"
 )
 # The SLA report's page query (models.approvals.sla_reports) and the export's (models.audit.reads).
-_SLA_PAGE = (
-    "SELECT seq, action, run_id, target_id, actor_id, occurred_at, data FROM audit_events"
-    " WHERE org_id = :org AND seq > :after AND seq <= :through AND action IN ({actions})"
-    " ORDER BY seq LIMIT 1000"
-)
-_EXPORT_PAGE = (
-    "SELECT * FROM audit_events WHERE org_id = :org AND seq > :after ORDER BY seq LIMIT 1000"
-)
 
 
 def _shift(value: Any, by: timedelta) -> Any:
@@ -113,48 +104,44 @@ async def top_up(engine: AsyncEngine, org_id: uuid.UUID, events: int) -> int:
     return appended
 
 
-async def _explain(engine: AsyncEngine, org_id: uuid.UUID, sql: str, **params: Any) -> list[str]:
-    """EXPLAIN (ANALYZE, BUFFERS) as the application role under the org's RLS binding."""
-    async with session_factory(engine)() as session, session.begin():
-        await bind_org(session, org_id)
-        plan = await session.exec(  # type: ignore[call-overload]
-            text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}").bindparams(org=org_id, **params)
-        )
-        return [str(row[0]) for row in plan.all()]
-
-
-async def explain_pages(engine: AsyncEngine, org_id: uuid.UUID, last_seq: int) -> dict[str, Any]:
-    """Plans of the first and last page of the SLA report's and the export's keyset reads."""
-    actions = ", ".join(f"'{a}'" for a in REPORT_ACTIONS)
-    sla = _SLA_PAGE.format(actions=actions)
-    tail = max(0, last_seq - 1000)
-    return {
-        "sla_first_page": await _explain(engine, org_id, sla, after=0, through=last_seq),
-        "sla_last_page": await _explain(engine, org_id, sla, after=tail, through=last_seq),
-        "export_first_page": await _explain(engine, org_id, _EXPORT_PAGE, after=0),
-        "export_last_page": await _explain(engine, org_id, _EXPORT_PAGE, after=tail),
-    }
-
-
 async def _sla(
     http: httpx.AsyncClient, auditor: Member, requests: int, tally: Tally, watch: ProcessWatch
 ) -> dict[str, Any]:
-    """`requests` SLA reports one after another (JSON, no filter): latency and what came back."""
-    times: list[float] = []
+    """`requests` SLA reports one after another (JSON, no filter), each walked to its last page
+    by `next_cursor`: the first page's latency, the whole walk's, and what came back."""
+    first: list[float] = []
+    walks: list[float] = []
+    rows = pages = size = 0
+    body: dict[str, Any] = {}
     with watch.phase() as phase:
         for _ in range(requests):
             began = perf_counter()
-            response = await http.get("/v1/reports/sla", headers=auditor.headers)
-            times.append(perf_counter() - began)
-            if response.status_code != 200:
-                tally.note("GET /v1/reports/sla", response)
-                raise BenchError(f"SLA report: {response.status_code} {response.text[:300]}")
-    body = response.json()
+            params: dict[str, str] = {}
+            rows = pages = size = 0
+            while True:
+                response = await http.get("/v1/reports/sla", headers=auditor.headers, params=params)
+                if response.status_code != 200:
+                    tally.note("GET /v1/reports/sla", response)
+                    raise BenchError(f"SLA report: {response.status_code} {response.text[:300]}")
+                if not pages:
+                    first.append(perf_counter() - began)
+                body = response.json()
+                pages, rows, size = (
+                    pages + 1,
+                    rows + len(body["steps"]),
+                    size + len(response.content),
+                )
+                if not body.get("next_cursor"):
+                    break
+                params = {"cursor": body["next_cursor"]}
+            walks.append(perf_counter() - began)
     return {
         "requests": requests,
-        "latency_ms": Latency.of(times).as_dict(),
-        "response_mb": round(len(response.content) / _MB, 2),
-        "step_rows": len(body["steps"]),
+        "latency_ms": Latency.of(first).as_dict(),
+        "walk_ms": Latency.of(walks).as_dict(),
+        "pages": pages,
+        "response_mb": round(size / _MB, 2),
+        "step_rows": rows,
         "through_seq": body["through_seq"],
         **phase.as_dict(requests),
     }
@@ -210,7 +197,6 @@ async def audit_section(
         "export_median": median,
         "exports": exports,
         "growth": growth,
-        "explain": await explain_pages(engine, org.id, int(sla["through_seq"])),
     }
 
 
