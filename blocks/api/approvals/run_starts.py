@@ -110,6 +110,10 @@ async def start_run(
         ctx, session, body.workflow, body.input, prefer_task_queue=settings.task_queue
     )
     await check_named_approvers(ctx, session, published.input_schema, body.input)
+    # The checks' reads are done: their pooled connection goes back before the wait for a slot.
+    # Held while waiting, a burst's queued starts would take every connection, and those with a
+    # slot could not claim or settle their rows.
+    await session.commit()
     async with _start_slot(request.app):
         return await _claim_and_start(
             request, response, ctx, session, client, published, task_queue, body, idempotency_key
