@@ -143,7 +143,10 @@ class Stack:
     worker: Worker | None
 
     def http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, timeout=30)
+        # Idle connections are dropped well before uvicorn's 5 s keep-alive closes them: reusing
+        # one the server is closing at that moment fails as a ReadError.
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        return httpx.AsyncClient(base_url=self.base_url, timeout=30, limits=limits)
 
 
 # Every test of the session calls from 127.0.0.1: only tests of the limits themselves (which
