@@ -40,7 +40,8 @@ async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
 DbSession = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
-def temporal_client(request: Request) -> Client:
+async def temporal_client(request: Request) -> Client:
+    # async: FastAPI runs a plain `def` dependency on a thread of its pool, one per request.
     return request.app.state.temporal  # type: ignore[no-any-return]
 
 

@@ -6,6 +6,7 @@ import typer
 import uvicorn
 
 from blocks.api.app import create_app
+from blocks.infra.malloc import limit_malloc_arenas
 from blocks.infra.settings import get_settings
 
 app = typer.Typer()
@@ -14,6 +15,7 @@ app = typer.Typer()
 @app.command()
 def api() -> None:
     """Serve the HTTP API."""
+    limit_malloc_arenas()  # before uvicorn and the Temporal client start their threads
     settings = get_settings()
     uvicorn.run(
         create_app(settings),
@@ -22,4 +24,6 @@ def api() -> None:
         log_level="warning",
         # The app decides whose X-Forwarded-For to believe (BLOCKS_TRUSTED_PROXIES).
         proxy_headers=False,
+        # The API serves no WebSocket: the websockets library would be loaded for nothing.
+        ws="none",
     )

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from blocks.cli import WorkflowModules
+from blocks.infra.malloc import limit_malloc_arenas
 from blocks.infra.settings import get_settings
 from blocks.workers.main import run_worker
 from blocks.workers.workflow_modules import WorkflowLoadError
@@ -18,6 +19,7 @@ app = typer.Typer()
 @app.command()
 def worker(workflows: WorkflowModules = None) -> None:
     """Run a Temporal worker for the workflows of the given modules and Blocks' own."""
+    limit_malloc_arenas()  # before the Temporal runtime starts its threads
     settings = get_settings()
     if workflows:
         settings = settings.model_copy(update={"workflow_modules": workflows})

@@ -7,9 +7,12 @@ catalogue in PostgreSQL (so the API can list and validate without importing them
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,6 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from blocks import __version__
 from blocks.activities.approvers import ApproverActivities, PostgresMemberDirectory
 from blocks.activities.audit import AuditActivities
 from blocks.activities.checkpoints import CheckpointActivities
@@ -29,7 +33,7 @@ from blocks.core.approvals.catalogue import CatalogueEntry
 from blocks.infra.crypto.signing import CheckpointSigner, load_signer
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.integrations.email import Mailer
-from blocks.infra.settings import WORKER_CACHE_DEFAULT, Settings
+from blocks.infra.settings import WORKER_CACHE_DEFAULT, WORKER_TASKS_DEFAULT, Settings
 from blocks.infra.temporal.client import connect
 from blocks.models.approvals.catalogue import mark_seen, publish
 from blocks.workers.run_start_reconciler import RunStartReconciler
@@ -55,6 +59,23 @@ SANDBOX = SandboxedWorkflowRunner(
 INTERCEPTORS: tuple[Interceptor, ...] = (RunCancellation(),)
 
 
+def build_id_of(code: Sequence[Callable[..., Any] | type]) -> str:
+    """What this worker runs, for Temporal (recorded with each workflow task it completes):
+    Blocks' version and a digest of the source files the served workflows and activities come
+    from.
+
+    Given none, the SDK would hash the code of every module the process has loaded: read again
+    from disk (and compiled where no .pyc is kept) at every start, and every module imported on
+    first use (infra.lazy_modules) loaded for it, some 8 MB that stay.
+    """
+    digest = hashlib.sha256()
+    for module in sorted({obj.__module__ for obj in code}):
+        file = getattr(sys.modules.get(module), "__file__", None)
+        # By module name, not path: replicas installed elsewhere run the same build.
+        digest.update(module.encode() + b"\0" + (Path(file).read_bytes() if file else b""))
+    return f"blocks-{__version__}-{digest.hexdigest()[:16]}"
+
+
 def build_worker(
     client: Client,
     engine: AsyncEngine,
@@ -65,6 +86,7 @@ def build_worker(
     author_activities: Sequence[Callable[..., Any]] = (),
     notice_senders: Sequence[NoticeSender] = (),
     max_cached_workflows: int = WORKER_CACHE_DEFAULT,
+    max_concurrent_workflow_tasks: int = WORKER_TASKS_DEFAULT,
 ) -> Worker:
     sessions = session_factory(engine)
     audit = AuditActivities(sessions, delivers_notices=bool(notice_senders))
@@ -87,6 +109,10 @@ def build_worker(
         workflow_runner=SANDBOX,
         interceptors=INTERCEPTORS,
         max_cached_workflows=max_cached_workflows,
+        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+        # A workflow task waits for its local activity (the audit append): one slot each.
+        max_concurrent_local_activities=max_concurrent_workflow_tasks,
+        build_id=build_id_of([*workflows, *author_activities]),
     )
 
 
@@ -165,6 +191,7 @@ async def run_worker(settings: Settings) -> None:
             author_activities=author.activities,
             notice_senders=notice_senders_for(settings, engine),
             max_cached_workflows=settings.worker_max_cached_workflows,
+            max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         )
         publisher = CataloguePublisher(
             session_factory(engine),

@@ -6,7 +6,12 @@ from collections.abc import Sequence
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from zxcvbn import zxcvbn
+
+from blocks.infra.lazy_modules import lazy_module
+
+# Its word lists take about 12 MB once loaded: loaded at the first new password a process checks,
+# not by every process that imports this module (the worker, an API that only sees API keys).
+zxcvbn = lazy_module("zxcvbn")
 
 MIN_PASSWORD_LENGTH = 12
 # Bounds the work done per password (argon2 pre-hashing, zxcvbn) while leaving room for
@@ -79,7 +84,7 @@ def password_problem(password: str, *, user_inputs: Sequence[str] = ()) -> str |
     # purposes a longer password is at least as strong as its prefix, and the hash still
     # covers the whole password.
     prefix = password[:ZXCVBN_PREFIX_LENGTH]
-    result = zxcvbn(
+    result = zxcvbn.zxcvbn(
         prefix, user_inputs=_expand_user_inputs(user_inputs), max_length=ZXCVBN_PREFIX_LENGTH
     )
     if result["score"] < MIN_ZXCVBN_SCORE:

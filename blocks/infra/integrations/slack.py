@@ -13,14 +13,21 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.core.approvals.eligibility import Decision
 from blocks.core.approvals.notifications import NoticeKind, StepNotice
+from blocks.infra.lazy_modules import lazy_module
+
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
+
+# The async client and aiohttp under it (about 9 MB resident) load when Slack is first called:
+# the API and the worker import this module for its constants and message building.
+aiohttp = lazy_module("aiohttp")
+async_client = lazy_module("slack_sdk.web.async_client")
 
 _log = logging.getLogger("blocks.slack")
 
@@ -56,7 +63,7 @@ _KIND_PREFIX = {
 
 def web_client(api_url: str, token: str) -> AsyncWebClient:
     # No retry handlers: the SDK would otherwise retry connection errors itself, under Temporal's.
-    return AsyncWebClient(
+    return async_client.AsyncWebClient(  # type: ignore[no-any-return]
         token=token, base_url=api_url, timeout=_TIMEOUT_SECONDS, retry_handlers=[]
     )
 
