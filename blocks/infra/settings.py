@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Runs a worker keeps in memory between their workflow tasks, unless told otherwise (see below).
 WORKER_CACHE_DEFAULT = 250
+# Workflow tasks (and the local activities they run) a worker works on at once (see below).
+WORKER_TASKS_DEFAULT = 20
 
 
 class Environment(StrEnum):
@@ -50,6 +52,11 @@ class Settings(BaseSettings):
     # from its history, which costs the worker CPU. Each cached run holds about 130 KB, so the
     # SDK's 1,000 would let a worker with many runs parked on approvals grow by 130 MB.
     worker_max_cached_workflows: int = Field(default=WORKER_CACHE_DEFAULT, ge=0, le=100_000)
+    # Workflow tasks a worker runs at once, and as many local activities (the audit append). They
+    # run on one event loop under one GIL, so the SDK's 100 adds no throughput; it holds up to 100
+    # sandboxes and activations at once (a burst of 50 decisions: ~20 MB more at peak) and floods
+    # PostgreSQL and Temporal, slowing the API's starts. At least 2 (the SDK's floor with a cache).
+    worker_max_concurrent_workflow_tasks: int = Field(default=WORKER_TASKS_DEFAULT, ge=2, le=1_000)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
