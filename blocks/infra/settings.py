@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     worker_max_cached_workflows: int = Field(default=WORKER_CACHE_DEFAULT, ge=0, le=100_000)
     # Workflow tasks a worker runs at once, and as many local activities (the audit append). They
     # run on one event loop under one GIL, so the SDK's 100 adds no throughput; it holds up to 100
-    # sandboxes and activations at once (a burst of 50 decisions: ~20 MB more at peak) and floods
+    # sandboxes and activations at once (a burst of 50 decisions: ~15 MB more at peak) and floods
     # PostgreSQL and Temporal, slowing the API's starts. At least 2 (the SDK's floor with a cache).
     worker_max_concurrent_workflow_tasks: int = Field(default=WORKER_TASKS_DEFAULT, ge=2, le=1_000)
 
