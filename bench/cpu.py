@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 
 
-def _tree_seconds(root: psutil.Process | None) -> float:
+def tree_cpu_seconds(root: psutil.Process | None) -> float:
     """CPU seconds of a process, its live descendants and the children it has reaped."""
     if root is None:
         return 0.0
@@ -105,8 +105,8 @@ class CpuProbe:
         use = CpuUse()
         began = time.perf_counter()
         python0 = time.process_time()
-        postgres0 = _tree_seconds(self._postgres)
-        temporal0 = _tree_seconds(self._temporal)
+        postgres0 = tree_cpu_seconds(self._postgres)
+        temporal0 = tree_cpu_seconds(self._temporal)
         busy0, total0 = _machine_busy_and_total()
         try:
             yield use
@@ -114,6 +114,6 @@ class CpuProbe:
             busy1, total1 = _machine_busy_and_total()
             use.wall = time.perf_counter() - began
             use.python = time.process_time() - python0
-            use.postgres = _tree_seconds(self._postgres) - postgres0
-            use.temporal = _tree_seconds(self._temporal) - temporal0
+            use.postgres = tree_cpu_seconds(self._postgres) - postgres0
+            use.temporal = tree_cpu_seconds(self._temporal) - temporal0
             use.machine_busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0

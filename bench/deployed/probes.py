@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from bench.cpu import _tree_seconds
+from bench.cpu import tree_cpu_seconds
 
 DRIVER = "driver"
 MB = 1024 * 1024
@@ -86,7 +86,7 @@ class ProcessProbe:
                 times = process.cpu_times()
                 out[name] = times.user + times.system
             else:
-                out[name] = _tree_seconds(process)
+                out[name] = tree_cpu_seconds(process)
         return out
 
     def memory_mb(self) -> dict[str, float]:

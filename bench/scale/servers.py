@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.cpu import tree_cpu_seconds
 from blocks.infra.embedded.postgres import EmbeddedPostgres, PostgresCredentials
 from blocks.infra.embedded.temporal import EmbeddedTemporal
 from blocks.infra.migrate import upgrade_database
@@ -40,23 +41,6 @@ _LOG_METHOD = re.compile(r"method=/temporal\.api\.workflowservice\.v1\.WorkflowS
 
 class BenchError(RuntimeError):
     """A request, run or process did not behave as the benchmark expects: the numbers are void."""
-
-
-def tree_cpu_seconds(root: psutil.Process) -> float:
-    """CPU seconds of a process, its live descendants and the children it has reaped."""
-    try:
-        times = root.cpu_times()
-        total = times.user + times.system + times.children_user + times.children_system
-        children = root.children(recursive=True)
-    except psutil.Error:
-        return 0.0
-    for child in children:
-        try:
-            times = child.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            continue
-    return total
 
 
 @dataclass
