@@ -38,7 +38,7 @@ import psutil
 
 from bench.scale.audit_load import top_up
 from bench.scale.load import Tally, count_actions, decide_run, start_run, wait_for_catalogue
-from bench.scale.servers import BenchError
+from bench.scale.servers import BenchError, wait_ready
 from blocks.infra.db import create_engine
 from blocks.infra.embedded.postgres import EmbeddedPostgres
 from blocks.infra.embedded.temporal import EmbeddedTemporal
@@ -59,7 +59,6 @@ TASK_QUEUE = "blocks-audit-reads"
 _MB = 1_000_000
 _MIB = 1024 * 1024
 _SAMPLE = 0.01
-_READY_WITHIN = 120.0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -99,18 +98,6 @@ class PeakRss:
         return round(max(self.peak, self.now()), 1)
 
 
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + _READY_WITHIN
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise BenchError(f"the API at {url} was not ready")
-
-
 @contextmanager
 def api_process(env: dict[str, str], root: Path, tree: Path | None) -> Iterator[tuple[str, int]]:
     """`blocks api` on a free port, from `tree` (a directory holding `blocks/`) if given."""
@@ -121,7 +108,7 @@ def api_process(env: dict[str, str], root: Path, tree: Path | None) -> Iterator[
     args = [sys.executable, "-m", "blocks.cli", "api"]
     with running_process(args, env=env, cwd=root) as process:
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(url)
+        wait_ready(url, [process])
         yield url, process.pid
 
 

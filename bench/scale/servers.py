@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +147,8 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "blocks.cli", *args]
 
 
-def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]]) -> None:
+def wait_ready(url: str, processes: Sequence[subprocess.Popen[bytes]] = ()) -> None:
+    """Until `url`'s /readyz answers 200; a BenchError if one of `processes` exits first."""
     deadline = time.monotonic() + _READY_WITHIN
     while time.monotonic() < deadline:
         for process in processes:
@@ -193,7 +194,7 @@ def deployed(root: Path) -> Iterator[Deployment]:
             running_process(_cli("worker", "--workflows", "blocks_examples"), env=env, cwd=root)
         )
         api_url = f"http://127.0.0.1:{api_port}"
-        _wait_ready(api_url, [api, worker])
+        wait_ready(api_url, [api, worker])
         postmaster = int((postgres.pgdata / "postmaster.pid").read_text().split()[0])
         watch = ProcessWatch(
             {
