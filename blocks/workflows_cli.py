@@ -16,8 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 from temporalio.service import RPCError
 
+from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
+from blocks.infra.crypto.org_keys import install_org_keys
+from blocks.infra.db import create_engine
 from blocks.infra.settings import Settings, get_settings
 from blocks.infra.temporal.client import connect
+from blocks.models.keys.org_keys import DatabaseOrgKeys
 from blocks.workers.replay import ReplayedRun, check_replay
 from blocks.workers.workflow_modules import WorkflowLoadError, load_author_code
 from blocks.workflows.catalogue import workflow_name
@@ -97,7 +101,16 @@ async def _replay(
     only: list[str] | None,
 ) -> list[ReplayedRun]:
     client = await connect(settings)
-    return await check_replay(client, workflows, limit=limit, names=only)
+    if settings.database_url is None:
+        return await check_replay(client, workflows, limit=limit, names=only)
+    # Runs' histories are sealed under their organizations' keys, which live in the database.
+    engine = create_engine(settings.database_url.get_secret_value(), pool_size=2)
+    install_master_keys(load_master_keys(settings))
+    install_org_keys(DatabaseOrgKeys(engine))
+    try:
+        return await check_replay(client, workflows, limit=limit, names=only)
+    finally:
+        await engine.dispose()
 
 
 def _report(console: Console, results: list[ReplayedRun], *, checked: list[str]) -> int:

@@ -10,11 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from blocks.core.approvals.search_attributes import ALL_KEYS
+from blocks.infra.crypto.org_keys import install_org_keys
 from blocks.infra.db import create_engine
 from blocks.infra.embedded.postgres import EmbeddedPostgres, PostgresCredentials
 from blocks.infra.embedded.temporal import temporal_cli_path
 from blocks.infra.migrate import upgrade_database
 from blocks.infra.temporal.search_attributes import ensure_registered
+from blocks.models.keys.org_keys import DatabaseOrgKeys
 from blocks.testing import time_skipping_server_path
 from tests.mail import SmtpServer
 from tests.support import DATA_CONVERTER, Stack, free_port, running_stack
@@ -32,7 +34,10 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCrede
 @pytest.fixture(scope="session")
 async def engine(postgres: PostgresCredentials) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(postgres.url(), pool_size=10)
+    # What the API and the worker install at start: the codec finds each run's organization key.
+    install_org_keys(DatabaseOrgKeys(engine))
     yield engine
+    install_org_keys(None)
     await engine.dispose()
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -50,12 +52,31 @@ from blocks.api.reference import docs
 from blocks.api.reference.openapi import install_openapi
 from blocks.api.request_limits import install_request_limits
 from blocks.api.security_headers import SecurityHeaders
-from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
+from blocks.infra.crypto.field_crypto import (
+    current_master_keys,
+    install_master_keys,
+    load_master_keys,
+)
+from blocks.infra.crypto.org_keys import install_org_keys
 from blocks.infra.crypto.signing import load_public_keys
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.rate_limits import RateLimiter
 from blocks.infra.settings import Settings
 from blocks.infra.temporal.client import connect
+from blocks.models.keys.master_keys import check_master_keys
+from blocks.models.keys.org_keys import DatabaseOrgKeys
+
+_log = logging.getLogger("blocks.api")
+
+
+async def _check_master_keys(engine: AsyncEngine) -> None:
+    """A master key that does not match the database's stops the start (MasterKeyError). The API
+    starts while PostgreSQL is away (its routes answer 503), so then the check is only logged as
+    skipped; the worker, which cannot start without the database, always checks."""
+    try:
+        await check_master_keys(engine, current_master_keys())
+    except (OSError, SQLAlchemyError) as err:
+        _log.error("master keys not checked at start: PostgreSQL did not answer (%s)", err)
 
 
 def create_app(
@@ -70,6 +91,10 @@ def create_app(
             settings.require_database_url(), pool_size=settings.db_pool_size
         )
         app.state.sessions = session_factory(app.state.engine)
+        await _check_master_keys(app.state.engine)
+        # The payload codec seals each run's payloads under its organization's key from here.
+        app.state.org_keys = DatabaseOrgKeys(app.state.engine)
+        install_org_keys(app.state.org_keys)
         app.state.temporal = temporal or await connect(settings, lazy=True)
         try:
             yield

@@ -19,6 +19,7 @@ from temporalio.client import Client
 from blocks.api.identity.email_field import normalize_email
 from blocks.audit_cli import audit_app
 from blocks.cli import WorkflowModules
+from blocks.cli.operator_db import operator_database_url
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
@@ -218,7 +219,7 @@ def create_org(
 async def _operate(settings: Settings, action: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
     """Run one operator action in one transaction on the deployment's database."""
     install_master_keys(load_master_keys(settings))
-    engine = create_engine(_operator_database_url(settings), pool_size=1)
+    engine = create_engine(operator_database_url(settings), pool_size=1)
     try:
         async with session_factory(engine)() as session, session.begin():
             return await action(session, **kwargs)
@@ -254,7 +255,7 @@ def audit_export(
 
 
 async def _export_audit(settings: Settings, org_slug: str | None, out: Path) -> int:
-    engine = create_engine(_operator_database_url(settings), pool_size=1)
+    engine = create_engine(operator_database_url(settings), pool_size=1)
     try:
         sessions = session_factory(engine)
         org_id = PLATFORM_ORG
@@ -275,17 +276,6 @@ async def _export_audit(settings: Settings, org_slug: str | None, out: Path) -> 
         return lines
     finally:
         await engine.dispose()
-
-
-def _operator_database_url(settings: Settings) -> str:
-    """BLOCKS_DATABASE_URL, or the embedded database of the data dir `blocks dev` runs on."""
-    if settings.database_url is not None:
-        return settings.database_url.get_secret_value()
-    embedded = EmbeddedPostgres(settings.data_dir, port=settings.postgres_port)
-    credentials = embedded.existing_credentials()
-    if credentials is None:
-        raise RuntimeError("BLOCKS_DATABASE_URL is not set and `blocks dev` has no data here yet")
-    return credentials.url()
 
 
 async def _register_search_attributes(settings: Settings) -> None:

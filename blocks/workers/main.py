@@ -30,12 +30,16 @@ from blocks.activities.email_notices import EmailNoticeSender
 from blocks.activities.notifications import NoticeSender, NotificationActivities
 from blocks.activities.slack_notices import SlackSender
 from blocks.core.approvals.catalogue import CatalogueEntry
+from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
+from blocks.infra.crypto.org_keys import install_org_keys
 from blocks.infra.crypto.signing import CheckpointSigner, load_signer
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.integrations.email import Mailer
 from blocks.infra.settings import WORKER_CACHE_DEFAULT, WORKER_TASKS_DEFAULT, Settings
 from blocks.infra.temporal.client import connect
 from blocks.models.approvals.catalogue import mark_seen, publish
+from blocks.models.keys.master_keys import check_master_keys
+from blocks.models.keys.org_keys import DatabaseOrgKeys
 from blocks.workers.run_start_reconciler import RunStartReconciler
 from blocks.workers.workflow_modules import SYSTEM_WORKFLOWS, load_author_code
 from blocks.workflows.cancellation import RunCancellation
@@ -181,6 +185,12 @@ async def run_worker(settings: Settings) -> None:
         )
     client = await connect(settings)
     engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
+    # A master key that does not match the database's stops the worker here (MasterKeyError).
+    master_keys = load_master_keys(settings)
+    install_master_keys(master_keys)
+    await check_master_keys(engine, master_keys)
+    # The payload codec seals each run's payloads under its organization's key from here.
+    install_org_keys(DatabaseOrgKeys(engine))
     try:
         worker = build_worker(
             client,

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.common.v1 import Payload, SearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
+from blocks.infra.temporal.payload_codec import payload_org
 from tests.support import EXPENSE, Stack, make_org, wait_for_status
 
 
@@ -217,6 +218,8 @@ async def test_temporal_history_holds_only_ciphertext(stack: Stack, engine: Asyn
             }
             continue
         assert payload.metadata["encoding"] == b"binary/encrypted"
+        # Sealed under this organization's own data key, which can be destroyed alone.
+        assert payload_org(payload) == org.id
         for secret in ("Secret merger dinner", "Confidential note", str(org["approver"].user_id)):
             assert secret.encode() not in payload.data
 

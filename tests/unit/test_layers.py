@@ -26,7 +26,8 @@ ALLOWED_LAYERS: dict[str, frozenset[str]] = {
     "api": frozenset({"core", "infra", "models", "workflows"}),
     "workers": frozenset({"core", "infra", "models", "activities", "workflows"}),
     "audit_cli": frozenset({"core"}),
-    "workflows_cli": frozenset({"infra", "workers", "workflows"}),
+    # `models` for the organization keys that open the histories it replays.
+    "workflows_cli": frozenset({"infra", "models", "workers", "workflows"}),
     "cli": frozenset(
         {"core", "infra", "models", "api", "workers", "workflows", "audit_cli", "workflows_cli"}
     ),

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
+from temporalio.converter import WorkflowSerializationContext
 
 from blocks.infra.crypto.key_specs import PayloadKeyError, new_payload_key_spec, parse_payload_keys
-from blocks.infra.temporal.payload_codec import ENCODING, EncryptionCodec
+from blocks.infra.crypto.org_keys import (
+    OrgDataKey,
+    OrgKeyUnavailable,
+    install_org_keys,
+    installed_org_keys,
+)
+from blocks.infra.temporal.payload_codec import (
+    ENCODING,
+    KEY_ID,
+    ORG,
+    EncryptionCodec,
+    payload_org,
+)
 
 
 def _payload(text: str) -> Payload:
@@ -66,3 +82,101 @@ async def test_unencrypted_payloads_pass_through() -> None:
 def test_bad_key_specs_are_refused(spec: str, message: str) -> None:
     with pytest.raises(PayloadKeyError, match=message):
         parse_payload_keys(spec)
+
+
+# --- organization keys ---------------------------------------------------------------------
+
+
+class _MemoryOrgKeys:
+    """An in-memory key source: runs named by id, one live key per organization."""
+
+    def __init__(self, runs: dict[str, uuid.UUID]) -> None:
+        self.runs = runs
+        self.keys: dict[tuple[uuid.UUID, uuid.UUID], OrgDataKey] = {}
+        self.live: dict[uuid.UUID, OrgDataKey] = {}
+
+    async def run_org(self, workflow_id: str) -> uuid.UUID | None:
+        return self.runs.get(workflow_id)
+
+    async def active_key(self, org_id: uuid.UUID) -> OrgDataKey:
+        if org_id not in self.live:
+            key = OrgDataKey(uuid.uuid4(), org_id, AESGCM(AESGCM.generate_key(bit_length=256)))
+            self.live[org_id] = self.keys[(org_id, key.key_id)] = key
+        return self.live[org_id]
+
+    async def key(self, org_id: uuid.UUID, key_id: uuid.UUID) -> OrgDataKey:
+        try:
+            return self.keys[(org_id, key_id)]
+        except KeyError:
+            raise OrgKeyUnavailable(f"organization {org_id} has no data key {key_id}") from None
+
+
+ORG_A, ORG_B = uuid.uuid4(), uuid.uuid4()
+
+
+def _org_codec() -> tuple[EncryptionCodec, _MemoryOrgKeys]:
+    source = _MemoryOrgKeys({"run-a": ORG_A, "run-b": ORG_B})
+    return EncryptionCodec(*parse_payload_keys(new_payload_key_spec("p")), org_keys=source), source
+
+
+def _context(workflow_id: str) -> WorkflowSerializationContext:
+    return WorkflowSerializationContext(namespace="default", workflow_id=workflow_id)
+
+
+async def test_a_runs_payloads_are_sealed_under_its_organizations_key() -> None:
+    codec, source = _org_codec()
+    [sealed] = await codec.with_context(_context("run-a")).encode([_payload("board minutes")])
+    assert b"board minutes" not in sealed.SerializeToString()
+    assert payload_org(sealed) == ORG_A
+    assert sealed.metadata[KEY_ID] == str(source.live[ORG_A].key_id).encode()
+    # Any instance of the codec opens it: the metadata says whose key, not the context.
+    assert await codec.decode([sealed]) == [_payload("board minutes")]
+
+
+async def test_payloads_of_no_organization_use_the_payload_keys() -> None:
+    codec, _ = _org_codec()
+    for bound in (codec, codec.with_context(_context("checkpoint-x"))):
+        [sealed] = await bound.encode([_payload("x")])
+        assert payload_org(sealed) is None
+        assert sealed.metadata[KEY_ID] == b"p"
+
+
+async def test_for_org_seals_under_that_organization_whatever_the_workflow() -> None:
+    codec, _ = _org_codec()
+    [sealed] = await codec.with_context(_context("run-a")).for_org(ORG_B).encode([_payload("y")])
+    assert payload_org(sealed) == ORG_B
+
+
+async def test_a_payload_relabelled_to_another_organization_or_key_is_refused() -> None:
+    codec, source = _org_codec()
+    [sealed] = await codec.with_context(_context("run-a")).encode([_payload("z")])
+    key_b = await source.active_key(ORG_B)
+    # Another organization's key under the same label: the associated data names org and key.
+    source.keys[(ORG_B, source.live[ORG_A].key_id)] = key_b
+    moved = Payload(metadata={**sealed.metadata, ORG: str(ORG_B).encode()}, data=sealed.data)
+    with pytest.raises(InvalidTag):
+        await codec.decode([moved])
+    flipped = Payload(metadata=dict(sealed.metadata), data=sealed.data[:-1] + b"\x00")
+    with pytest.raises(InvalidTag):
+        await codec.decode([flipped])
+
+
+async def test_a_destroyed_key_leaves_its_payloads_unreadable() -> None:
+    codec, source = _org_codec()
+    [sealed] = await codec.with_context(_context("run-b")).encode([_payload("w")])
+    source.keys.clear()
+    with pytest.raises(OrgKeyUnavailable):
+        await codec.decode([sealed])
+
+
+async def test_without_a_key_source_an_organizations_payload_is_refused_clearly() -> None:
+    codec, _ = _org_codec()
+    [sealed] = await codec.with_context(_context("run-a")).encode([_payload("v")])
+    plain = EncryptionCodec(*parse_payload_keys(new_payload_key_spec("p")))
+    installed = installed_org_keys()  # the session's database source, if a fixture set one
+    install_org_keys(None)
+    try:
+        with pytest.raises(PayloadKeyError, match="organization's data key"):
+            await plain.decode([sealed])
+    finally:
+        install_org_keys(installed)

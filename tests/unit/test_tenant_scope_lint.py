@@ -263,6 +263,16 @@ PRE_TENANT: dict[str, str] = {
     # `starting` in any organization (SECURITY DEFINER blocks_unsettled_run_starts, 0014),
     # then binds each one's.
     "blocks.models.approvals.runs.unsettled_start_ids": "the run-start reconciler's scan",
+    # The payload codec's keys: the organization is the one a run's row (blocks_run_org, 0017)
+    # or a sealed payload's authenticated metadata names, never client input.
+    "blocks.models.keys.org_keys.DatabaseOrgKeys.run_org": "a workflow id -> its run's org",
+    "blocks.models.keys.org_keys.live_org_key": "the codec: the organization's key to seal with",
+    "blocks.models.keys.org_keys.org_key_by_id": "the codec: the key a payload names",
+    # `blocks keys status | rotate`: operator maintenance over every organization, each bound
+    # in turn.
+    "blocks.models.keys.rotation.key_status": "what each master key wraps, per organization",
+    "blocks.models.keys.rotation.rotate": "re-wraps each organization's keys",
+    "blocks.models.integrations.slack.reseal_bot_tokens": "rotation: one organization's token",
     # Built only by key_request(ctx, ...): the object carries that context's organization.
     "blocks.models.audit.personal_data.KeyRequest.sealer": "org from the OrgContext it was made of",
 }

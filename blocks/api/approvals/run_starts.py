@@ -245,6 +245,8 @@ async def _start_workflow(
     run_input: RunInput,
 ) -> Run:
     """Start the run's workflow, then settle its row; returns the row as it now stands."""
+    # The codec seals the input under the organization's key; it need not look the run up.
+    request.app.state.org_keys.remember_run(run.workflow_id, ctx.org_id)
     try:
         await client.start_workflow(
             run_input.workflow_name,

@@ -73,6 +73,27 @@ class MasterKeys:
         key = cipher.decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], aad)
         return DataKey(key_id, AESGCM(key))
 
+    def rewrap_data_key(
+        self,
+        master_key_id: str,
+        org_id: uuid.UUID,
+        user_id: uuid.UUID,
+        key_id: uuid.UUID,
+        wrapped: bytes,
+    ) -> bytes:
+        """A person's data key wrapped by `master_key_id`, wrapped again by the active key
+        (`blocks keys rotate`): the data key itself, and what it sealed, do not change."""
+        cipher = self.ciphers.get(master_key_id)
+        if cipher is None:
+            raise MasterKeyError(f"a data key is wrapped by unknown master key {master_key_id!r}")
+        aad = _wrap_aad(master_key_id, org_id, user_id, key_id)
+        key = cipher.decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], aad)
+        return self.wrap(org_id, user_id, key_id, key)
+
+    def reseal_secret(self, master_key_id: str, binding: str, sealed: bytes) -> tuple[str, bytes]:
+        """A sealed secret sealed again under the active key (`blocks keys rotate`)."""
+        return self.seal_secret(binding, self.open_secret(master_key_id, binding, sealed))
+
     def seal_secret(self, binding: str, secret: str) -> tuple[str, bytes]:
         """(master key id, nonce + ciphertext) of a stored credential, such as a chat bot token.
 

@@ -9,7 +9,11 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, PayloadConverter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadConverter,
+)
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from blocks.core.approvals.search_attributes import STATUS
@@ -34,9 +38,15 @@ def payload_key_spec(settings: Settings) -> str:
 
 
 def encrypting_data_converter(key_spec: str) -> DataConverter:
-    """Pydantic-aware JSON, then AES-256-GCM: history, inputs, results and updates are ciphertext."""
+    """Pydantic-aware JSON, then AES-256-GCM: history, inputs, results and updates are ciphertext.
+
+    Failures too: their message and stack trace travel as an encoded payload (through the same
+    codec), and history keeps only "Encoded failure", the error type and whether it may retry.
+    """
     return dataclasses.replace(
-        PLAIN_DATA_CONVERTER, payload_codec=EncryptionCodec(*parse_payload_keys(key_spec))
+        PLAIN_DATA_CONVERTER,
+        payload_codec=EncryptionCodec(*parse_payload_keys(key_spec)),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
 
 

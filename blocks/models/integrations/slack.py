@@ -18,7 +18,7 @@ from sqlmodel import Field, SQLModel, col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext, OrgId
-from blocks.infra.crypto.field_crypto import current_master_keys
+from blocks.infra.crypto.field_crypto import MasterKeys, current_master_keys
 from blocks.infra.db import bind_org, mark_bound
 from blocks.models.base import org_fk_column, timestamp_column, user_fk_column, utcnow
 from blocks.models.identity.orgs import Membership, User
@@ -53,6 +53,29 @@ class SlackUserLink(SQLModel, table=True):
 def _token_binding(org_id: uuid.UUID, team_id: str) -> str:
     # The sealed token opens only as the token of this organization's installation of this team.
     return f"slack-bot-token|{org_id}|{team_id}"
+
+
+async def reseal_bot_tokens(session: AsyncSession, org_id: uuid.UUID, master: MasterKeys) -> int:
+    """Seal the organization's bot token again under the active master key (`blocks keys rotate`);
+    how many were resealed."""
+    await bind_org(session, org_id)
+    statement = (
+        select(SlackInstallation)
+        .where(SlackInstallation.org_id == org_id)
+        .where(SlackInstallation.bot_token_key_id != master.active_id)
+        .with_for_update()
+    )
+    resealed = 0
+    for installation in (await session.exec(statement)).all():
+        key_id, sealed = master.reseal_secret(
+            installation.bot_token_key_id,
+            _token_binding(org_id, installation.team_id),
+            installation.bot_token_sealed,
+        )
+        installation.bot_token_key_id, installation.bot_token_sealed = key_id, sealed
+        session.add(installation)
+        resealed += 1
+    return resealed
 
 
 def bot_token(installation: SlackInstallation) -> str:
