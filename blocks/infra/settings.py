@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     # How long a code from POST /v1/me/slack-link may be confirmed from Slack.
     slack_link_code_minutes: int = Field(default=10, ge=1, le=60)
+    # Outbound URLs an organization configures (LLM base URLs, webhooks) may reach only public
+    # addresses; these `host:port` pairs (comma-separated, `[::1]:8080` for IPv6) are allowed
+    # although private, plain http included. Parsed by OutboundPolicy.from_settings.
+    outbound_allow_private: str | None = None
 
     # Sign-in. Sessions end after this long without a request, and at the latest after the
     # absolute limit; sensitive changes (email, 2FA) need a sign-in no older than reauth_minutes.
