@@ -145,7 +145,9 @@ async def test_a_run_exports_as_jsonl_and_csv_with_filters_and_verifies(
         assert [json.loads(r["data"]) for r in rows[: len(RUN_ACTIONS)]] == [
             e["data"] for e in events
         ]
-        assert json.loads(rows[2]["data"])["comment"].startswith("=HYPERLINK")  # JSON text: as is
+        # The comment is run content: the export carries it sealed, as hashed, never in clear.
+        assert json.loads(rows[2]["data"])["comment"].startswith("enc:c1:")
+        assert "HYPERLINK" not in response.text
         assert (rows[0]["reason"], rows[-1]["reason"]) == ("", "'=1+2")  # null; defused formula
 
 

@@ -77,14 +77,16 @@ class StepRun:
         at: datetime = T0,
         due: datetime | None = None,
         legacy: bool = False,
+        untitled: bool = False,
     ) -> AuditRecord:
-        """`legacy`: as written before migration 0016 (no workflow, no requester)."""
+        """`legacy`: as written before migration 0016 (no workflow, no requester); `untitled`:
+        no title (run content, which a database before 0017 has no key to seal)."""
         named = {} if legacy else {"workflow": self.workflow, "requested_by": self.requester}
         return self._event(
             f"step:{step}:opened",
             "step.opened",
             step,
-            title=f"Step {step}",
+            title=None if untitled else f"Step {step}",
             policy=policy,
             opened_at=at.isoformat(),
             deadline=due.isoformat() if due else None,

@@ -21,6 +21,7 @@ from blocks.infra.migrate import upgrade_database
 from blocks.models.approvals.pending_steps import PendingStep
 from blocks.models.approvals.runs import create_run
 from blocks.models.audit.combining import CombiningAppender
+from blocks.models.audit.content import ContentKeys
 from blocks.models.identity.orgs import create_org_with_owner
 from tests.integration.step_events import StepRun, policy, workflow_ctx
 from tests.support import free_port
@@ -73,7 +74,9 @@ async def test_open_steps_are_backfilled_and_old_events_still_project(
     anyone = policy(roles=["approver"])
     appender = CombiningAppender(sessions)
     for run in (waiting, voted, decided, finished, unrecorded):
-        await appender.append(ctx, [run.started(), run.opened("review", anyone, legacy=True)])
+        await appender.append(
+            ctx, [run.started(), run.opened("review", anyone, legacy=True, untitled=True)]
+        )
     await appender.append(ctx, [voted.decided("review", "u1")])
     await appender.append(ctx, [decided.decided("review", "u1", state="approved")])
     await appender.append(ctx, [decided.closed("review"), finished.completed()])
@@ -95,4 +98,7 @@ async def test_open_steps_are_backfilled_and_old_events_still_project(
     late = await started_run("wf_late")
     await appender.append(ctx, [late.started(), late.opened("review", anyone, legacy=True)])
     row = (await _rows(engine, ctx))[late.run_id]
-    assert (row.workflow, row.requested_by, row.title) == ("wf_late", str(owner.id), "Step review")
+    assert (row.workflow, row.requested_by) == ("wf_late", str(owner.id))
+    async with sessions() as session, session.begin():
+        await bind_org(session, org.id)
+        assert await ContentKeys(session, org.id).reveal(None, "title", row.title) == "Step review"

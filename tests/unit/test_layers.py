@@ -40,7 +40,8 @@ ALLOWED_LAYERS: dict[str, frozenset[str]] = {
 # no I/O and no global state, so `core` stays safe inside the workflow sandbox and offline.
 CORE_LIBRARIES: dict[str, str] = {
     "rfc8785": "canonical JSON (RFC 8785) that the audit chain hashes",
-    "cryptography": "Ed25519 signature verification of checkpoints, offline",
+    "cryptography": "Ed25519 verification of checkpoints and AES-GCM opening of run content"
+    " with a key handed in, offline",
     "orjson": "optional: writes the audit chain's canonical JSON faster, byte for byte the same",
     "temporalio.common": "typed search-attribute keys (declarations only)",
 }

@@ -100,7 +100,7 @@ class _MemoryOrgKeys:
 
     async def active_key(self, org_id: uuid.UUID) -> OrgDataKey:
         if org_id not in self.live:
-            key = OrgDataKey(uuid.uuid4(), org_id, AESGCM(AESGCM.generate_key(bit_length=256)))
+            key = OrgDataKey(uuid.uuid4(), org_id, AESGCM.generate_key(bit_length=256))
             self.live[org_id] = self.keys[(org_id, key.key_id)] = key
         return self.live[org_id]
 

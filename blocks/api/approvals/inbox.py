@@ -17,6 +17,7 @@ from blocks.core.approvals.policy import GROUP_PREFIX, policy_memberships
 from blocks.models.approvals.delegations import active_delegators
 from blocks.models.approvals.groups import group_names_of
 from blocks.models.approvals.pending_steps import Seat, pending_steps_for
+from blocks.models.audit.content import ContentKeys
 
 router = APIRouter(prefix="/v1", tags=["approvals"])
 
@@ -80,18 +81,21 @@ async def inbox(
         Seat(d.user_id, _labels(d.user_id, d.roles)) for d in await active_delegators(ctx, session)
     ]
     steps = await pending_steps_for(ctx, session, seats, limit=limit)
+    # A step's title is run content, sealed in the log and in its projection.
+    keys = ContentKeys(session, ctx.org_id)
+    titles = [str(await keys.reveal(None, "title", step.title)) for step in steps]
     return InboxOut(
         items=[
             InboxItem(
                 run_id=uuid.UUID(step.run_id),
                 workflow=step.workflow,
                 step_id=step.step_id,
-                title=step.title,
+                title=title,
                 approvers=step.approvers,
                 opened_at=step.opened_at,
                 deadline=step.deadline,
                 votes_so_far=len(step.deciders),
             )
-            for step in steps
+            for step, title in zip(steps, titles, strict=True)
         ]
     )

@@ -19,6 +19,7 @@ from blocks.api.schemas import StepDetailOut, StepEventOut
 from blocks.core.approvals.policy import group_marker
 from blocks.core.approvals.sla import parse_time
 from blocks.core.context import OrgContext
+from blocks.models.audit.content import with_content
 from blocks.models.audit.events import AuditEvent, list_events
 
 _PAGE = 1000
@@ -55,7 +56,8 @@ async def run_events(ctx: OrgContext, session: AsyncSession, run_id: uuid.UUID) 
         page = await list_events(ctx, session, run_id=str(run_id), after_seq=after, limit=_PAGE)
         events += page
         if len(page) < _PAGE:
-            return events
+            # Titles, comments and forms are sealed in the log: shown to who may read the run.
+            return await with_content(session, ctx.org_id, events)
         after = page[-1].seq
 
 

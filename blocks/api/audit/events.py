@@ -14,6 +14,7 @@ from blocks.api.params import AfterSeq
 from blocks.api.schemas import AuditEventListOut, AuditEventOut
 from blocks.core.context import OrgContext
 from blocks.models.approvals.runs import get_run
+from blocks.models.audit.content import with_content
 from blocks.models.audit.events import AuditEvent, list_events
 from blocks.models.audit.personal_data import reveal
 
@@ -59,8 +60,10 @@ async def run_audit_events(
 async def _page(
     ctx: OrgContext, session: AsyncSession, events: list[AuditEvent], limit: int
 ) -> AuditEventListOut:
-    # Personal fields are shown decrypted (or "[erased]"); the stored rows are never modified.
+    # Personal fields and run content are shown decrypted (or "[erased]", "[destroyed]"); the
+    # stored rows are never modified.
     shown = await reveal(ctx, session, events)
+    events = await with_content(session, ctx.org_id, events)
     return AuditEventListOut(
         events=[
             AuditEventOut.model_validate(

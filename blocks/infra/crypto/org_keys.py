@@ -27,11 +27,16 @@ class OrgKeyUnavailable(LookupError):
 
 @dataclass(frozen=True)
 class OrgDataKey:
-    """One organization's data key, unwrapped."""
+    """One organization's data key, unwrapped: `cipher` seals payloads and credentials, and
+    `secret` derives one key per audit event for run content (`content_crypto`)."""
 
     key_id: uuid.UUID
     org_id: uuid.UUID
-    cipher: AESGCM = field(repr=False)
+    secret: bytes = field(repr=False)
+    cipher: AESGCM = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cipher", AESGCM(self.secret))
 
 
 def _wrap_aad(master_key_id: str, org_id: uuid.UUID, key_id: uuid.UUID) -> bytes:

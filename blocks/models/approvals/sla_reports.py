@@ -28,12 +28,16 @@ from blocks.core.approvals.sla import (
     summarize,
     summarize_by_workflow,
 )
+from blocks.core.audit.sealed_content import CONTENT_PREFIX
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
+from blocks.models.audit.content import ContentKeys
 from blocks.models.audit.events import AuditEvent
 from blocks.models.audit.reads import fetch_batches
 
 BATCH = 2000  # events per FETCH: memory bounded whatever the log's size
+_OPENED = "step.opened"
+_SEALED = CONTENT_PREFIX
 _EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
 _HEAD_SEQ = text("SELECT seq FROM audit_chain_heads WHERE org_id = :org_id")
 
@@ -108,11 +112,17 @@ async def sla_report(
     builder = SlaReportBuilder(filters)
     add = builder.add
     await bind_org(session, ctx.org_id)
+    keys = ContentKeys(session, ctx.org_id)
     async for rows in fetch_batches(session, _report_events(ctx, through), batch):
         # Each event is read and passed on at once: the garbage collector, run by allocations,
         # would otherwise walk a whole batch of them again and again.
         for seq, action, run_id, target_id, actor_id, occurred_at, data in rows:
-            add(LoggedEvent(seq, action, run_id, target_id, actor_id, occurred_at, _data(data)))
+            values = _data(data)
+            if (
+                action == _OPENED and data is not None and _SEALED in data
+            ):  # the step's title is run content
+                values["title"] = await keys.reveal(None, "title", values.get("title"))
+            add(LoggedEvent(seq, action, run_id, target_id, actor_id, occurred_at, values))
     generated_at = now or datetime.now(UTC)
     rows = builder.rows(generated_at)
     return SlaReport(

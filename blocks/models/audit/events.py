@@ -18,6 +18,7 @@ from blocks.core.audit.event_hash import event_hash
 from blocks.core.audit.records import AuditRecord
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org, mark_bound
+from blocks.models.audit.content import ContentSealer, content_sealer, has_content
 from blocks.models.audit.personal_data import (
     STORED_LIMITS,
     Sealer,
@@ -147,9 +148,10 @@ async def _append(
     ctx: OrgContext, session: AsyncSession, records: Sequence[AuditRecord]
 ) -> list[uuid.UUID]:
     keys = key_request(ctx, records)
+    content = await content_sealer(session, ctx.org_id) if has_content(records) else None
     cached = _HEADS.get(ctx.org_id)
     if keys is None and cached is not None and _IN_FLIGHT[ctx.org_id] == 1:
-        rows, ids, head = link_events(ctx, records, cached, set(), None)
+        rows, ids, head = link_events(ctx, records, cached, set(), None, content)
         advanced = (
             await session.exec(  # type: ignore[call-overload]
                 _APPEND_IF_HEAD.bindparams(
@@ -188,7 +190,12 @@ async def _append(
         ).one()
         sealer = await keys.sealer(session, locked.keys)
     rows, ids, head = link_events(
-        ctx, records, (int(locked.seq), str(locked.hash)), set(locked.existing or ()), sealer
+        ctx,
+        records,
+        (int(locked.seq), str(locked.hash)),
+        set(locked.existing or ()),
+        sealer,
+        content,
     )
     if rows:
         await session.exec(  # type: ignore[call-overload]
@@ -215,8 +222,10 @@ def link_events(
     head: tuple[int, str],
     existing: set[uuid.UUID],
     sealer: Sealer | None,
+    content: ContentSealer | None = None,
 ) -> tuple[list[dict[str, Any]], list[uuid.UUID], tuple[int, str]]:
     """Number and hash the new events after `head`; returns the rows, all ids and the new head.
+    Personal fields are sealed by `sealer`, run content by `content`, before hashing.
 
     These are exactly the rows an append writes (the benchmark inserts them into a plain table).
     """
@@ -251,6 +260,8 @@ def link_events(
         }
         if sealer is not None:
             sealer.seal(record, row)
+        if content is not None:
+            content.seal(row)
         row["prev_hash"] = prev_hash
         payload = hashed_payload(row)
         # The fast encoder gives the same bytes; the reference one raises a clear error otherwise.

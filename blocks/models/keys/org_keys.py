@@ -17,7 +17,6 @@ import uuid
 from collections import OrderedDict
 from datetime import datetime
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Column, Index, LargeBinary, String, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -83,7 +82,7 @@ def _unwrapped(
     master: MasterKeys, org_id: uuid.UUID, key_id: uuid.UUID, master_key_id: str, wrapped: bytes
 ) -> OrgDataKey:
     raw = unwrap_org_key(master, master_key_id, org_id, key_id, wrapped)
-    return OrgDataKey(key_id=key_id, org_id=org_id, cipher=AESGCM(raw))
+    return OrgDataKey(key_id=key_id, org_id=org_id, secret=raw)
 
 
 async def live_org_key(session: AsyncSession, org_id: uuid.UUID) -> OrgDataKey:
@@ -132,10 +131,16 @@ class DatabaseOrgKeys:
     """The payload codec's key source for a process with database access (API, worker, CLI)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self._url = engine.url
         self._sessions = session_factory(engine)
         self._runs: OrderedDict[str, uuid.UUID] = OrderedDict()
         self._live: dict[uuid.UUID, tuple[OrgDataKey, float]] = {}
         self._by_id: dict[tuple[uuid.UUID, uuid.UUID], tuple[OrgDataKey, float]] = {}
+
+    def serves(self, session: AsyncSession) -> bool:
+        """Whether `session` is on this source's database (a tool or test may hold another)."""
+        bind = session.bind
+        return bind is not None and bind.url == self._url
 
     def remember_run(self, workflow_id: str, org_id: uuid.UUID) -> None:
         """Record a run's organization known already (the API starting it), sparing a lookup."""
