@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # that Temporal took always finds a connection to settle its row, however many arrive.
     run_start_concurrency: int = Field(default=12, ge=1, le=1_000)
     run_start_queue_seconds: float = Field(default=10.0, gt=0, le=60.0)
+    # How long a decision waits for its run to answer (no worker running, an overloaded one)
+    # before the API answers 503 `run_busy`; the decision stays queued under its Update id, so
+    # a retry returns its result and never decides twice.
+    decision_wait_seconds: float = Field(default=30.0, gt=0, le=300.0)
     # `key-id:base64(32 bytes)`, comma-separated, like payload_keys: wrap the per-person keys that
     # encrypt personal fields of audit events. Generated in dev and test (data dir, mode 0600).
     master_keys: SecretStr | None = None
@@ -131,6 +135,10 @@ class Settings(BaseSettings):
     open_signup: bool = True
     # Origins a cookie-authenticated state-changing request may come from; empty: public_url's.
     allowed_origins: list[str] = Field(default_factory=list)
+    # Origins of a Temporal UI that may call the codec endpoint (/v1/codec/*), comma-separated,
+    # exact (`https://temporal.example.com`): CORS for those two routes only, and their origin
+    # check. Unset: no browser on another origin reaches them.
+    codec_cors_origins: str | None = None
     # Proxies (IPs or CIDRs) whose X-Forwarded-For is believed; empty: the peer address counts.
     trusted_proxies: list[str] = Field(default_factory=list)
     # Rate limits (the `limits` library): memory:// per process, or a redis:// URL shared by all.

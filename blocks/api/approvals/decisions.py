@@ -9,11 +9,17 @@ channel.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
 from sqlmodel.ext.asyncio.session import AsyncSession
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -81,6 +87,7 @@ async def submit_decision(
         result = await _execute(
             handle,
             ctx,
+            timedelta(seconds=request.app.state.settings.decision_wait_seconds),
             DecisionRequest(
                 step_id=step_id,
                 actor_user_id=str(ctx.user_id),
@@ -140,15 +147,29 @@ class _Refused(Exception):
 
 
 async def _execute(
-    handle: WorkflowHandle[object, object], ctx: OrgContext, request: DecisionRequest
+    handle: WorkflowHandle[object, object],
+    ctx: OrgContext,
+    wait: timedelta,
+    request: DecisionRequest,
 ) -> DecisionResult:
     step_id = request.step_id
     try:
         # One Update id per person and step, whatever the channel: a retried request (or the
         # same answer given in Slack after the API) is the same decision, recorded once.
         return await handle.execute_update(
-            DECIDE_UPDATE, request, id=f"decide:{step_id}:{ctx.user_id}", result_type=DecisionResult
+            DECIDE_UPDATE,
+            request,
+            id=f"decide:{step_id}:{ctx.user_id}",
+            result_type=DecisionResult,
+            rpc_timeout=wait,
         )
+    except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+        # The worker did not answer the Update in time (overloaded, or restarting). The Update
+        # stays in Temporal under its id: a retry returns its result, and never decides twice.
+        raise service_unavailable(
+            "the run did not answer in time; retry (the same decision is never taken twice)",
+            code="run_busy",
+        ) from err
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type in RefusalReason._value2member_map_:
