@@ -33,6 +33,7 @@ from blocks.models.identity.members import (
     set_roles,
 )
 from blocks.models.identity.orgs import Organization, User
+from blocks.models.keys.org_keys import destroy_org_keys
 
 router = APIRouter(prefix="/v1/org", tags=["identity"])
 
@@ -108,9 +109,13 @@ class ClosedOut(OrgOut):
         api_keys_revoked=6,
         sessions_revoked=4,
         invites_revoked=1,
+        data_keys_destroyed=1,
     )
 
     api_keys_revoked: int
+    # The organization's data keys, destroyed: its runs' Temporal history and the run content of
+    # its audit log can never be read again (the chain still verifies). Export first.
+    data_keys_destroyed: int
     sessions_revoked: int
     invites_revoked: int
 
@@ -247,10 +252,15 @@ async def transfer_ownership(
 )
 async def close(body: CloseIn, request: Request, ctx: CanOwn, session: DbSession) -> ClosedOut:
     """Close the organization for good: every API key, session and pending invite of it is
-    revoked at once. Its data and audit trail stay (operators keep or export them)."""
+    revoked at once, and its data keys are destroyed, so its runs' history in Temporal and the
+    run content of its audit log (titles, comments, forms, results) can never be read again.
+    The audit chain stays and still verifies; export the log first if it must be kept readable."""
     org = await lock_org(ctx, session)
     _check_confirmation(org, body.confirm)
     revoked = await close_org(ctx, session, org)
+    destroyed = await destroy_org_keys(ctx, session)
+    # This process stops using them now; every other process within KEY_CACHE_SECONDS.
+    request.app.state.org_keys.forget_org(ctx.org_id)
     await _audit(
         request,
         ctx,
@@ -260,6 +270,7 @@ async def close(body: CloseIn, request: Request, ctx: CanOwn, session: DbSession
             "api_keys_revoked": revoked.api_keys,
             "sessions_revoked": revoked.sessions,
             "invites_revoked": revoked.invites,
+            "data_keys_destroyed": destroyed,
         },
     )
     return ClosedOut(
@@ -267,4 +278,5 @@ async def close(body: CloseIn, request: Request, ctx: CanOwn, session: DbSession
         api_keys_revoked=revoked.api_keys,
         sessions_revoked=revoked.sessions,
         invites_revoked=revoked.invites,
+        data_keys_destroyed=destroyed,
     )
