@@ -257,3 +257,59 @@ async def test_bad_export_parameters_are_problems_naming_the_field(
             assert response.status_code == 422, (params, response.text)
             assert response.headers["content-type"] == "application/problem+json"
             assert [e["field"] for e in response.json()["errors"]] == [field], response.json()
+
+
+async def test_revealed_content_is_checked_against_the_chain_and_a_forgery_is_caught(
+    stack: Stack, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    org = await make_org(engine)
+    async with stack.http() as http:
+        run_id = await _approved_run(http, org)
+        sealed = await http.get(
+            "/v1/audit/export", params={"run_id": run_id}, headers=org["auditor"].headers
+        )
+        assert "HYPERLINK" not in sealed.text  # the comment is sealed, as hashed
+        refused = await http.get(
+            "/v1/audit/export",
+            params={"run_id": run_id, "format": "csv", "content": "revealed"},
+            headers=org["auditor"].headers,
+        )
+        assert refused.status_code == 422
+        assert refused.json()["errors"][0]["field"] == "content"
+        response = await http.get(
+            "/v1/audit/export",
+            params={"run_id": run_id, "content": "revealed"},
+            headers=org["auditor"].headers,
+        )
+        assert response.status_code == 200, response.text
+        revealed = await http.get(
+            "/v1/audit-events", params={"limit": 1000}, headers=org["auditor"].headers
+        )
+    lines = response.text.splitlines(keepends=True)
+    parsed = [json.loads(line) for line in lines]
+    assert parsed[0]["content"] == "revealed"
+    contents = {p["id"]: p for p in parsed if p["type"] == "content"}
+    decided = next(p for p in parsed if p.get("action") == "step.decided")
+    assert contents[decided["id"]]["data"]["comment"] == '=HYPERLINK("http://evil")'
+    report = verify_export(lines)
+    assert report.ok, report.problem
+    assert report.content_checked >= 3  # the title, the comment, the run's result
+
+    path = tmp_path / "revealed.jsonl"
+    path.write_text(response.text)
+    code, output = await _cli_verify(path)
+    assert code == 0, output
+
+    forged = [
+        line.replace('=HYPERLINK(\\"http://evil\\")', "harmless")
+        if '"type":"content"' in line
+        else line
+        for line in lines
+    ]
+    assert forged != lines
+    report = verify_export(forged)
+    assert not report.ok
+    assert report.problem is not None
+    assert (report.problem.kind, report.problem.id) == ("content_mismatch", decided["id"])
+    assert revealed.status_code == 200
+    assert any(e["action"] == "audit.content_revealed" for e in revealed.json()["events"])

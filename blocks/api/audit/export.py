@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api.audit.export_csv import csv_checkpoint_rows, csv_event_rows, csv_header
-from blocks.api.deps import CanReadAudit, DbSession
-from blocks.api.errors import not_found
+from blocks.api.deps import CanReadAudit, DbSession, record_change
+from blocks.api.errors import invalid_field, not_found
 from blocks.api.params import time_window
 from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example
@@ -199,12 +199,33 @@ async def export_audit(
     actor_id: Annotated[str | None, Query(max_length=100)] = None,
     action: Annotated[str | None, Query(max_length=100)] = None,
     run_id: Annotated[uuid.UUID | None, Query()] = None,
+    content: Annotated[Literal["sealed", "revealed"], Query()] = "sealed",
 ) -> StreamingResponse:
     """Stream the audit log: JSON Lines (verifiable offline) or CSV. `complete` in the header is
-    true only without filters; `from` is inclusive, `to` exclusive (occurred_at)."""
+    true only without filters; `from` is inclusive, `to` exclusive (occurred_at).
+
+    Run content (step titles, comments, forms, results) is sealed in the log and exported as
+    hashed. `content=revealed` (JSON Lines) adds, after each batch of events, a `content` line
+    per event holding sealed content: its fields in clear and that one event's key, so
+    `blocks audit verify` checks the clear text against what the chain hashed. Revealing is
+    itself recorded in the audit log."""
     filters = _filters(occurred_from, occurred_to, actor_id, action, run_id)
     if run_id is not None and await get_run(ctx, session, run_id) is None:
         raise not_found("run")
+    if content == "revealed":
+        if format != "jsonl":
+            raise invalid_field("content", "content is revealed in the JSON Lines export only")
+        await record_change(
+            request,
+            ctx,
+            session,
+            "audit.content_revealed",
+            target_type="audit_log",
+            target_id=str(ctx.org_id),
+            data={"filters": filters.as_header()},
+        )
+        # The record commits before the stream starts: revealing is never left unrecorded.
+        await session.commit()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"audit-{ctx.org_id}-{stamp}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
@@ -214,7 +235,13 @@ async def export_audit(
         )
     # Bytes in chunks of thousands of lines, read from one server-side cursor (models.audit.reads).
     return StreamingResponse(
-        export_chunks(ctx, _sessions(request), filters, _public_keys(request)),
+        export_chunks(
+            ctx,
+            _sessions(request),
+            filters,
+            _public_keys(request),
+            reveal_content=content == "revealed",
+        ),
         media_type="application/x-ndjson",
         headers=headers,
     )

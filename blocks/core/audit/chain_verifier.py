@@ -43,6 +43,8 @@ class VerificationReport:
     complete: bool = True
     last_seq: int | None = None
     last_hash: str | None = None
+    # Sealed content fields checked against an export's revealed content (0 when not revealed).
+    content_checked: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

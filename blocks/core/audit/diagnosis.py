@@ -15,7 +15,9 @@ from typing import Any, Literal
 from blocks.core.audit.event_hash import event_hash
 from blocks.core.audit.export_format import Link
 
-ProblemKind = Literal["changed", "deleted", "inserted", "reordered", "bad_checkpoint", "malformed"]
+ProblemKind = Literal[
+    "changed", "deleted", "inserted", "reordered", "bad_checkpoint", "malformed", "content_mismatch"
+]
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 from blocks.core.audit.checkpoints import CheckpointClaim
 from blocks.core.audit.event_hash import MAX_SAFE_INT
+from blocks.core.audit.sealed_content import ContentChecker
 
 try:  # optional: `stored_event_lines` writes the same bytes several times faster with it
     import orjson
@@ -91,7 +92,11 @@ def header_line(
     last_seq: int | None,
     head: tuple[int, str] | None,
     public_keys: Mapping[str, str],
+    content: str | None = None,
 ) -> str:
+    # `content: "revealed"`: each event with sealed run content is followed, after its batch, by
+    # a `content` line (its fields in clear and the key that opens them) an auditor can check.
+    revealed = {"content": content} if content is not None else {}
     return dumps_line(
         {
             "type": "header",
@@ -104,6 +109,7 @@ def header_line(
             "last_seq": last_seq,
             "head": {"seq": head[0], "hash": head[1]} if head is not None else None,
             "public_keys": dict(public_keys),
+            **revealed,
         }
     )
 
@@ -283,7 +289,9 @@ _LONG_INTEGER = len(str(MAX_SAFE_INT))
 
 
 def read_links(
-    lines: Iterator[tuple[int, str | bytes]], on_checkpoint: Callable[[SignedCheckpoint], None]
+    lines: Iterator[tuple[int, str | bytes]],
+    on_checkpoint: Callable[[SignedCheckpoint], None],
+    content: ContentChecker | None = None,
 ) -> Iterator[Link]:
     """The event lines after the header as links; checkpoint lines go to `on_checkpoint` as
     they pass.
@@ -350,8 +358,12 @@ def read_links(
                 and type(value.get("id")) is str
             ):
                 raise UnreadableLine("an event line lacks seq, id, prev_hash or hash", number)
+            if content is not None:
+                content.event(value["id"], value.get("data"))
             yield (value if vouched else UncheckedPayload(value)), prev_hash, stored
         elif kind == "checkpoint":
             on_checkpoint(parse_checkpoint(value, number))
+        elif kind == "content" and content is not None:
+            content.content(value, number)
         else:
             raise UnreadableLine(f"unexpected line type {kind!r}", number)

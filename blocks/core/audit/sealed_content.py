@@ -17,6 +17,7 @@ import os
 import uuid
 from typing import Any, NamedTuple
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -69,3 +70,70 @@ def open_value(event_key: bytes, name: str, blob: bytes) -> Any:
     """The plaintext value; raises InvalidTag if the blob was altered or moved to another field."""
     plaintext = AESGCM(event_key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], name.encode())
     return json.loads(plaintext)
+
+
+def content_line(
+    event_id: str, event_key: bytes | None, revealed: dict[str, Any]
+) -> dict[str, Any]:
+    """An export's `content` line: one event's content in clear, with the key that opens its
+    sealed fields (None where the organization's key was destroyed), for an auditor to check."""
+    key = base64.b64encode(event_key).decode() if event_key is not None else None
+    return {"type": "content", "id": event_id, "key": key, "data": revealed}
+
+
+class ContentChecker:
+    """Checks a revealed export's content lines against the sealed fields of their events.
+
+    Events with sealed fields are held (their sealed values only) until their content line
+    comes; the export writes a batch's content lines after its events, so at most a batch is
+    held. `problem` is the first mismatch, as a sentence naming the event.
+    """
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.unopenable = 0  # fields whose key was destroyed before the export
+        self.problem: tuple[str, str, int | None] | None = None  # (event id, message, line)
+        self._pending: dict[str, dict[str, SealedContent]] = {}
+
+    def event(self, event_id: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        sealed = {n: s for n, v in data.items() if (s := parse_content(v)) is not None}
+        if sealed:
+            self._pending[event_id] = sealed
+
+    def content(self, value: dict[str, Any], line: int) -> None:
+        if self.problem is not None:
+            return
+        event_id = value.get("id")
+        sealed = self._pending.pop(event_id, None) if isinstance(event_id, str) else None
+        if sealed is None:
+            self.problem = (
+                str(event_id),
+                "a content line names no event with sealed content",
+                line,
+            )
+            return
+        revealed = value.get("data")
+        if not isinstance(revealed, dict) or set(revealed) != set(sealed):
+            self.problem = (event_id, "the content line does not reveal each sealed field", line)
+            return
+        if value.get("key") is None:
+            self.unopenable += len(sealed)
+            return
+        try:
+            key = base64.b64decode(value["key"], validate=True)
+            for name, parts in sealed.items():
+                if str(parts.event_id) != event_id and parts.event_id.hex != event_id:
+                    raise ValueError(f"{name} was sealed for another event")
+                if open_value(key, name, parts.blob) != revealed[name]:
+                    raise ValueError(f"{name} in clear differs from what was sealed")
+                self.checked += 1
+        except (InvalidTag, ValueError, TypeError) as err:
+            message = str(err) if not isinstance(err, InvalidTag) else "the key does not open it"
+            self.problem = (event_id, f"revealed content does not match: {message}", line)
+
+    def finish(self) -> None:
+        if self.problem is None and self._pending:
+            event_id = next(iter(self._pending))
+            self.problem = (event_id, "an event with sealed content has no content line", None)

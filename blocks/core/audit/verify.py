@@ -9,6 +9,7 @@ naming of what went wrong (`changed`, `deleted`, `inserted`, `reordered`, `bad_c
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from blocks.core.audit.chain_verifier import ChainVerifier, VerificationReport
 from blocks.core.audit.diagnosis import Problem
@@ -20,6 +21,7 @@ from blocks.core.audit.export_format import (
     parse_header,
     read_links,
 )
+from blocks.core.audit.sealed_content import ContentChecker
 
 
 def verify_export(
@@ -53,7 +55,10 @@ def verify_export(
         pinned_key=public_key,
         hash_of=plain_event_hash,
     )
-    links = read_links(numbered, verifier.add_checkpoint)
+    # An export with content revealed for an auditor: each sealed field is checked against its
+    # clear text with the key the export gives for that event.
+    content = ContentChecker() if header.get("content") == "revealed" else None
+    links = read_links(numbered, verifier.add_checkpoint, content)
     try:
         verifier.feed(links)
         # Past a settled problem only checkpoints can still be read; events no longer matter.
@@ -63,7 +68,15 @@ def verify_export(
         verifier.malformed(f"line {err.line}: {err.message}", line=err.line)
     except (KeyError, TypeError) as err:
         verifier.malformed(f"an event line could not be read: {err!r}")
-    return verifier.finish()
+    report = verifier.finish()
+    if content is None:
+        return report
+    content.finish()
+    if content.problem is not None and report.ok:
+        event_id, message, line = content.problem
+        problem = Problem("content_mismatch", None, event_id, message, line=line)
+        return replace(report, ok=False, problem=problem, content_checked=content.checked)
+    return replace(report, content_checked=content.checked)
 
 
 def verify_rows(

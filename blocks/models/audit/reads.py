@@ -8,6 +8,7 @@ describe the same moment while appends go on; events are read in pages of `PAGE`
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -25,13 +26,21 @@ from blocks.core.audit.chain_verifier import ChainVerifier, VerificationReport
 from blocks.core.audit.export_format import (
     Link,
     SignedCheckpoint,
+    dumps_line,
     format_signed_at,
     header_line,
     stored_event_lines,
 )
+from blocks.core.audit.sealed_content import (
+    CONTENT_PREFIX,
+    content_line,
+    event_content_key,
+    parse_content,
+)
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
 from blocks.models.audit.checkpoints import AuditCheckpoint
+from blocks.models.audit.content import ContentKeys
 from blocks.models.audit.events import AuditEvent, hashed_payload
 
 PAGE = 1000
@@ -309,10 +318,14 @@ async def export_chunks(
     sessions: async_sessionmaker[AsyncSession],
     filters: ExportFilters,
     public_keys: Mapping[str, str],
+    *,
+    reveal_content: bool = False,
 ) -> AsyncIterator[bytes]:
     """The JSON Lines export of one organization's chain (header, events, checkpoints), read
     from one snapshot, as ASCII bytes in chunks of many lines: what `GET /v1/audit/export`
-    streams."""
+    streams. `reveal_content` adds, after each batch of events, a `content` line per event
+    with sealed run content: its fields in clear and that event's own key (never the
+    organization's), so an auditor checks clear text against what the chain hashed."""
     async with snapshot(ctx, sessions) as session:
         head = await chain_head(ctx, session)
         first_seq, last_seq = await seq_range(ctx, session, filters)
@@ -325,16 +338,42 @@ async def export_chunks(
             last_seq=last_seq,
             head=head,
             public_keys=dict(public_keys),
+            content="revealed" if reveal_content else None,
         )
         yield header.encode("ascii")
+        keys = ContentKeys(session, ctx.org_id)
         events = _STORED_EVENT.where(_EVENTS.c.org_id == ctx.org_id, *filters.where()).order_by(
             _EVENTS.c.seq
         )
         async for rows in fetch_batches(session, events, BATCH):
             yield stored_event_lines(rows)
+            if reveal_content:
+                yield await _content_lines(keys, rows)
         checkpoint_pages = export_checkpoint_pages(ctx, session, filters, first_seq, last_seq)
         async for checkpoints in checkpoint_pages:
             yield "".join(checkpoint.line() for checkpoint in checkpoints).encode("ascii")
+
+
+async def _content_lines(keys: ContentKeys, rows: Sequence[Any]) -> bytes:
+    """The `content` lines of a batch's events that hold sealed run content."""
+    lines: list[str] = []
+    for row in rows:
+        event_id, data_text = row[0], row[15]
+        if data_text is None or CONTENT_PREFIX not in data_text:
+            continue
+        data = json.loads(data_text)
+        sealed = {n: c for n, v in data.items() if (c := parse_content(v)) is not None}
+        if not sealed:
+            continue
+        revealed = {name: await keys.reveal(None, name, data[name]) for name in sealed}
+        key = await keys.get(next(iter(sealed.values())).key_id)
+        event_key = (
+            event_content_key(key.secret, key.org_id, uuid.UUID(str(event_id)))
+            if key is not None
+            else None
+        )
+        lines.append(dumps_line(content_line(str(event_id), event_key, revealed)))
+    return "".join(lines).encode("ascii")
 
 
 async def export_lines(
