@@ -17,6 +17,7 @@ from blocks.api import health
 from blocks.api.approvals import (
     approval_settings,
     catalogue,
+    codec,
     decision_links,
     delegations,
     groups,
@@ -45,9 +46,12 @@ from blocks.api.identity import (
     signup,
     two_factor,
 )
+from blocks.api.identity.sessions import codec_origins
 from blocks.api.integrations.slack import router as slack_router
 from blocks.api.integrations.slack_interactions import router as slack_interactions_router
 from blocks.api.integrations.slack_links import router as slack_links_router
+from blocks.api.llm import credentials as llm_credentials
+from blocks.api.llm import usage as llm_usage
 from blocks.api.reference import docs
 from blocks.api.reference.openapi import install_openapi
 from blocks.api.request_limits import install_request_limits
@@ -137,6 +141,7 @@ def create_app(
     app.include_router(run_list.router)
     app.include_router(runs.router)
     app.include_router(run_cancel.router)
+    app.include_router(codec.router)
     app.include_router(inbox.router)
     app.include_router(delegations.router)
     app.include_router(groups.router)
@@ -149,10 +154,13 @@ def create_app(
     app.include_router(slack_router)
     app.include_router(slack_interactions_router)
     app.include_router(slack_links_router)
+    app.include_router(llm_credentials.router)
+    app.include_router(llm_usage.router)
     # The client address of a request is the peer's, or, when the peer is a configured trusted
     # proxy, the one it reports in X-Forwarded-For: a spoofed header from anyone else is ignored
     # (rate limits and audit events key on this address). Uvicorn's own proxy handling, which
     # trusts 127.0.0.1 by default, is switched off where the server starts.
+    app.add_middleware(codec.CodecCors, origins=codec_origins(settings))
     app.add_middleware(SecurityHeaders, https=settings.public_url.startswith("https://"))
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app

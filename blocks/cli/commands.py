@@ -118,9 +118,15 @@ def dev(workflows: WorkflowModules = None) -> None:
                 settings.data_dir / "temporal",
                 port=settings.temporal_port,
                 ui_port=settings.temporal_ui_port,
+                codec_endpoint=f"http://127.0.0.1:{settings.api_port}/v1/codec",
             )
             supervisor.start("Temporal", temporal.start)
             env["BLOCKS_TEMPORAL_ADDRESS"] = temporal.address
+            # The UI's page calls the codec endpoint from its own origin, by either name.
+            ui = settings.temporal_ui_port
+            env.setdefault(
+                "BLOCKS_CODEC_CORS_ORIGINS", f"http://127.0.0.1:{ui},http://localhost:{ui}"
+            )
         effective = settings.model_copy(
             update={
                 "database_url": SecretStr(env["BLOCKS_DATABASE_URL"])

@@ -39,6 +39,9 @@ class Permission(StrEnum):
     RUN_CANCEL = "run:cancel"
     # Restrict which published workflows the organization may start: owners and admins.
     WORKFLOW_MANAGE = "workflow:manage"
+    # Decode a run's Temporal payloads through the codec endpoint (the Temporal UI): whoever
+    # reads runs in full, not approvers (they see the steps they act on, not the raw history).
+    RUN_DECODE = "run:decode"
 
 
 _ALL = frozenset(Permission)
@@ -48,10 +51,11 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OWNER: _ALL,
     Role.ADMIN: _ALL - {Permission.ORG_OWN},
     Role.OPERATOR: _EVERY_MEMBER
-    | {Permission.RUN_START, Permission.RUN_READ, Permission.RUN_CANCEL},
+    | {Permission.RUN_START, Permission.RUN_READ, Permission.RUN_CANCEL, Permission.RUN_DECODE},
     # Approvers see the runs they act on; which step they may decide is the workflow's call.
     Role.APPROVER: _EVERY_MEMBER | {Permission.RUN_READ, Permission.STEP_DECIDE},
-    Role.AUDITOR: _EVERY_MEMBER | {Permission.AUDIT_READ, Permission.RUN_READ},
+    Role.AUDITOR: _EVERY_MEMBER
+    | {Permission.AUDIT_READ, Permission.RUN_READ, Permission.RUN_DECODE},
 }
 
 

@@ -27,6 +27,7 @@ from blocks.activities.approvers import ApproverActivities, PostgresMemberDirect
 from blocks.activities.audit import AuditActivities
 from blocks.activities.checkpoints import CheckpointActivities
 from blocks.activities.email_notices import EmailNoticeSender
+from blocks.activities.llm import LlmActivities
 from blocks.activities.notifications import NoticeSender, NotificationActivities
 from blocks.activities.slack_notices import SlackSender
 from blocks.core.approvals.catalogue import CatalogueEntry
@@ -35,6 +36,7 @@ from blocks.infra.crypto.org_keys import install_org_keys
 from blocks.infra.crypto.signing import CheckpointSigner, load_signer
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.integrations.email import Mailer
+from blocks.infra.integrations.outbound_http import OutboundPolicy
 from blocks.infra.settings import WORKER_CACHE_DEFAULT, WORKER_TASKS_DEFAULT, Settings
 from blocks.infra.temporal.client import connect
 from blocks.models.approvals.catalogue import mark_seen, publish
@@ -91,12 +93,14 @@ def build_worker(
     notice_senders: Sequence[NoticeSender] = (),
     max_cached_workflows: int = WORKER_CACHE_DEFAULT,
     max_concurrent_workflow_tasks: int = WORKER_TASKS_DEFAULT,
+    outbound_policy: OutboundPolicy | None = None,
 ) -> Worker:
     sessions = session_factory(engine)
     audit = AuditActivities(sessions, delivers_notices=bool(notice_senders))
     checkpoints = CheckpointActivities(sessions, signer)
     notifications = NotificationActivities(notice_senders)
     approvers = ApproverActivities(PostgresMemberDirectory(sessions))
+    llm = LlmActivities(sessions, outbound_policy)
     return Worker(
         client,
         task_queue=task_queue,
@@ -108,6 +112,7 @@ def build_worker(
             checkpoints.checkpoint_org,
             notifications.notify_step,
             approvers.check_members,
+            llm.call_model,
             *author_activities,
         ],
         workflow_runner=SANDBOX,
@@ -202,6 +207,7 @@ async def run_worker(settings: Settings) -> None:
             notice_senders=notice_senders_for(settings, engine),
             max_cached_workflows=settings.worker_max_cached_workflows,
             max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+            outbound_policy=OutboundPolicy.from_settings(settings),
         )
         publisher = CataloguePublisher(
             session_factory(engine),

@@ -38,6 +38,7 @@ from blocks.core.approvals.notifications import NoticeKind, StepNotice
 from blocks.core.approvals.policy import ApprovalPolicy, ApproverGroup
 from blocks.core.audit.ids import workflow_event_id
 from blocks.core.audit.records import ActorType
+from blocks.workflows.llm_step import LlmMessage, LlmReply, LlmSteps
 from blocks.workflows.outbox import Outbox
 from blocks.workflows.step_approvers import StepApprovers
 from blocks.workflows.step_timers import StepTimers
@@ -59,6 +60,8 @@ __all__ = [
     "BreachAction",
     "BusinessCalendar",
     "Escalation",
+    "LlmMessage",
+    "LlmReply",
     "MemberId",
     "OnBreach",
     "PositiveAmount",
@@ -74,7 +77,7 @@ DECIDE_UPDATE = "blocks.decide"
 STATUS_QUERY = "blocks.status"
 
 
-class BlocksWorkflow(StepTimers, StepApprovers):
+class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps):
     """Base class of every Blocks workflow; `begin` must be the first call of `run`."""
 
     # What the worker publishes to the catalogue (blocks.workflows.catalogue), so the API can

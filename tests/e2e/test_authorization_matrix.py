@@ -77,6 +77,8 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("GET", "/v1/runs/{run_id}"): P.RUN_READ,
     ("POST", "/v1/runs/{run_id}/steps/{step_id}/decisions"): P.STEP_DECIDE,
     ("POST", "/v1/runs/{run_id}/cancel"): P.RUN_CANCEL,
+    ("POST", "/v1/codec/decode"): P.RUN_DECODE,
+    ("POST", "/v1/codec/encode"): P.RUN_DECODE,
     ("GET", "/v1/workflows"): P.RUN_READ,
     ("PUT", "/v1/org/workflows"): P.WORKFLOW_MANAGE,
     ("GET", "/v1/inbox"): P.STEP_DECIDE,
@@ -120,6 +122,13 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     # No one links a Slack user for someone else, admins included (the member does: above).
     ("PUT", "/v1/integrations/slack/users/{slack_user_id}"): REFUSED,
     ("DELETE", "/v1/integrations/slack/users/{slack_user_id}"): P.INTEGRATION_MANAGE,
+    ("POST", "/v1/llm/credentials"): P.INTEGRATION_MANAGE,
+    ("GET", "/v1/llm/credentials"): P.INTEGRATION_MANAGE,
+    ("GET", "/v1/llm/credentials/{credential_id}"): P.INTEGRATION_MANAGE,
+    ("PUT", "/v1/llm/credentials/{credential_id}/key"): P.INTEGRATION_MANAGE,
+    ("PATCH", "/v1/llm/credentials/{credential_id}"): P.INTEGRATION_MANAGE,
+    ("DELETE", "/v1/llm/credentials/{credential_id}"): P.INTEGRATION_MANAGE,
+    ("GET", "/v1/reports/llm-usage"): P.AUDIT_READ,
 }
 
 # Ids that exist nowhere: an allowed caller gets 404 or 422, never a change, never 403.
@@ -130,6 +139,7 @@ _FILL = {
     "delegation_id": str(uuid.uuid4()),
     "group_id": str(uuid.uuid4()),
     "slack_user_id": "U0123ABCD",
+    "credential_id": str(uuid.uuid4()),
     "key_id": str(uuid.uuid4()),
     "invite_id": str(uuid.uuid4()),
     "session_id": str(uuid.uuid4()),

@@ -73,6 +73,15 @@ def test_dev_runs_everything_and_restarts_on_the_same_data(tmp_path: Path) -> No
         )
         assert decided.status_code == 200, decided.text
         assert httpx.get(f"http://127.0.0.1:{ports['ui']}/", timeout=5).status_code == 200
+        # The UI decodes through the API's codec endpoint, which answers its page's origins.
+        ui_settings = httpx.get(f"http://127.0.0.1:{ports['ui']}/api/v1/settings", timeout=5)
+        assert ui_settings.json()["Codec"]["Endpoint"] == f"{api}/v1/codec"
+        for ui in (f"http://127.0.0.1:{ports['ui']}", f"http://localhost:{ports['ui']}"):
+            preflight = httpx.options(
+                f"{api}/v1/codec/decode",
+                headers={"Origin": ui, "Access-Control-Request-Method": "POST"},
+            )
+            assert preflight.headers["access-control-allow-origin"] == ui
         # Another key for a demo member, minted beside the running stack as the README says.
         made = stack.cli(
             "api-key", "--org", "demo", "--email", "approver@demo.example", "--role", "approver",

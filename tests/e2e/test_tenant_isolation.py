@@ -13,6 +13,7 @@ from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
 from blocks.models.identity.invites import create_invite
+from blocks.models.llm.credentials import create_credential
 from tests.support import (
     EXPENSE,
     Stack,
@@ -33,6 +34,7 @@ _PARAM_SOURCES = {
     "key_id",
     "invite_id",
     "session_id",
+    "credential_id",
 }
 _SLACK_USER = "U0TENANTA"
 _SLACK_USERS = "/v1/integrations/slack/users/{slack_user_id}"
@@ -43,6 +45,8 @@ _BODIES = {
     "/v1/members/{user_id}/erase-personal-data": {"confirm": True},
     "/v1/members/{user_id}/roles": {"roles": ["approver"]},
     "/v1/runs/{run_id}/cancel": {"reason": "not yours to cancel"},
+    "/v1/llm/credentials/{credential_id}/key": {"api_key": "sk-ok-tenant-b-0000000000"},
+    "/v1/llm/credentials/{credential_id}": {"allowed_models": ["gpt-4o-mini"]},
 }
 # B's members that hold the route's permission, where that is not owner (+ approver for POSTs).
 _MEMBERS = {
@@ -128,6 +132,17 @@ async def test_every_id_route_is_404_for_another_organization(
             invite, _, _ = await create_invite(
                 ctx_a, session, email=invited, roles=[Role.APPROVER], lifetime=timedelta(days=7)
             )
+        async with session_factory(engine)() as session, session.begin():
+            credential = await create_credential(
+                ctx_a,
+                session,
+                name="default",
+                provider="openai",
+                base_url="https://api.openai.com/v1",
+                api="chat",
+                allowed_models=[],
+                api_key="sk-ok-tenant-a-0000000000",
+            )
         session_a = await start_test_session(engine, org_a["operator"].user_id, org_a.id)
         async with session_factory(engine)() as session, session.begin():
             session_id = (
@@ -160,6 +175,7 @@ async def test_every_id_route_is_404_for_another_organization(
                 key_id=key_id,
                 invite_id=invite.id,
                 session_id=session_id,
+                credential_id=credential.id,
             )
             body = {
                 k: v.format(user_id=org_a["operator"].user_id) if isinstance(v, str) else v

@@ -23,6 +23,7 @@ from blocks.infra.integrations.llm import (
     ModelReply,
     call_model,
 )
+from blocks.infra.integrations.outbound_http import OutboundPolicy, guarded_client
 from tests.servers.openai_compatible import running_openai_server
 from tests.support import free_port
 
@@ -225,6 +226,15 @@ async def test_an_address_the_ssrf_guard_refuses_is_not_retryable(server: str) -
     assert "refused to connect to the model server at 127.0.0.1:" in failure.reason
     assert "not globally reachable" in failure.reason
     assert _seen(server, marker) == []  # no request reached the loopback server
+
+
+async def test_blocks_guarded_client_refusing_at_call_time_is_not_retryable(server: str) -> None:
+    marker, key = uuid.uuid4().hex, _key("ok")
+    async with guarded_client(OutboundPolicy(frozenset()), timeout=5) as guarded:
+        failure = await _fails(server, guarded, key, _call("chat", marker), timeout_seconds=5)
+    assert failure.retryable is False
+    assert "refused to connect to the model server" in failure.reason
+    assert _seen(server, marker) == []
 
 
 @pytest.mark.parametrize("kind", ["ok", "401", "500x1"])

@@ -44,7 +44,8 @@ _KEY = re.compile(r"^sk-(ok|401|403|400|307|html|500x(\d+)|429x(\d+)|slowx(\d+))
 _ERRORS = {  # status: (code, message), OpenAI's own where it has one
     401: ("invalid_api_key", "Incorrect API key provided: {key}."),
     403: ("unsupported_country_region_territory", "Country, region, or territory not supported."),
-    400: ("invalid_value", "Invalid value for 'model': not served here."),
+    # Quotes the prompt, as content-policy refusals do: a failure message can carry run content.
+    400: ("invalid_prompt", "Invalid prompt: {text!r} was not accepted."),
     500: ("server_error", "The server had an error while processing your request."),
     429: ("rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1s."),
 }
@@ -55,10 +56,15 @@ requests_seen: list[dict[str, Any]] = []
 attempts: Counter[str] = Counter()  # requests received per key
 
 
-def _error(status: int, key: str) -> JSONResponse:
+def _error(status: int, key: str, text: str = "") -> JSONResponse:
     code, message = _ERRORS[status]
     kind = "server_error" if status >= 500 else "invalid_request_error"
-    error = {"message": message.format(key=key), "type": kind, "param": None, "code": code}
+    error = {
+        "message": message.format(key=key, text=text[:200]),
+        "type": kind,
+        "param": None,
+        "code": code,
+    }
     headers = {"Retry-After": "1"} if status == 429 else {}
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
@@ -96,7 +102,7 @@ async def _received(request: Request, messages: list[dict[str, Any]]) -> Respons
     if match is None:
         failure = _error(401, key)
     elif match[1] in ("401", "403", "400"):
-        failure = _error(int(match[1]), key)
+        failure = _error(int(match[1]), key, entry["text"])
     elif match[1] == "307":
         failure = Response(status_code=307, headers={"Location": _METADATA})
     elif match[1] == "html":

@@ -30,6 +30,11 @@ from blocks.models.identity.sessions import UserSession, find_live_session
 # and no plain-http page can plant or overwrite it.
 SESSION_COOKIE = "__Host-blocks_session"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The codec endpoint's routes (api.approvals.codec): the Temporal UI calls them from its own
+# origin, so they alone also accept the origins of BLOCKS_CODEC_CORS_ORIGINS.
+CODEC_DECODE_PATH = "/v1/codec/decode"
+CODEC_ENCODE_PATH = "/v1/codec/encode"
+CODEC_PATHS = frozenset({CODEC_DECODE_PATH, CODEC_ENCODE_PATH})
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,11 @@ def allowed_origins(settings: Settings) -> frozenset[str]:
     return frozenset(o for o in (_origin_of(url) for url in configured) if o)
 
 
+def codec_origins(settings: Settings) -> frozenset[str]:
+    configured = (settings.codec_cors_origins or "").split(",")
+    return frozenset(o for o in (_origin_of(url.strip()) for url in configured) if o)
+
+
 def request_origin(request: Request) -> str | None:
     """Where the request says it comes from: Origin, else the origin of Referer."""
     origin = request.headers.get("origin")
@@ -98,6 +108,8 @@ async def check_origin(
     if origin is None and absent_ok:
         return
     if origin is not None and origin in allowed_origins(_settings(request)):
+        return
+    if request.url.path in CODEC_PATHS and origin in codec_origins(_settings(request)):
         return
     reason = "cross-origin request refused" if origin else "request without Origin or Referer"
     await record_security_event(

@@ -26,11 +26,21 @@ def temporal_cli_path() -> str:
 class EmbeddedTemporal:
     """One dev server on fixed ports; `start` again after it died brings it back on the same data."""
 
-    def __init__(self, data_dir: Path, *, port: int, ui_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int,
+        ui_port: int,
+        host: str = "127.0.0.1",
+        codec_endpoint: str | None = None,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
         self.port = port
         self.ui_port = ui_port
+        # The UI decodes payloads through it (the API's /v1/codec): without, it shows ciphertext.
+        self.codec_endpoint = codec_endpoint
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,6 +61,7 @@ class EmbeddedTemporal:
                     "--ui-ip", self.host, "--ui-port", str(self.ui_port),
                     "--db-filename", str(self.data_dir / "temporal.sqlite"),
                     "--log-level", "warn",
+                    *(["--ui-codec-endpoint", self.codec_endpoint] if self.codec_endpoint else []),
                     *dev_server_flags(),
                 ],
                 log=log,

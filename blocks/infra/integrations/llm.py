@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import httpx_secure
 
+from blocks.infra.integrations.outbound_http import OutboundURLRefused
 from blocks.infra.lazy_modules import lazy_module
 
 if TYPE_CHECKING:
@@ -124,6 +125,13 @@ async def call_model(
     failure: ModelCallFailed
     try:
         answer = await create(**arguments)
+    except OutboundURLRefused as exc:
+        # Blocks' guarded client refused the address at connect time (it passes the SDK
+        # unwrapped): the address will not become one an organization may reach.
+        failure = ModelCallFailed(
+            f"refused to connect to the model server at {_host(base_url)}: {exc.reason}",
+            retryable=False,
+        )
     except openai.APIStatusError as exc:
         failure = _status_failure(exc.response, exc.body, exc.message, api_key)
     except openai.APITimeoutError:
@@ -241,7 +249,7 @@ def _connection_failure(
     cause: BaseException | None, base_url: str, api_key: str
 ) -> ModelCallFailed:
     detail = _scrub(f"{type(cause).__name__}: {cause}", api_key) if cause else "no detail"
-    if isinstance(cause, httpx_secure.SSRFProtectionError):
+    if isinstance(cause, httpx_secure.SSRFProtectionError | OutboundURLRefused):
         # The address is not one an organization may reach: trying again cannot change that.
         return ModelCallFailed(
             f"refused to connect to the model server at {_host(base_url)}: {detail}",
