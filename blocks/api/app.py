@@ -61,7 +61,7 @@ from blocks.infra.crypto.field_crypto import (
     install_master_keys,
     load_master_keys,
 )
-from blocks.infra.crypto.org_keys import install_org_keys
+from blocks.infra.crypto.org_keys import install_org_keys, installed_org_keys
 from blocks.infra.crypto.signing import load_public_keys
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.rate_limits import RateLimiter
@@ -97,12 +97,16 @@ def create_app(
         app.state.sessions = session_factory(app.state.engine)
         await _check_master_keys(app.state.engine)
         # The payload codec seals each run's payloads under its organization's key from here.
+        # The source is process-wide; an app that ends hands back the one it found (a process
+        # that builds several apps, as tests do, keeps each codec on a live database).
+        previous_keys = installed_org_keys()
         app.state.org_keys = DatabaseOrgKeys(app.state.engine)
         install_org_keys(app.state.org_keys)
         app.state.temporal = temporal or await connect(settings, lazy=True)
         try:
             yield
         finally:
+            install_org_keys(previous_keys)
             if own_engine:
                 await app.state.engine.dispose()
 
