@@ -30,6 +30,7 @@ ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 ORG = "blocks-org"
 _NONCE_BYTES = 12
+_CACHE_LIMIT = 10_000  # organization keys and id pairs remembered per process
 
 
 def payload_org(payload: Payload) -> uuid.UUID | None:
@@ -71,6 +72,10 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         # their converter before the database is up).
         self._org_keys = org_keys
         self._binding = _Binding()
+        # The metadata and associated data of each organization key, and the ids a payload's
+        # metadata names, made once rather than per payload (shared by the bound copies).
+        self._sealing: dict[uuid.UUID, tuple[dict[str, bytes], bytes]] = {}
+        self._named: dict[tuple[bytes, bytes], tuple[uuid.UUID, uuid.UUID]] = {}
 
     def with_context(self, context: SerializationContext) -> Self:
         workflow_id = getattr(context, "workflow_id", None)
@@ -107,12 +112,20 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         org_key = await self._sealing_key()
         if org_key is None:
             return [self._seal_with_payload_key(payload) for payload in payloads]
-        aad = _org_aad(org_key.org_id, org_key.key_id)
-        metadata = {
-            "encoding": ENCODING,
-            KEY_ID: str(org_key.key_id).encode(),
-            ORG: str(org_key.org_id).encode(),
-        }
+        sealing = self._sealing.get(org_key.key_id)
+        if sealing is None:
+            if len(self._sealing) >= _CACHE_LIMIT:
+                self._sealing.clear()
+            metadata = {
+                "encoding": ENCODING,
+                KEY_ID: str(org_key.key_id).encode(),
+                ORG: str(org_key.org_id).encode(),
+            }
+            sealing = self._sealing[org_key.key_id] = (
+                metadata,
+                _org_aad(org_key.org_id, org_key.key_id),
+            )
+        metadata, aad = sealing
         encoded: list[Payload] = []
         for payload in payloads:
             nonce = os.urandom(_NONCE_BYTES)
@@ -137,12 +150,25 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
                 # Not ours (e.g. written before encryption was enabled): pass through untouched.
                 decoded.append(payload)
                 continue
-            org_id = payload_org(payload)
-            if org_id is None:
+            if ORG not in payload.metadata:
                 decoded.append(self._open_with_payload_key(payload))
             else:
-                decoded.append(await self._open_with_org_key(org_id, payload))
+                decoded.append(await self._open_with_org_key(payload))
         return decoded
+
+    def _ids(self, payload: Payload) -> tuple[uuid.UUID, uuid.UUID]:
+        """(organization, key id) a sealed payload's metadata names."""
+        named = (payload.metadata[ORG], payload.metadata.get(KEY_ID, b""))
+        ids = self._named.get(named)
+        if ids is None:
+            try:
+                ids = (uuid.UUID(named[0].decode()), uuid.UUID(named[1].decode()))
+            except (ValueError, UnicodeDecodeError):
+                raise PayloadKeyError("payload names a malformed organization or key id") from None
+            if len(self._named) >= _CACHE_LIMIT:
+                self._named.clear()
+            self._named[named] = ids
+        return ids
 
     def _open_with_payload_key(self, payload: Payload) -> Payload:
         key_id = payload.metadata.get(KEY_ID, b"").decode()
@@ -152,17 +178,14 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         nonce, sealed = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
         return Payload.FromString(cipher.decrypt(nonce, sealed, key_id.encode()))
 
-    async def _open_with_org_key(self, org_id: uuid.UUID, payload: Payload) -> Payload:
+    async def _open_with_org_key(self, payload: Payload) -> Payload:
         source = self._source()
         if source is None:
             raise PayloadKeyError(
                 "payload is sealed under an organization's data key and this process has no"
                 " key source (start it with database access)"
             )
-        try:
-            key_id = uuid.UUID(payload.metadata.get(KEY_ID, b"").decode())
-        except (ValueError, UnicodeDecodeError):
-            raise PayloadKeyError("payload names a malformed key id") from None
+        org_id, key_id = self._ids(payload)
         key = await source.key(org_id, key_id)
         nonce, sealed = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
         return Payload.FromString(key.cipher.decrypt(nonce, sealed, _org_aad(org_id, key_id)))
