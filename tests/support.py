@@ -16,8 +16,10 @@ from typing import Any
 
 import httpx
 import uvicorn
+from google.protobuf.message import Message
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.common.v1 import Payload, SearchAttributes
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -363,3 +365,25 @@ def running_process(
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def history_payloads(message: Message) -> list[Payload]:
+    """Every Payload inside a history event, except search attributes (indexed, not encoded)."""
+    if isinstance(message, Payload):
+        return [message]
+    if isinstance(message, SearchAttributes):
+        return []
+    found: list[Payload] = []
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        if descriptor.message_type.GetOptions().map_entry:
+            items = list(value.values())
+        elif isinstance(value, Message):
+            items = [value]
+        else:  # a repeated field
+            items = list(value)
+        for item in items:
+            if isinstance(item, Message):
+                found.extend(history_payloads(item))
+    return found

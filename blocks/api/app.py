@@ -100,8 +100,7 @@ def create_app(
         # The source is process-wide; an app that ends hands back the one it found (a process
         # that builds several apps, as tests do, keeps each codec on a live database).
         previous_keys = installed_org_keys()
-        app.state.org_keys = DatabaseOrgKeys(app.state.engine)
-        install_org_keys(app.state.org_keys)
+        install_org_keys(DatabaseOrgKeys(app.state.engine))
         app.state.temporal = temporal or await connect(settings, lazy=True)
         try:
             yield

@@ -7,13 +7,11 @@ import itertools
 import json
 from datetime import timedelta
 
-from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.api.common.v1 import Payload, SearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
 from blocks.infra.temporal.payload_codec import payload_org
-from tests.support import EXPENSE, Stack, make_org, wait_for_status
+from tests.support import EXPENSE, Stack, history_payloads, make_org, wait_for_status
 
 
 async def test_start_pending_approve_completed_with_audit_in_order(
@@ -196,7 +194,7 @@ async def test_temporal_history_holds_only_ciphertext(stack: Stack, engine: Asyn
         assert decided.status_code == 200
         await wait_for_status(http, run_id, org["operator"].headers, status="completed")
     history = await stack.temporal.get_workflow_handle(f"run-{run_id}").fetch_history()
-    payloads = [p for event in history.events for p in _payloads(event)]
+    payloads = [p for event in history.events for p in history_payloads(event)]
     assert len(payloads) >= 4  # input, update argument and result, activity input, run result
     for payload in payloads:
         # The SDK's own bookkeeping is the only plain JSON: local-activity markers (seq, attempt,
@@ -222,25 +220,3 @@ async def test_temporal_history_holds_only_ciphertext(stack: Stack, engine: Asyn
         assert payload_org(payload) == org.id
         for secret in ("Secret merger dinner", "Confidential note", str(org["approver"].user_id)):
             assert secret.encode() not in payload.data
-
-
-def _payloads(message: Message) -> list[Payload]:
-    """Every Payload inside a history event, except search attributes (indexed, not encoded)."""
-    if isinstance(message, Payload):
-        return [message]
-    if isinstance(message, SearchAttributes):
-        return []
-    found: list[Payload] = []
-    for field, value in message.ListFields():
-        if field.message_type is None:
-            continue
-        if field.message_type.GetOptions().map_entry:
-            items = list(value.values())
-        elif isinstance(value, Message):
-            items = [value]
-        else:  # a repeated field
-            items = list(value)
-        for item in items:
-            if isinstance(item, Message):
-                found.extend(_payloads(item))
-    return found

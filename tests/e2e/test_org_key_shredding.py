@@ -4,9 +4,7 @@ content of its audit log become unreadable for good, while its audit chain still
 from __future__ import annotations
 
 import pytest
-from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.api.common.v1 import Payload, SearchAttributes
 
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
@@ -18,21 +16,16 @@ from blocks.models.audit.content import DESTROYED, with_content
 from blocks.models.audit.events import list_events
 from blocks.models.audit.reads import snapshot, verify_chain
 from blocks.models.keys.org_keys import DatabaseOrgKeys
-from tests.support import EXPENSE, PAYLOAD_KEYS, Stack, make_org, wait_for_status
+from tests.support import (
+    EXPENSE,
+    PAYLOAD_KEYS,
+    Stack,
+    history_payloads,
+    make_org,
+    wait_for_status,
+)
 
 MARKER = "Shredded offsite dinner"
-
-
-def _payloads(message: Message) -> list[Payload]:
-    if isinstance(message, Payload):
-        return [message]
-    if isinstance(message, SearchAttributes):
-        return []
-    found: list[Payload] = []
-    for _, value in message.ListFields():
-        values = value if isinstance(value, list | tuple) or hasattr(value, "extend") else [value]
-        found += [p for v in values if isinstance(v, Message) for p in _payloads(v)]
-    return found
 
 
 async def test_closing_an_organization_shreds_its_history_and_content(
@@ -59,7 +52,9 @@ async def test_closing_an_organization_shreds_its_history_and_content(
         await wait_for_status(http, run_id, org["operator"].headers, status="completed")
 
         history = await stack.temporal.get_workflow_handle(f"run-{run_id}").fetch_history()
-        sealed = [p for e in history.events for p in _payloads(e) if payload_org(p) == org.id]
+        sealed = [
+            p for e in history.events for p in history_payloads(e) if payload_org(p) == org.id
+        ]
         assert sealed
         before = EncryptionCodec(
             *parse_payload_keys(PAYLOAD_KEYS), org_keys=DatabaseOrgKeys(engine)

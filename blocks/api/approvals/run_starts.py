@@ -42,7 +42,6 @@ from blocks.core.audit.chain import canonical_json
 from blocks.core.audit.ids import workflow_event_id
 from blocks.core.audit.records import AuditRecord, Outcome
 from blocks.core.context import OrgContext
-from blocks.infra.crypto.org_keys import installed_org_keys
 from blocks.models.approvals.catalogue import PublishedWorkflow
 from blocks.models.approvals.runs import (
     Run,
@@ -53,7 +52,7 @@ from blocks.models.approvals.runs import (
     settle_start,
 )
 from blocks.models.audit.events import append_events
-from blocks.models.keys.org_keys import DatabaseOrgKeys
+from blocks.models.keys.org_keys import process_org_keys
 from blocks.workflows.types import RunInput
 
 router = APIRouter(prefix="/v1/runs", tags=["approvals"])
@@ -248,8 +247,8 @@ async def _start_workflow(
 ) -> Run:
     """Start the run's workflow, then settle its row; returns the row as it now stands."""
     # The codec seals the input under the organization's key; it need not look the run up.
-    codec_keys = installed_org_keys()
-    if isinstance(codec_keys, DatabaseOrgKeys):
+    codec_keys = process_org_keys()
+    if codec_keys is not None:
         codec_keys.remember_run(run.workflow_id, ctx.org_id)
     try:
         await client.start_workflow(

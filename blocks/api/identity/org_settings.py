@@ -23,7 +23,6 @@ from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role
-from blocks.infra.crypto.org_keys import installed_org_keys
 from blocks.models.identity.members import (
     canonical_roles,
     close_org,
@@ -34,7 +33,7 @@ from blocks.models.identity.members import (
     set_roles,
 )
 from blocks.models.identity.orgs import Organization, User
-from blocks.models.keys.org_keys import DatabaseOrgKeys, destroy_org_keys
+from blocks.models.keys.org_keys import destroy_org_keys, process_org_keys
 
 router = APIRouter(prefix="/v1/org", tags=["identity"])
 
@@ -261,8 +260,8 @@ async def close(body: CloseIn, request: Request, ctx: CanOwn, session: DbSession
     revoked = await close_org(ctx, session, org)
     destroyed = await destroy_org_keys(ctx, session)
     # This process stops using them now; every other process within KEY_CACHE_SECONDS.
-    codec_keys = installed_org_keys()
-    if isinstance(codec_keys, DatabaseOrgKeys):
+    codec_keys = process_org_keys()
+    if codec_keys is not None:
         codec_keys.forget_org(ctx.org_id)
     await _audit(
         request,

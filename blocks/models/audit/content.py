@@ -27,8 +27,13 @@ from blocks.core.audit.sealed_content import (
     parse_content,
     seal_value,
 )
-from blocks.infra.crypto.org_keys import OrgDataKey, OrgKeyUnavailable, installed_org_keys
-from blocks.models.keys.org_keys import DatabaseOrgKeys, live_org_key, org_key_by_id
+from blocks.infra.crypto.org_keys import OrgDataKey, OrgKeyUnavailable
+from blocks.models.keys.org_keys import (
+    DatabaseOrgKeys,
+    live_org_key,
+    org_key_by_id,
+    process_org_keys,
+)
 
 # Fields sealed wherever they appear in these actions' data.
 _SEALED_FIELDS: Mapping[str, frozenset[str]] = {
@@ -80,10 +85,8 @@ class ContentSealer:
 
 def _source_for(session: AsyncSession) -> DatabaseOrgKeys | None:
     """The process's key source (its keys cached) if it serves this session's database."""
-    source = installed_org_keys()
-    if isinstance(source, DatabaseOrgKeys) and source.serves(session):
-        return source
-    return None
+    source = process_org_keys()
+    return source if source is not None and source.serves(session) else None
 
 
 async def content_sealer(session: AsyncSession, org_id: uuid.UUID) -> ContentSealer:

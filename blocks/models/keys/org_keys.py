@@ -28,6 +28,7 @@ from blocks.infra.crypto.field_crypto import MasterKeys, current_master_keys, ne
 from blocks.infra.crypto.org_keys import (
     OrgDataKey,
     OrgKeyUnavailable,
+    installed_org_keys,
     unwrap_org_key,
     wrap_org_key,
 )
@@ -188,3 +189,10 @@ class DatabaseOrgKeys:
             key = await org_key_by_id(session, org_id, key_id)
         self._by_id[(org_id, key_id)] = (key, time.monotonic() + KEY_CACHE_SECONDS)
         return key
+
+
+def process_org_keys() -> DatabaseOrgKeys | None:
+    """The process's installed key source, when it is the database one (the API's, the
+    worker's): what the start path tells runs to, closing makes forget, and reads reuse."""
+    source = installed_org_keys()
+    return source if isinstance(source, DatabaseOrgKeys) else None
