@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,14 +22,7 @@ from blocks.infra.db import bind_org, session_factory
 from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.models.llm.credentials import CredentialKeyUnavailable, get_credential, open_api_key
 from tests.e2e.llm_stack import allowed_pair, llm_stack
-from tests.servers.openai_compatible import running_openai_server
 from tests.support import Org, Stack, audit_actions, make_org
-
-
-@pytest.fixture(scope="module")
-def llm_server() -> Iterator[str]:
-    with running_openai_server() as base_url:
-        yield base_url
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -20,37 +19,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.testing import WorkflowEnvironment
 
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, session_factory
-from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.models.llm.usage import UsageCall, record_usage
-from tests.e2e.llm_stack import llm_stack
-from tests.servers.openai_compatible import running_openai_server
 from tests.support import Org, Stack, make_org, wait_for_audit, wait_for_status
-
-
-@pytest.fixture(scope="module")
-def llm_server() -> Iterator[str]:
-    with running_openai_server() as base_url:
-        yield base_url
-
-
-@pytest.fixture(scope="module")
-async def llm(
-    engine: AsyncEngine,
-    temporal_env: WorkflowEnvironment,
-    postgres: PostgresCredentials,
-    llm_server: str,
-) -> AsyncIterator[Stack]:
-    async with llm_stack(
-        engine=engine,
-        temporal=temporal_env.client,
-        database_url=postgres.url(),
-        llm_base_url=llm_server,
-    ) as stack:
-        yield stack
 
 
 def _key(kind: str) -> str:

