@@ -6,7 +6,8 @@ result or an error message, so it never reaches Temporal history), and calls the
 through the SSRF-guarded client with the SDK's retries off. Temporal owns retrying: a retryable
 failure (429, 5xx, timeouts, connection errors) is raised as a retryable ApplicationError (the
 server's Retry-After becomes the next delay), anything else as a non-retryable `LlmCallRefused`
-naming the reason. Each call is recorded in `llm_usage` once (metadata and hashes, never text).
+naming the reason. Each call is recorded in `llm_usage` once (metadata and hashes; the text only
+when the organization retains prompts, sealed under its data key).
 
 The step's argument and result types live here so the workflow side (blocks.workflows.llm_step)
 imports them passed-through, as it imports the activity itself.
@@ -18,7 +19,7 @@ import hashlib
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -28,6 +29,7 @@ from temporalio.exceptions import ApplicationError
 
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.crypto.org_keys import OrgKeyUnavailable
+from blocks.infra.crypto.run_keys import LLM_CALL_ACTIVITY
 from blocks.infra.integrations.llm import ChatMessage, ModelCall, ModelCallFailed, call_model
 from blocks.infra.integrations.outbound_http import (
     OutboundPolicy,
@@ -41,6 +43,7 @@ from blocks.models.llm.credentials import (
     credential_by_name,
     open_api_key,
 )
+from blocks.models.llm.retention import prompt_retention, seal_transcript
 from blocks.models.llm.usage import (
     OUTCOME_FAILED,
     OUTCOME_OK,
@@ -49,7 +52,8 @@ from blocks.models.llm.usage import (
     record_usage,
 )
 
-CALL_MODEL = "blocks.llm.call"
+# The payload codec seals this activity's input, result and failure under the run's own key.
+CALL_MODEL = LLM_CALL_ACTIVITY
 # The error type of a call no retry can change; the step's RetryPolicy names it non-retryable.
 LLM_CALL_REFUSED = "LlmCallRefused"
 LLM_CALL_FAILED = "LlmCallFailed"
@@ -129,7 +133,7 @@ class LlmActivities:
         # One id per activity (not per attempt): a success recorded once stays recorded once.
         call_id = f"{info.workflow_run_id}:{info.activity_id}"
         prompt_hash = prompt_sha256(call.messages)
-        credential, api_key = await self._credential(ctx, call, call_id, prompt_hash)
+        credential, api_key, retain = await self._credential(ctx, call, call_id, prompt_hash)
         model_call = ModelCall(
             api="responses" if (call.api or credential.api) == "responses" else "chat",
             model=call.model,
@@ -159,6 +163,7 @@ class LlmActivities:
             completion_hash = hashlib.sha256(reply.text.encode()).hexdigest()
             await self._record(
                 ctx,
+                (call.messages, reply.text) if retain else None,
                 UsageCall(
                     run_id=call.run_id,
                     step=call.step,
@@ -188,6 +193,7 @@ class LlmActivities:
         # A failed attempt is recorded too (no tokens), once per attempt.
         await self._record(
             ctx,
+            None,
             UsageCall(
                 run_id=call.run_id,
                 step=call.step,
@@ -207,11 +213,13 @@ class LlmActivities:
 
     async def _credential(
         self, ctx: OrgContext, call: LlmStepCall, call_id: str, prompt_hash: str
-    ) -> tuple[LlmCredential, str]:
-        """The live credential the step names and its key, opened; refused (non-retryable)
-        when there is none, the model is not allowed, or the key does not open."""
+    ) -> tuple[LlmCredential, str, bool]:
+        """The live credential the step names, its key opened, and whether the organization
+        retains prompts; refused (non-retryable) when there is no such credential, the model
+        is not allowed, or the key does not open."""
         refusal: str
         async with self._sessions() as session, session.begin():
+            retain = await prompt_retention(ctx, session)
             credential = await credential_by_name(ctx, session, call.credential)
             if credential is None:
                 raise _refused(
@@ -220,7 +228,7 @@ class LlmActivities:
                 )
             if call.model in credential.allowed_models:
                 try:
-                    return credential, await open_api_key(ctx, session, credential)
+                    return credential, await open_api_key(ctx, session, credential), retain
                 except (CredentialKeyUnavailable, OrgKeyUnavailable) as error:
                     refusal = str(error)
             else:
@@ -246,6 +254,29 @@ class LlmActivities:
             )
         raise _refused(refusal)
 
-    async def _record(self, ctx: OrgContext, usage: UsageCall) -> None:
+    async def _record(
+        self,
+        ctx: OrgContext,
+        transcript: tuple[list[LlmMessage], str] | None,
+        usage: UsageCall,
+    ) -> None:
+        """Record the call; with `transcript` (prompt retention on), its text sealed too."""
         async with self._sessions() as session, session.begin():
+            if transcript is not None:
+                messages, completion = transcript
+                sealed = await seal_transcript(
+                    ctx,
+                    session,
+                    run_id=usage.run_id,
+                    step=usage.step,
+                    call_id=usage.call_id,
+                    messages=[{"role": m.role, "content": m.content} for m in messages],
+                    completion=completion,
+                )
+                usage = replace(
+                    usage,
+                    content_key_id=sealed.content_key_id,
+                    prompt_sealed=sealed.prompt_sealed,
+                    completion_sealed=sealed.completion_sealed,
+                )
             await record_usage(ctx, session, usage)

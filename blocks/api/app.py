@@ -51,6 +51,7 @@ from blocks.api.integrations.slack import router as slack_router
 from blocks.api.integrations.slack_interactions import router as slack_interactions_router
 from blocks.api.integrations.slack_links import router as slack_links_router
 from blocks.api.llm import credentials as llm_credentials
+from blocks.api.llm import retention as llm_retention
 from blocks.api.llm import usage as llm_usage
 from blocks.api.reference import docs
 from blocks.api.reference.openapi import install_openapi
@@ -159,6 +160,8 @@ def create_app(
     app.include_router(slack_links_router)
     app.include_router(llm_credentials.router)
     app.include_router(llm_usage.router)
+    app.include_router(llm_retention.settings_router)
+    app.include_router(llm_retention.calls_router)
     # The client address of a request is the peer's, or, when the peer is a configured trusted
     # proxy, the one it reports in X-Forwarded-For: a spoofed header from anyone else is ignored
     # (rate limits and audit events key on this address). Uvicorn's own proxy handling, which

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     # the API's 10 s wait for Temporal to take a start, so no start in flight is judged.
     run_start_bound_seconds: float = Field(default=60.0, ge=1.0, le=86_400.0)
     run_start_reconcile_seconds: float = Field(default=15.0, ge=0.1, le=3_600.0)
+    # How long after a run closes its history key (sealing its LLM prompts and replies) is
+    # destroyed: time for an operator to read a just-finished run in the Temporal UI. At most
+    # 30 days: prompts are not kept beyond the run.
+    run_key_grace_seconds: float = Field(default=3_600.0, ge=0.0, le=30 * 86_400.0)
+    run_key_sweep_seconds: float = Field(default=60.0, ge=0.1, le=3_600.0)
     # Starts one API process sends Temporal at once; more wait their turn up to
     # `run_start_queue_seconds`, then get 503 + Retry-After. Below `db_pool_size`, so a start
     # that Temporal took always finds a connection to settle its row, however many arrive.

@@ -42,6 +42,7 @@ from blocks.infra.temporal.client import connect
 from blocks.models.approvals.catalogue import mark_seen, publish
 from blocks.models.keys.master_keys import check_master_keys
 from blocks.models.keys.org_keys import DatabaseOrgKeys
+from blocks.workers.run_key_sweeper import RunKeySweeper
 from blocks.workers.run_start_reconciler import RunStartReconciler
 from blocks.workers.workflow_modules import SYSTEM_WORKFLOWS, load_author_code
 from blocks.workflows.cancellation import RunCancellation
@@ -222,11 +223,19 @@ async def run_worker(settings: Settings) -> None:
             bound_seconds=settings.run_start_bound_seconds,
             interval_seconds=settings.run_start_reconcile_seconds,
         )
+        sweeper = RunKeySweeper(
+            session_factory(engine),
+            grace_seconds=settings.run_key_grace_seconds,
+            interval_seconds=settings.run_key_sweep_seconds,
+        )
         async with asyncio.TaskGroup() as tasks:
-            reconciling = tasks.create_task(reconciler.run_forever())
-            heartbeat = tasks.create_task(publisher.run_forever())
+            background = [
+                tasks.create_task(reconciler.run_forever()),
+                tasks.create_task(publisher.run_forever()),
+                tasks.create_task(sweeper.run_forever()),
+            ]
             await worker.run()
-            reconciling.cancel()
-            heartbeat.cancel()
+            for task in background:
+                task.cancel()
     finally:
         await engine.dispose()

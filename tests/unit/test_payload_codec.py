@@ -8,7 +8,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import WorkflowSerializationContext
+from temporalio.converter import ActivitySerializationContext, WorkflowSerializationContext
 
 from blocks.infra.crypto.key_specs import PayloadKeyError, new_payload_key_spec, parse_payload_keys
 from blocks.infra.crypto.org_keys import (
@@ -17,10 +17,12 @@ from blocks.infra.crypto.org_keys import (
     install_org_keys,
     installed_org_keys,
 )
+from blocks.infra.crypto.run_keys import LLM_CALL_ACTIVITY, RunDataKey
 from blocks.infra.temporal.payload_codec import (
     ENCODING,
     KEY_ID,
     ORG,
+    SCOPE,
     EncryptionCodec,
     payload_org,
 )
@@ -94,6 +96,7 @@ class _MemoryOrgKeys:
         self.runs = runs
         self.keys: dict[tuple[uuid.UUID, uuid.UUID], OrgDataKey] = {}
         self.live: dict[uuid.UUID, OrgDataKey] = {}
+        self.run_keys: dict[str, RunDataKey] = {}
 
     async def run_org(self, workflow_id: str) -> uuid.UUID | None:
         return self.runs.get(workflow_id)
@@ -109,6 +112,18 @@ class _MemoryOrgKeys:
             return self.keys[(org_id, key_id)]
         except KeyError:
             raise OrgKeyUnavailable(f"organization {org_id} has no data key {key_id}") from None
+
+    async def run_key(self, org_id: uuid.UUID, workflow_id: str) -> RunDataKey:
+        if workflow_id not in self.run_keys:
+            secret = AESGCM.generate_key(bit_length=256)
+            self.run_keys[workflow_id] = RunDataKey(uuid.uuid4(), org_id, workflow_id, secret)
+        return self.run_keys[workflow_id]
+
+    async def run_key_by_id(self, org_id: uuid.UUID, key_id: uuid.UUID) -> RunDataKey:
+        for key in self.run_keys.values():
+            if key.key_id == key_id and key.org_id == org_id:
+                return key
+        raise OrgKeyUnavailable(f"run history key {key_id} was destroyed")
 
 
 ORG_A, ORG_B = uuid.uuid4(), uuid.uuid4()
@@ -180,3 +195,63 @@ async def test_without_a_key_source_an_organizations_payload_is_refused_clearly(
             await plain.decode([sealed])
     finally:
         install_org_keys(installed)
+
+
+# --- run history keys (the LLM step's payloads) --------------------------------------------------
+
+
+def _activity(workflow_id: str, activity_type: str) -> ActivitySerializationContext:
+    return ActivitySerializationContext(
+        namespace="default",
+        activity_id="1",
+        activity_type=activity_type,
+        activity_task_queue="q",
+        workflow_id=workflow_id,
+        workflow_type="w",
+        is_local=False,
+    )
+
+
+async def test_the_llm_calls_payloads_are_sealed_under_the_runs_own_key() -> None:
+    codec, source = _org_codec()
+    llm = codec.with_context(_activity("run-a", LLM_CALL_ACTIVITY))
+    [prompt] = await llm.encode([_payload("the prompt")])
+    assert prompt.metadata[SCOPE] == b"run"
+    assert payload_org(prompt) == ORG_A
+    assert prompt.metadata[KEY_ID] == str(source.run_keys["run-a"].key_id).encode()
+    assert await codec.decode([prompt]) == [_payload("the prompt")]
+    # Any other activity of the run stays under the organization's key.
+    [other] = await codec.with_context(_activity("run-a", "blocks.audit.append")).encode(
+        [_payload("x")]
+    )
+    assert SCOPE not in other.metadata
+    assert other.metadata[KEY_ID] == str(source.live[ORG_A].key_id).encode()
+
+
+async def test_a_destroyed_run_key_leaves_only_the_prompts_unreadable() -> None:
+    codec, source = _org_codec()
+    [prompt] = await codec.with_context(_activity("run-a", LLM_CALL_ACTIVITY)).encode(
+        [_payload("p")]
+    )
+    [run_input] = await codec.with_context(_context("run-a")).encode([_payload("i")])
+    source.run_keys.clear()
+    with pytest.raises(OrgKeyUnavailable, match="destroyed"):
+        await codec.decode([prompt])
+    assert await codec.decode([run_input]) == [_payload("i")]
+
+
+async def test_a_run_scoped_payload_relabelled_as_the_organizations_is_refused() -> None:
+    codec, source = _org_codec()
+    [prompt] = await codec.with_context(_activity("run-a", LLM_CALL_ACTIVITY)).encode(
+        [_payload("p")]
+    )
+    # Stripped of its scope it names the run key's id as an organization key: no such key.
+    stripped = Payload(
+        metadata={k: v for k, v in prompt.metadata.items() if k != SCOPE}, data=prompt.data
+    )
+    with pytest.raises(OrgKeyUnavailable):
+        await codec.decode([stripped])
+    run_key = source.run_keys["run-a"]
+    source.keys[(ORG_A, run_key.key_id)] = OrgDataKey(run_key.key_id, ORG_A, run_key.secret)
+    with pytest.raises(InvalidTag):  # the associated data says which kind of key sealed it
+        await codec.decode([stripped])

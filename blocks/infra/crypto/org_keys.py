@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from blocks.infra.crypto.field_crypto import MasterKeyError, MasterKeys
+
+if TYPE_CHECKING:  # run_keys imports OrgDataKey from here
+    from blocks.infra.crypto.run_keys import RunDataKey
 
 _NONCE_BYTES = 12
 
@@ -88,6 +91,15 @@ class OrgKeySource(Protocol):
 
     async def key(self, org_id: uuid.UUID, key_id: uuid.UUID) -> OrgDataKey:
         """A key by id, for reading; raises OrgKeyUnavailable if it was destroyed."""
+        ...
+
+    async def run_key(self, org_id: uuid.UUID, workflow_id: str) -> RunDataKey:
+        """The run's own history key (`infra.crypto.run_keys`), created on first use; raises
+        OrgKeyUnavailable once it was destroyed (the run closed)."""
+        ...
+
+    async def run_key_by_id(self, org_id: uuid.UUID, key_id: uuid.UUID) -> RunDataKey:
+        """A run's history key by id, for reading; OrgKeyUnavailable once destroyed."""
         ...
 
 

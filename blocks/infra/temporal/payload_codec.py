@@ -9,6 +9,10 @@ without a workflow, a process without a key source) is sealed under the payload 
 (BLOCKS_PAYLOAD_KEYS), as every payload was before organization keys. Tampered ciphertext fails
 its tag and is refused, never decoded to garbage; a payload whose organization key was destroyed
 no longer decodes at all.
+
+The LLM step's model call (its prompt in, the reply out, and its failure) is sealed under the
+run's own history key instead (`infra.crypto.run_keys`, metadata `blocks-scope: run`), which is
+destroyed a grace period after the run closes: prompts and replies do not outlive the run.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ from temporalio.converter import PayloadCodec, SerializationContext, WithSeriali
 
 from blocks.infra.crypto.key_specs import PayloadKeyError
 from blocks.infra.crypto.org_keys import OrgDataKey, OrgKeySource, installed_org_keys
+from blocks.infra.crypto.run_keys import RUN_SCOPED_ACTIVITIES, RunDataKey
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 ORG = "blocks-org"
+SCOPE = "blocks-scope"
+RUN_SCOPE = b"run"
 _NONCE_BYTES = 12
 _CACHE_LIMIT = 10_000  # organization keys and id pairs remembered per process
 
@@ -47,12 +54,18 @@ def _org_aad(org_id: uuid.UUID, key_id: uuid.UUID) -> bytes:
     return f"blocks.payload.v2|{org_id}|{key_id}".encode()
 
 
+def _run_aad(org_id: uuid.UUID, key_id: uuid.UUID) -> bytes:
+    return f"blocks.payload.run.v1|{org_id}|{key_id}".encode()
+
+
 @dataclasses.dataclass(frozen=True)
 class _Binding:
     """Which payloads a codec instance seals: those of one workflow, or of one organization."""
 
     workflow_id: str | None = None
     org_id: uuid.UUID | None = None
+    # A run-scoped activity's payloads (the LLM step's): sealed under the run's own key.
+    run_scoped: bool = False
 
 
 class EncryptionCodec(PayloadCodec, WithSerializationContext):
@@ -79,9 +92,13 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
 
     def with_context(self, context: SerializationContext) -> Self:
         workflow_id = getattr(context, "workflow_id", None)
-        if workflow_id is None or workflow_id == self._binding.workflow_id:
+        if workflow_id is None:
             return self
-        return self._bound(_Binding(workflow_id=workflow_id))
+        # Temporal names the activity on every side that converts its payloads: the workflow
+        # scheduling it and reading its result, the worker running it and reporting back.
+        run_scoped = getattr(context, "activity_type", None) in RUN_SCOPED_ACTIVITIES
+        binding = _Binding(workflow_id=workflow_id, run_scoped=run_scoped)
+        return self if binding == self._binding else self._bound(binding)
 
     def for_org(self, org_id: uuid.UUID) -> Self:
         """This codec sealing under `org_id`'s key whatever the payload's workflow (the codec
@@ -109,6 +126,10 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         return await source.active_key(org_id)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        if self._binding.run_scoped:
+            run_key = await self._run_sealing_key()
+            if run_key is not None:
+                return self._seal_with_run_key(run_key, payloads)
         org_key = await self._sealing_key()
         if org_key is None:
             return [self._seal_with_payload_key(payload) for payload in payloads]
@@ -130,6 +151,28 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         for payload in payloads:
             nonce = os.urandom(_NONCE_BYTES)
             sealed = org_key.cipher.encrypt(nonce, payload.SerializeToString(), aad)
+            encoded.append(Payload(metadata=metadata, data=nonce + sealed))
+        return encoded
+
+    async def _run_sealing_key(self) -> RunDataKey | None:
+        source, workflow_id = self._source(), self._binding.workflow_id
+        if source is None or workflow_id is None:
+            return None
+        org_id = await source.run_org(workflow_id)
+        return None if org_id is None else await source.run_key(org_id, workflow_id)
+
+    def _seal_with_run_key(self, key: RunDataKey, payloads: Sequence[Payload]) -> list[Payload]:
+        metadata = {
+            "encoding": ENCODING,
+            KEY_ID: str(key.key_id).encode(),
+            ORG: str(key.org_id).encode(),
+            SCOPE: RUN_SCOPE,
+        }
+        aad = _run_aad(key.org_id, key.key_id)
+        encoded: list[Payload] = []
+        for payload in payloads:
+            nonce = os.urandom(_NONCE_BYTES)
+            sealed = key.cipher.encrypt(nonce, payload.SerializeToString(), aad)
             encoded.append(Payload(metadata=metadata, data=nonce + sealed))
         return encoded
 
@@ -186,6 +229,11 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
                 " key source (start it with database access)"
             )
         org_id, key_id = self._ids(payload)
-        key = await source.key(org_id, key_id)
         nonce, sealed = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
+        if payload.metadata.get(SCOPE) == RUN_SCOPE:
+            run_key = await source.run_key_by_id(org_id, key_id)
+            return Payload.FromString(
+                run_key.cipher.decrypt(nonce, sealed, _run_aad(org_id, key_id))
+            )
+        key = await source.key(org_id, key_id)
         return Payload.FromString(key.cipher.decrypt(nonce, sealed, _org_aad(org_id, key_id)))

@@ -32,8 +32,10 @@ from blocks.infra.crypto.org_keys import (
     unwrap_org_key,
     wrap_org_key,
 )
+from blocks.infra.crypto.run_keys import RunDataKey, unwrap_run_key
 from blocks.infra.db import bind_org, session_factory
 from blocks.models.base import org_fk_column, timestamp_column, utcnow
+from blocks.models.keys.run_keys import live_run_key, wrapped_run_key
 
 # How long a process keeps an unwrapped key: the delay before a destruction reaches it.
 KEY_CACHE_SECONDS = 30.0
@@ -119,11 +121,19 @@ async def destroy_org_keys(ctx: OrgContext, session: AsyncSession) -> int:
     """Destroy every live data key of the organization (in the caller's transaction); how many."""
     org_id = ctx.org_id
     await bind_org(session, org_id)
+    now = utcnow()
+    # The runs' history keys are wrapped by the organization's: dead with them, marked so.
+    await session.exec(  # type: ignore[call-overload]
+        text(
+            "UPDATE run_data_keys SET wrapped_key = NULL, destroyed_at = :now "
+            "WHERE org_id = :org_id AND destroyed_at IS NULL"
+        ).bindparams(org_id=org_id, now=now)
+    )
     result = await session.exec(  # type: ignore[call-overload]
         text(
             "UPDATE org_data_keys SET wrapped_key = NULL, destroyed_at = :now "
             "WHERE org_id = :org_id AND destroyed_at IS NULL"
-        ).bindparams(org_id=org_id, now=utcnow())
+        ).bindparams(org_id=org_id, now=now)
     )
     return int(result.rowcount or 0)
 
@@ -137,6 +147,7 @@ class DatabaseOrgKeys:
         self._runs: OrderedDict[str, uuid.UUID] = OrderedDict()
         self._live: dict[uuid.UUID, tuple[OrgDataKey, float]] = {}
         self._by_id: dict[tuple[uuid.UUID, uuid.UUID], tuple[OrgDataKey, float]] = {}
+        self._run_keys: dict[tuple[uuid.UUID, str | uuid.UUID], tuple[RunDataKey, float]] = {}
 
     def serves(self, session: AsyncSession) -> bool:
         """Whether `session` is on this source's database (a tool or test may hold another)."""
@@ -155,6 +166,8 @@ class DatabaseOrgKeys:
         self._live.pop(org_id, None)
         for cached in [pair for pair in self._by_id if pair[0] == org_id]:
             del self._by_id[cached]
+        for cached_run in [pair for pair in self._run_keys if pair[0] == org_id]:
+            del self._run_keys[cached_run]
 
     async def run_org(self, workflow_id: str) -> uuid.UUID | None:
         org_id = self._runs.get(workflow_id)
@@ -188,6 +201,41 @@ class DatabaseOrgKeys:
             await bind_org(session, org_id)
             key = await org_key_by_id(session, org_id, key_id)
         self._by_id[(org_id, key_id)] = (key, time.monotonic() + KEY_CACHE_SECONDS)
+        return key
+
+    async def run_key(self, org_id: uuid.UUID, workflow_id: str) -> RunDataKey:
+        cached = self._cached_run_key((org_id, workflow_id))
+        if cached is not None:
+            return cached
+        org_key = await self.active_key(org_id)
+        async with self._sessions() as session, session.begin():
+            await bind_org(session, org_id)
+            key_id, wrapped, org_key_id = await live_run_key(session, org_key, workflow_id)
+        if org_key_id != org_key.key_id:  # made by another process under an older org key
+            org_key = await self.key(org_id, org_key_id)
+        return self._keep_run_key(unwrap_run_key(org_key, workflow_id, key_id, wrapped))
+
+    async def run_key_by_id(self, org_id: uuid.UUID, key_id: uuid.UUID) -> RunDataKey:
+        cached = self._cached_run_key((org_id, key_id))
+        if cached is not None:
+            return cached
+        async with self._sessions() as session, session.begin():
+            await bind_org(session, org_id)
+            workflow_id, wrapped, org_key_id = await wrapped_run_key(session, org_id, key_id)
+        org_key = await self.key(org_id, org_key_id)
+        return self._keep_run_key(unwrap_run_key(org_key, workflow_id, key_id, wrapped))
+
+    def _cached_run_key(self, handle: tuple[uuid.UUID, str | uuid.UUID]) -> RunDataKey | None:
+        cached = self._run_keys.get(handle)
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+    def _keep_run_key(self, key: RunDataKey) -> RunDataKey:
+        # Kept as briefly as organization keys: a destruction reaches every process as fast.
+        if len(self._run_keys) >= _RUN_CACHE_SIZE:
+            self._run_keys.clear()
+        expires = time.monotonic() + KEY_CACHE_SECONDS
+        self._run_keys[(key.org_id, key.workflow_id)] = (key, expires)
+        self._run_keys[(key.org_id, key.key_id)] = (key, expires)
         return key
 
 

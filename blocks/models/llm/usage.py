@@ -1,7 +1,7 @@
 """LLM usage: one row per model call an LLM step made, and the usage report read from them.
 
-Rows hold metadata only (tokens, latency, outcome, SHA-256 of prompt and completion), never the
-text. A call is recorded once: (org, run, step, call id) is unique and a second insert of the
+Rows hold metadata (tokens, latency, outcome, SHA-256 of prompt and completion); the text only
+when the organization turned prompt retention on, and then sealed (models.llm.retention). A call is recorded once: (org, run, step, call id) is unique and a second insert of the
 same call is skipped, so an activity retried after it recorded does not count twice.
 """
 
@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import UniqueConstraint, func
+from sqlalchemy import Column, LargeBinary, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -48,6 +48,14 @@ class LlmUsage(SQLModel, table=True):
     prompt_sha256: str = Field(max_length=64)
     completion_sha256: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    # Prompt retention on: the conversation and completion, sealed under this org key.
+    content_key_id: uuid.UUID | None = None
+    prompt_sealed: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary, nullable=True), repr=False
+    )
+    completion_sealed: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary, nullable=True), repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,10 @@ class UsageCall:
     output_tokens: int = 0
     latency_ms: int = 0
     completion_sha256: str | None = None
+    # The sealed transcript, when the organization retains prompts (models.llm.retention).
+    content_key_id: uuid.UUID | None = None
+    prompt_sealed: bytes | None = None
+    completion_sealed: bytes | None = None
 
 
 async def record_usage(ctx: OrgContext, session: AsyncSession, call: UsageCall) -> bool:
@@ -91,6 +103,9 @@ async def record_usage(ctx: OrgContext, session: AsyncSession, call: UsageCall) 
             outcome=call.outcome,
             prompt_sha256=call.prompt_sha256,
             completion_sha256=call.completion_sha256,
+            content_key_id=call.content_key_id,
+            prompt_sealed=call.prompt_sealed,
+            completion_sealed=call.completion_sealed,
         )
         .on_conflict_do_nothing(constraint="llm_usage_call_key")
         .returning(col(LlmUsage.id))
