@@ -129,6 +129,9 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("PATCH", "/v1/llm/credentials/{credential_id}"): P.INTEGRATION_MANAGE,
     ("DELETE", "/v1/llm/credentials/{credential_id}"): P.INTEGRATION_MANAGE,
     ("GET", "/v1/reports/llm-usage"): P.AUDIT_READ,
+    ("GET", "/v1/org/llm"): P.ORG_READ,
+    ("PUT", "/v1/org/llm"): P.ORG_SECURITY,
+    ("GET", "/v1/runs/{run_id}/llm-calls"): P.AUDIT_READ,
 }
 
 # Ids that exist nowhere: an allowed caller gets 404 or 422, never a change, never 403.

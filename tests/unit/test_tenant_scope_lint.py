@@ -268,6 +268,12 @@ PRE_TENANT: dict[str, str] = {
     "blocks.models.keys.org_keys.DatabaseOrgKeys.run_org": "a workflow id -> its run's org",
     "blocks.models.keys.org_keys.live_org_key": "the codec: the organization's key to seal with",
     "blocks.models.keys.org_keys.org_key_by_id": "the codec: the key a payload names",
+    # Run history keys (0019): the same, for the LLM step's payloads; the callers bind the
+    # organization the run's row or the payload names. The sweeper destroys closed runs' keys
+    # in every organization (SECURITY DEFINER blocks_destroy_closed_run_keys), returning a count.
+    "blocks.models.keys.run_keys.live_run_key": "the codec: the run's key to seal with",
+    "blocks.models.keys.run_keys.wrapped_run_key": "the codec: the run key a payload names",
+    "blocks.models.keys.run_keys.destroy_closed_run_keys": "the run-key sweeper's pass",
     # `blocks keys status | rotate`: operator maintenance over every organization, each bound
     # in turn.
     "blocks.models.keys.rotation.key_status": "what each master key wraps, per organization",

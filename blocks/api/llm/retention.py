@@ -52,24 +52,27 @@ class LlmMessageOut(BaseModel):
     content: str
 
 
+_CALL = dict(
+    created_at=ex.STARTED,
+    step="draft",
+    credential="default",
+    model="gpt-4.1-mini",
+    served_model="gpt-4.1-mini-2025-04-14",
+    outcome="ok",
+    input_tokens=412,
+    output_tokens=96,
+    latency_ms=1840,
+    prompt_sha256=ex.HASH,
+    completion_sha256=ex.PREV_HASH,
+    retained=True,
+    messages=[{"role": "user", "content": "Summarise the contract's termination clause."}],
+    completion="Either party may terminate on 30 days' written notice.",
+    unreadable=None,
+)
+
+
 class RunLlmCallOut(BaseModel):
-    model_config = example(
-        created_at=ex.STARTED,
-        step="draft",
-        credential="default",
-        model="gpt-4.1-mini",
-        served_model="gpt-4.1-mini-2025-04-14",
-        outcome="ok",
-        input_tokens=412,
-        output_tokens=96,
-        latency_ms=1840,
-        prompt_sha256=ex.HASH,
-        completion_sha256=ex.PREV_HASH,
-        retained=True,
-        messages=[{"role": "user", "content": "Summarise the contract's termination clause."}],
-        completion="Either party may terminate on 30 days' written notice.",
-        unreadable=None,
-    )
+    model_config = example(**_CALL)
 
     created_at: datetime
     step: str
@@ -91,6 +94,8 @@ class RunLlmCallOut(BaseModel):
 
 
 class RunLlmCallsOut(BaseModel):
+    model_config = example(run_id=ex.RUN_ID, calls=[_CALL])
+
     run_id: uuid.UUID
     calls: list[RunLlmCallOut] = Field(description="Oldest first; failed attempts included")
 
