@@ -21,6 +21,8 @@ _STEP = {
     "decided_by": None,
     "decided_at": None,
     "comment": None,
+    "context": None,
+    "context_hidden": False,
 }
 
 
@@ -47,6 +49,15 @@ class StepOut(BaseModel):
     decided_by: str | None
     decided_at: datetime | None
     comment: str | None
+    context: dict[str, Any] | None = Field(
+        default=None,
+        description="What the approvers see to decide the step (e.g. a model's draft): shown "
+        "only to a caller who may decide the step now, else null",
+    )
+    context_hidden: bool = Field(
+        default=False,
+        description="True when the step has a context this caller may not see",
+    )
 
 
 _HISTORY = [

@@ -41,6 +41,7 @@ from blocks.core.audit.records import ActorType
 from blocks.workflows.llm_step import LlmMessage, LlmReply, LlmSteps
 from blocks.workflows.outbox import Outbox
 from blocks.workflows.step_approvers import StepApprovers
+from blocks.workflows.step_context import StepContext, checked_context, shown_context
 from blocks.workflows.step_timers import StepTimers
 from blocks.workflows.types import (
     MemberId,
@@ -48,6 +49,7 @@ from blocks.workflows.types import (
     RunInput,
     RunOutcome,
     RunView,
+    StatusViewer,
     StepView,
     approver_field,
 )
@@ -93,6 +95,7 @@ class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps):
         self._input: RunInput | None = None
         self._steps: dict[str, ApprovalStep] = {}
         self._forms: dict[str, type[BaseModel]] = {}
+        self._contexts: dict[str, StepContext] = {}
         self._approved_in_chain: set[str] = set()
         self._status = "running"
         self._finished = False  # the run's end is recorded (`finish`)
@@ -169,10 +172,18 @@ class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps):
             raise ApplicationError(f"decision refused: {reason.value}", type=reason.value)
 
     @workflow.query(name=STATUS_QUERY)
-    def status(self) -> RunView:
+    def status(self, viewer: StatusViewer | None = None) -> RunView:
+        """The run as it stands; each step's context as `viewer` may see it (step_context)."""
+        approved = frozenset(self._approved_in_chain)
+        steps: list[StepView] = []
+        for step in self._steps.values():
+            context, hidden = shown_context(
+                step, self._contexts.get(step.step_id), viewer, approved_earlier=approved
+            )
+            steps.append(StepView.of(step, context=context, context_hidden=hidden))
         return RunView(
             status=self._status,
-            steps=[StepView.of(s) for s in self._steps.values()],
+            steps=steps,
             requested_by=self._input.requested_by if self._input else None,
             workflow_name=self._input.workflow_name if self._input else None,
         )
@@ -223,16 +234,20 @@ class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps):
         escalation: Escalation | None = None,
         on_breach: OnBreach | None = None,
         form: type[BaseModel] | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> ApprovalStep:
         """Open a step and wait until its policy decides it, or its SLA passes.
 
         `sla` counts wall-clock time, or working time in `calendar`. Reminders repeat every
         `remind_every` while the step is open; `escalation` fires its `before` the deadline;
         `on_breach` says what the deadline does (by default the step closes as expired).
-        `form`, a pydantic model, is what each decision must carry.
+        `form`, a pydantic model, is what each decision must carry. `context`, a JSON object of
+        at most 64 KiB (e.g. `{"draft": reply.text}`), is what the approvers see to decide: only
+        a member who may decide the step now reads it, and the audit log keeps its SHA-256 alone.
         """
         if step_id in self._steps:
             raise ApplicationError(f"step {step_id!r} opened twice", non_retryable=True)
+        checked = checked_context(step_id, context) if context is not None else None
         on_breach = on_breach or OnBreach()
         # Who the step names by id is checked again now (StepApprovers): it may be days later.
         # A cancellation of the run meanwhile is recorded by blocks.workflows.cancellation.
@@ -260,6 +275,8 @@ class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps):
         self._steps[step_id] = step
         if form is not None:
             self._forms[step_id] = form
+        if checked is not None:
+            self._contexts[step_id] = checked
         self._show_pending()
         self._audit(
             f"step:{step_id}:opened",
@@ -275,6 +292,8 @@ class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps):
                 # So the event alone opens the step's row in the inbox's projection (0016).
                 "workflow": self.run_input.workflow_name,
                 "requested_by": self.run_input.requested_by,
+                # The context itself stays in the run: the log holds only its hash (sealed).
+                **({"context_sha256": checked.sha256} if checked is not None else {}),
             },
         )
         if at_open is not None:

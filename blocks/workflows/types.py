@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints, WithJsonSchema
 
 from blocks.core.approvals.catalogue import APPROVER_MARK
-from blocks.core.approvals.eligibility import ApprovalStep
+from blocks.core.approvals.eligibility import ApprovalStep, Delegator
 from blocks.core.audit.records import RequestOrigin
 
 
@@ -40,9 +40,19 @@ class StepView:
     decided_at: datetime | None
     decision_comment: str | None
     deciders: list[str] = field(default_factory=list)
+    # What the approver sees to decide (`request_approval(context=...)`), e.g. a model's draft;
+    # None, with `context_hidden`, where the step has one the reader may not see.
+    context: dict[str, Any] | None = None
+    context_hidden: bool = False
 
     @classmethod
-    def of(cls, step: ApprovalStep) -> StepView:
+    def of(
+        cls,
+        step: ApprovalStep,
+        *,
+        context: dict[str, Any] | None = None,
+        context_hidden: bool = False,
+    ) -> StepView:
         last = step.votes[-1] if step.votes else None
         return cls(
             step_id=step.step_id,
@@ -55,7 +65,19 @@ class StepView:
             decided_at=step.decided_at,
             decision_comment=last.comment if last else None,
             deciders=step.deciders,
+            context=context,
+            context_hidden=context_hidden,
         )
+
+
+@dataclass(frozen=True)
+class StatusViewer:
+    """Who reads the status query (resolved by the API, as for a decision): a step's context is
+    shown to them only while they may decide the step."""
+
+    user_id: str
+    roles: tuple[str, ...]  # role names and `group:<name>` memberships (`policy_memberships`)
+    delegators: tuple[Delegator, ...] = ()
 
 
 @dataclass(frozen=True)

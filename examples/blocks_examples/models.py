@@ -61,3 +61,29 @@ class ContractRequest(BaseModel):
     legal: list[MemberId] = approver_field(min_length=1, max_length=50)
     security: list[MemberId] = approver_field(min_length=1, max_length=50)
     sla_hours: float = Field(default=72.0, gt=0, le=24 * 90)
+
+
+class ReplyRequest(BaseModel):
+    """A customer's message for a model to draft the reply to (drafted_reply)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    message: str = Field(min_length=1, max_length=5_000)
+    customer: str = Field(default="a customer", min_length=1, max_length=200)
+    # The organization's LLM credential (POST /v1/llm/credentials) and a model it allows.
+    credential: str = Field(default="default", min_length=1, max_length=100)
+    model: str = Field(default="gpt-4o-mini", min_length=1, max_length=200)
+    sla_hours: float = Field(default=24.0, gt=0, le=24 * 90)
+
+
+class ReplyReview(BaseModel):
+    """What the reviewer's decision may carry: the reply to send instead of the draft."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reply: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10_000,
+        description="The reply as edited by the reviewer; leave it out to send the draft as is",
+    )

@@ -1,4 +1,5 @@
-"""The LLM tests' stack: the API (and a worker serving the LlmDraft test workflow) allowing the
+"""The LLM tests' stack: the API (and a worker serving the LlmDraft test workflow and the
+drafted_reply example, an approval gate on a model's draft) allowing the
 local OpenAI-compatible server's loopback port (BLOCKS_OUTBOUND_ALLOW_PRIVATE), as an operator
 would allow a model server on the LAN."""
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
+from blocks_examples.drafted_reply import DraftedReply
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -52,14 +54,14 @@ async def llm_stack(
             yield stack
             return
         async with session_factory(engine)() as session, session.begin():
-            entries = catalogue_entries([LlmDraft], task_queue=task_queue)
+            entries = catalogue_entries([LlmDraft, DraftedReply], task_queue=task_queue)
             await publish(session, entries, worker=f"tests@{task_queue}")
         worker = build_worker(
             temporal,
             engine,
             task_queue=task_queue,
             signer=parse_signing_key(SIGNING_KEY),
-            workflows=[LlmDraft],
+            workflows=[LlmDraft, DraftedReply],
             outbound_policy=OutboundPolicy.from_settings(stack.settings),
         )
         running = asyncio.create_task(worker.run())

@@ -58,7 +58,7 @@ def test_serves_the_workflows_and_activities_a_module_defines(
 
 def test_the_examples_load_like_an_author_package() -> None:
     names = sorted(cls.__name__ for cls in load_workflows(["blocks_examples"]))
-    assert names == ["ContractReview", "ExpenseApproval", "PurchaseApproval"]
+    assert names == ["ContractReview", "DraftedReply", "ExpenseApproval", "PurchaseApproval"]
 
 
 def test_a_module_that_fails_to_import_is_named_with_its_cause(

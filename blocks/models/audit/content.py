@@ -37,7 +37,8 @@ from blocks.models.keys.org_keys import (
 
 # Fields sealed wherever they appear in these actions' data.
 _SEALED_FIELDS: Mapping[str, frozenset[str]] = {
-    "step.opened": frozenset({"title"}),
+    # A step's context is never in the log; its hash is sealed too (a short draft is guessable).
+    "step.opened": frozenset({"title", "context_sha256"}),
     "step.decided": frozenset({"comment", "form"}),
 }
 # Actions whose data is the author's (results, model metadata): everything sealed but these.
