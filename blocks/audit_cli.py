@@ -1,4 +1,8 @@
-"""`blocks audit verify FILE`: check an audit export offline, with no server and no database."""
+"""`blocks audit verify FILE`: check an audit export offline, with no server and no database.
+
+An export with content revealed (`blocks audit export --content revealed`, or the API's
+`content=revealed`) has each revealed field checked against what the chain sealed, too.
+"""
 
 from __future__ import annotations
 
@@ -60,10 +64,18 @@ def _summary(console: Console, path: Path, report: VerificationReport, *, pinned
         if pinned
         else "as listed in the file's header (pin it with --public-key for independent proof)",
     )
+    revealed = header.get("content") == "revealed"
+    if revealed:
+        table.add_row(
+            "content checked",
+            f"{report.content_checked} revealed fields, each against what the chain sealed",
+        )
     console.print(table)
     problem = report.problem
     if problem is None:
         console.print("[bold green]INTACT[/]: every hash, link and checkpoint signature holds.")
+        if revealed:
+            console.print("The revealed content is what the chain sealed, field by field.")
         if report.checkpoints_checked == 0:
             console.print(
                 "No signed checkpoint in the file: this shows the file is consistent, not that "

@@ -19,13 +19,17 @@ from temporalio.client import Client
 from blocks.api.identity.email_field import normalize_email
 from blocks.audit_cli import audit_app
 from blocks.cli import WorkflowModules
+from blocks.cli.audit_export import ExportContent, NoSuchOrganization, export_audit
 from blocks.cli.operator_db import operator_database_url
-from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
-from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
+from blocks.infra.crypto.field_crypto import (
+    MasterKeyError,
+    install_master_keys,
+    load_master_keys,
+)
 from blocks.infra.crypto.key_specs import new_payload_key_spec
 from blocks.infra.crypto.passwords import password_problem
-from blocks.infra.crypto.signing import load_public_keys, load_signer
+from blocks.infra.crypto.signing import load_signer
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.embedded.postgres import EmbeddedPostgres
 from blocks.infra.embedded.supervisor import (
@@ -44,7 +48,6 @@ from blocks.infra.temporal.client import connect
 from blocks.infra.temporal.schedules import ensure_checkpoint_schedule
 from blocks.infra.temporal.search_attributes import ensure_registered
 from blocks.models.approvals.catalogue import published_workflows
-from blocks.models.audit.reads import ExportFilters, export_lines
 from blocks.models.base import utcnow
 from blocks.models.demo import (
     DemoKeys,
@@ -53,7 +56,6 @@ from blocks.models.demo import (
     issue_member_key,
     set_password_by_operator,
 )
-from blocks.models.identity.orgs import get_org_by_slug
 from blocks.workers.workflow_modules import WorkflowLoadError, load_workflows
 from blocks.workflows.catalogue import workflow_name
 from blocks.workflows.checkpoints import CHECKPOINT_WORKFLOW
@@ -251,37 +253,29 @@ def audit_export(
     platform: Annotated[
         bool, typer.Option(help="the platform chain: sign-ups, sign-ins, resets")
     ] = False,
+    content: Annotated[
+        ExportContent,
+        typer.Option(
+            help="run content sealed, as the chain holds it, or revealed for an auditor (a "
+            "content line per event, checked by `blocks audit verify`; recorded in the chain)"
+        ),
+    ] = ExportContent.SEALED,
 ) -> None:
     """Export one organization's audit chain (or the platform's) for `blocks audit verify`."""
     if (org is None) == (not platform):
         console.print("[red]Give either --org SLUG or --platform.[/red]")
         raise typer.Exit(2)
-    count = asyncio.run(_export_audit(get_settings(), org, out))
-    console.print(f"{count} lines written to {out}; check it with `blocks audit verify {out}`.")
-
-
-async def _export_audit(settings: Settings, org_slug: str | None, out: Path) -> int:
-    engine = create_engine(operator_database_url(settings), pool_size=1)
+    if platform and content is ExportContent.REVEALED:
+        console.print(
+            "[red]Run content is an organization's: --content revealed needs --org.[/red]"
+        )
+        raise typer.Exit(2)
     try:
-        sessions = session_factory(engine)
-        org_id = PLATFORM_ORG
-        if org_slug is not None:
-            async with sessions() as session:
-                found = await get_org_by_slug(session, org_slug)
-            if found is None:
-                console.print(f"[red]no organization {org_slug!r}[/red]")
-                raise typer.Exit(1)
-            org_id = OrgId(found.id)
-        ctx = OrgContext(org_id=org_id, user_id=None, roles=(), auth=AuthMethod.SYSTEM)
-        lines = 0
-        with out.open("w", encoding="utf-8") as handle:
-            keys = load_public_keys(settings).by_id()
-            async for chunk in export_lines(ctx, sessions, ExportFilters(), keys):
-                handle.write(chunk)
-                lines += chunk.count("\n")
-        return lines
-    finally:
-        await engine.dispose()
+        count = asyncio.run(export_audit(get_settings(), org, out, content))
+    except (NoSuchOrganization, MasterKeyError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{count} lines written to {out}; check it with `blocks audit verify {out}`.")
 
 
 async def _register_search_attributes(settings: Settings) -> None:

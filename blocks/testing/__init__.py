@@ -15,9 +15,11 @@
 The kit serves the author's workflows with Blocks' sandbox and data converter (a throwaway payload
 key) and the activities a Blocks workflow calls: audit events go to memory (or, given
 `database=`, through the real append path to PostgreSQL), notices are kept for `kit.notices(run)`,
-and the step's approver check asks the kit's members. Starts and decisions are made as the API
-makes them. Or take the `workflow_kit` fixture (`pytest_plugins = ["blocks.testing"]` in a
-conftest.py). Install with `pip install blocks[testing]`; Blocks' own code never imports this.
+and the step's approver check asks the kit's members. LLM steps answer from `llm_replies=`
+(scripted), or call a model server on a credential the test adds (`kit.add_llm_credential`);
+blocks.testing.llm says how. Starts and decisions are made as the API makes them. Or take the
+`workflow_kit` fixture (`pytest_plugins = ["blocks.testing"]` in a conftest.py). Install with
+`pip install blocks[testing]`; Blocks' own code never imports this.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from typing import Any, Protocol
 
 import pytest_asyncio
 
-from blocks.testing.kit import KitRun, WorkflowKit, time_skipping_server_path
+from blocks.activities.llm import LlmReply, LlmStepCall
+from blocks.testing.kit import KitRun, WorkflowKit
+from blocks.testing.llm import LlmScript
 from blocks.testing.members import KitMember
 from blocks.testing.refusals import DecisionRefused, Refused, StartRefused
+from blocks.testing.server import time_skipping_server_path
 from blocks.workflows.sdk import BlocksWorkflow
 
 __all__ = [
@@ -38,6 +43,9 @@ __all__ = [
     "KitFactory",
     "KitMember",
     "KitRun",
+    "LlmReply",
+    "LlmScript",
+    "LlmStepCall",
     "Refused",
     "StartRefused",
     "WorkflowKit",

