@@ -111,8 +111,18 @@ def prompt_sha256(messages: list[LlmMessage]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _refused(reason: str) -> ApplicationError:
-    return ApplicationError(reason, type=LLM_CALL_REFUSED, non_retryable=True)
+def _refused(reason: str, summary: str | None = None) -> ApplicationError:
+    # The first detail is what the step may repeat outside the call (model_failure_summary).
+    return ApplicationError(reason, summary or reason, type=LLM_CALL_REFUSED, non_retryable=True)
+
+
+def model_failure_summary(error: ApplicationError) -> str:
+    """What a failed call's error says without the server's own words (which may quote the
+    prompt): the step repeats this in its audit event and the run's failure, while the whole
+    message stays with the call, sealed under the run's key (destroyed after the run)."""
+    if error.details and isinstance(error.details[0], str):
+        return error.details[0]
+    return error.message
 
 
 class LlmActivities:
@@ -207,9 +217,11 @@ class LlmActivities:
             ),
         )
         if not failure.retryable:
-            raise _refused(failure.reason)
+            raise _refused(failure.reason, failure.summary)
         delay = timedelta(seconds=failure.retry_after) if failure.retry_after else None
-        raise ApplicationError(failure.reason, type=LLM_CALL_FAILED, next_retry_delay=delay)
+        raise ApplicationError(
+            failure.reason, failure.summary, type=LLM_CALL_FAILED, next_retry_delay=delay
+        )
 
     async def _credential(
         self, ctx: OrgContext, call: LlmStepCall, call_id: str, prompt_hash: str

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         LlmMessage,
         LlmReply,
         LlmStepCall,
+        model_failure_summary,
         prompt_sha256,
     )
 
@@ -166,13 +167,18 @@ class LlmSteps:
             if is_cancelled_exception(error):
                 raise
             cause = error.cause
-            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or error)
+            reason = (
+                model_failure_summary(cause)
+                if isinstance(cause, ApplicationError)
+                else str(cause or error)
+            )
             self._audit(
                 f"llm:{number}:{name}",
                 "llm.called",
                 outcome=Outcome.FAILURE,
-                # The message may quote the run (a server echoing the prompt, a model name):
-                # it goes in the event's data, which is sealed, not in its plain `reason`.
+                # The reason may quote the run (a model's name): it goes in the event's data,
+                # which is sealed, not its plain `reason`. The server's own words (which may
+                # quote the prompt) stay with the call, under the run's key.
                 reason="the model call failed",
                 data={**audited, "error": reason},
             )

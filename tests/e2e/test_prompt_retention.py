@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.common.v1 import Payload
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from blocks.infra.crypto.key_specs import parse_payload_keys
 from blocks.infra.crypto.org_keys import OrgKeyUnavailable
@@ -101,6 +103,19 @@ async def test_the_llm_calls_history_is_sealed_under_a_run_key_destroyed_after_t
         assert any(marker.encode() in p.SerializeToString() for p in opened)
         # The run closed: its key is marked, and kept while the grace period lasts.
         assert await _run_key_state(engine, owner, run_id) == (True, False)
+
+    # The step's failure names the HTTP status; the server's words (quoting the prompt) stay
+    # with the model call, under the run's key.
+    with pytest.raises(WorkflowFailureError) as failure:
+        await llm.temporal.get_workflow_handle(f"run-{failed}").result()
+    step_failure = failure.value.cause
+    assert isinstance(step_failure, ApplicationError)
+    assert "refused the call: HTTP 400" in step_failure.message
+    assert marker not in step_failure.message
+    call_failure = step_failure.cause
+    assert isinstance(call_failure, ActivityError)
+    assert isinstance(call_failure.cause, ApplicationError)
+    assert marker in call_failure.cause.message
 
     assert await _sweep(engine, grace_seconds=3600) == 0
     assert await _sweep(engine, grace_seconds=0) >= 2

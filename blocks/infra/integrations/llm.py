@@ -74,18 +74,21 @@ class ModelReply:
 
 
 class ModelCallFailed(Exception):
-    """A model call that did not produce a reply. `reason` is safe to show and to log."""
+    """A model call that did not produce a reply. `reason` is safe to show and to log (no key);
+    `summary` is the reason without the server's own words, which may quote the prompt."""
 
     def __init__(
         self,
         reason: str,
         *,
         retryable: bool,
+        summary: str | None = None,
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.summary = summary or reason
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
@@ -146,6 +149,8 @@ async def call_model(
         failure = ModelCallFailed(
             f"the model server at {_host(base_url)} answered with something the OpenAI SDK "
             f"could not read ({type(exc).__name__}: {_scrub(str(exc), api_key)})",
+            summary=f"the model server at {_host(base_url)} answered with something the OpenAI "
+            f"SDK could not read ({type(exc).__name__})",
             retryable=False,
         )
     else:
@@ -239,6 +244,7 @@ def _status_failure(
     kind = "temporarily failed" if retryable else "refused the call"
     return ModelCallFailed(
         f"the model server {kind}: HTTP {status}: {said}",
+        summary=f"the model server {kind}: HTTP {status}",
         retryable=retryable,
         status=status,
         retry_after=_retry_after(response.headers) if retryable else None,
