@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import WorkflowExecutionStatus
 
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
@@ -62,11 +63,31 @@ async def test_closing_an_organization_shreds_its_history_and_content(
         opened = await before.decode(sealed)
         assert any(MARKER.encode() in p.data for p in opened)
 
+        # A second run still waits for its approver when the organization closes.
+        waiting = await http.post(
+            "/v1/runs",
+            json={"workflow": "expense_approval", "input": EXPENSE},
+            headers=org["operator"].headers,
+        )
+        assert waiting.status_code == 201, waiting.text
+        waiting_id = waiting.json()["id"]
+        await wait_for_status(
+            http, waiting_id, org["operator"].headers, status="running", stage="awaiting_approval"
+        )
+
         closed = await http.post(
             "/v1/org/close", json={"confirm": org.slug}, headers=org["owner"].headers
         )
         assert closed.status_code == 200, closed.text
         assert closed.json()["data_keys_destroyed"] == 1
+        assert closed.json()["runs_terminated"] == 1
+
+    # The waiting run was ended, not left failing on keys that are gone; and no fresh key is
+    # made for the closed organization, whatever asks for one.
+    described = await stack.temporal.get_workflow_handle(f"run-{waiting_id}").describe()
+    assert described.status == WorkflowExecutionStatus.TERMINATED
+    with pytest.raises(OrgKeyUnavailable, match="destroyed"):
+        await DatabaseOrgKeys(engine).active_key(org.id)
 
     after = EncryptionCodec(*parse_payload_keys(PAYLOAD_KEYS), org_keys=DatabaseOrgKeys(engine))
     for payload in sealed:

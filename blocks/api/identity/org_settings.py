@@ -14,6 +14,7 @@ from blocks.api.deps import (
     CanOwn,
     CanReadOrg,
     DbSession,
+    TemporalClient,
     record_change,
 )
 from blocks.api.errors import Problem, invalid_field, not_found
@@ -23,6 +24,7 @@ from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.core.context import OrgContext
 from blocks.core.roles import Role
+from blocks.infra.temporal.org_runs import terminate_org_runs
 from blocks.models.identity.members import (
     canonical_roles,
     close_org,
@@ -110,6 +112,7 @@ class ClosedOut(OrgOut):
         sessions_revoked=4,
         invites_revoked=1,
         data_keys_destroyed=1,
+        runs_terminated=2,
     )
 
     api_keys_revoked: int
@@ -118,6 +121,8 @@ class ClosedOut(OrgOut):
     data_keys_destroyed: int
     sessions_revoked: int
     invites_revoked: int
+    # Its runs still going, terminated first: none is left running on keys that are gone.
+    runs_terminated: int
 
 
 def _org_out(org: Organization) -> OrgOut:
@@ -250,13 +255,19 @@ async def transfer_ownership(
     summary="Close the organization for good",
     operation_id="close_organization",
 )
-async def close(body: CloseIn, request: Request, ctx: CanOwn, session: DbSession) -> ClosedOut:
-    """Close the organization for good: every API key, session and pending invite of it is
-    revoked at once, and its data keys are destroyed, so its runs' history in Temporal and the
-    run content of its audit log (titles, comments, forms, results) can never be read again.
-    The audit chain stays and still verifies; export the log first if it must be kept readable."""
+async def close(
+    body: CloseIn, request: Request, ctx: CanOwn, session: DbSession, client: TemporalClient
+) -> ClosedOut:
+    """Close the organization for good: its runs still going are terminated, every API key,
+    session and pending invite of it is revoked at once, and its data keys are destroyed, so
+    its runs' history in Temporal and the run content of its audit log (titles, comments,
+    forms, results) can never be read again. The audit chain stays and still verifies; export
+    the log first if it must be kept readable. Temporal unreachable: 503, nothing closed."""
     org = await lock_org(ctx, session)
     _check_confirmation(org, body.confirm)
+    # First, while the keys still open their history: a run left going would fail on every
+    # workflow task once they are gone. A retried close finds the rest.
+    terminated = await terminate_org_runs(client, ctx.org_id, reason="organization closed")
     revoked = await close_org(ctx, session, org)
     destroyed = await destroy_org_keys(ctx, session)
     # This process stops using them now; every other process within KEY_CACHE_SECONDS.
@@ -273,6 +284,7 @@ async def close(body: CloseIn, request: Request, ctx: CanOwn, session: DbSession
             "sessions_revoked": revoked.sessions,
             "invites_revoked": revoked.invites,
             "data_keys_destroyed": destroyed,
+            "runs_terminated": terminated,
         },
     )
     return ClosedOut(
@@ -281,4 +293,5 @@ async def close(body: CloseIn, request: Request, ctx: CanOwn, session: DbSession
         sessions_revoked=revoked.sessions,
         invites_revoked=revoked.invites,
         data_keys_destroyed=destroyed,
+        runs_terminated=terminated,
     )

@@ -75,6 +75,7 @@ _LIVE_KEY = text(
     "SELECT key_id, master_key_id, wrapped_key FROM org_data_keys "
     "WHERE org_id = :org_id AND destroyed_at IS NULL"
 )
+_ANY_KEY = text("SELECT 1 FROM org_data_keys WHERE org_id = :org_id LIMIT 1")
 _KEY_BY_ID = text(
     "SELECT master_key_id, wrapped_key FROM org_data_keys WHERE org_id = :org_id AND key_id = :key_id"
 )
@@ -89,10 +90,17 @@ def _unwrapped(
 
 
 async def live_org_key(session: AsyncSession, org_id: uuid.UUID) -> OrgDataKey:
-    """`org_id`'s live data key, created if it has none (the session must be bound to it)."""
+    """`org_id`'s live data key, created if it has none yet (the session must be bound to it);
+    OrgKeyUnavailable once its keys were destroyed."""
     master = current_master_keys()
     row = (await session.exec(_LIVE_KEY.bindparams(org_id=org_id))).first()  # type: ignore[call-overload]
     if row is None:
+        if (await session.exec(_ANY_KEY.bindparams(org_id=org_id))).first() is not None:  # type: ignore[call-overload]
+            # Destroyed (the organization was closed): a fresh key would let a straggler seal
+            # new data that outlives the shredding.
+            raise OrgKeyUnavailable(
+                f"organization {org_id}'s data keys were destroyed: nothing more is sealed for it"
+            )
         key_id = uuid.uuid4()
         wrapped = wrap_org_key(master, org_id, key_id, new_data_key())
         await session.exec(  # type: ignore[call-overload]
