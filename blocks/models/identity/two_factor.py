@@ -22,7 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blocks.infra.crypto.field_crypto import current_master_keys
+from blocks.infra.crypto.field_crypto import MasterKeys, current_master_keys
 from blocks.infra.crypto.totp import (
     backup_code_matches,
     hash_backup_code,
@@ -70,6 +70,32 @@ def _open_secret(user: User) -> str | None:
     return current_master_keys().open_secret(
         user.totp_key_id, _binding(user.id), user.totp_secret_sealed
     )
+
+
+async def reseal_totp_secrets(db: AsyncSession, master: MasterKeys) -> int:
+    """Seal every TOTP secret (enabled or pending) sealed under an older master key again under
+    the active one (`blocks keys rotate`), rows locked; how many. The secret itself is unchanged,
+    so authenticators keep working."""
+    stale = (
+        await db.exec(
+            select(User.id, User.totp_key_id, User.totp_secret_sealed)
+            .where(
+                col(User.totp_key_id).is_not(None),
+                col(User.totp_secret_sealed).is_not(None),
+                col(User.totp_key_id) != master.active_id,
+            )
+            .with_for_update()
+        )
+    ).all()
+    for user_id, master_key_id, sealed_secret in stale:
+        key_id, sealed = master.reseal_secret(master_key_id, _binding(user_id), sealed_secret)
+        await db.exec(  # type: ignore[call-overload]
+            update(User)
+            .where(col(User.id) == user_id)
+            .values(totp_key_id=key_id, totp_secret_sealed=sealed)
+            .execution_options(synchronize_session=False)
+        )
+    return len(stale)
 
 
 def is_enabled(user: User) -> bool:

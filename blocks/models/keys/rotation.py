@@ -1,9 +1,10 @@
 """`blocks keys status` and `blocks keys rotate`: what each master key wraps, and re-wrapping it all.
 
 Master keys wrap three kinds of keys and secrets: organizations' data keys (`org_data_keys`),
-people's audit data keys (`audit_subject_keys`) and sealed integration secrets (Slack bot tokens).
-Rotation wraps every live one again under the active master key, one organization per
-transaction (rows locked, so a concurrent first use or erasure waits). The data keys themselves do
+people's audit data keys (`audit_subject_keys`) and sealed secrets (Slack bot tokens, and
+people's TOTP secrets, which belong to no organization). Rotation wraps every live one again
+under the active master key, one organization per transaction, then the TOTP secrets in one of
+their own (rows locked, so a concurrent first use or erasure waits). The data keys themselves do
 not change, so everything they sealed still opens. Once nothing is wrapped by an older master key
 it is marked retired, and only then may it leave BLOCKS_MASTER_KEYS.
 """
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from blocks.infra.crypto.field_crypto import MasterKeys
 from blocks.infra.crypto.org_keys import rewrap_org_key
 from blocks.infra.db import bind_org, session_factory
+from blocks.models.identity.two_factor import reseal_totp_secrets
 from blocks.models.integrations.slack import reseal_bot_tokens
 from blocks.models.keys.master_keys import recorded_keys, retire_unused
 
@@ -33,6 +35,11 @@ _USAGE = text(
     " WHERE erased_at IS NULL GROUP BY master_key_id"
     " UNION ALL SELECT 'secrets', bot_token_key_id, count(*) FROM slack_installations"
     " GROUP BY bot_token_key_id"
+)
+# People's TOTP secrets: on `users`, outside every organization (counted once, not per org).
+_TOTP_USAGE = text(
+    "SELECT totp_key_id AS master_key_id, count(*) AS n FROM users"
+    " WHERE totp_key_id IS NOT NULL GROUP BY totp_key_id"
 )
 _STALE_ORG_KEYS = text(
     "SELECT key_id, master_key_id, wrapped_key FROM org_data_keys"
@@ -74,6 +81,8 @@ async def key_status(engine: AsyncEngine, master: MasterKeys) -> list[MasterKeyU
             for row in (await session.exec(_USAGE)).all():  # type: ignore[call-overload]
                 wraps.setdefault(row.master_key_id, Counter())[row.kind] += int(row.n)
     async with session_factory(engine)() as session, session.begin():
+        for row in (await session.exec(_TOTP_USAGE)).all():  # type: ignore[call-overload]
+            wraps.setdefault(row.master_key_id, Counter())["secrets"] += int(row.n)
         recorded = await recorded_keys(session)
     key_ids = [*master.ciphers, *sorted(set(recorded) - set(master.ciphers))]
     key_ids += sorted(set(wraps) - set(key_ids))
@@ -130,6 +139,8 @@ async def rotate(engine: AsyncEngine, master: MasterKeys) -> RotationReport:
                 )
             report.rewrapped["person keys"] += len(people)
             report.rewrapped["secrets"] += await reseal_bot_tokens(session, org_id, master)
+    async with session_factory(engine)() as session, session.begin():
+        report.rewrapped["secrets"] += await reseal_totp_secrets(session, master)
     in_use = {usage.key_id for usage in await key_status(engine, master) if usage.wraps.total()}
     async with session_factory(engine)() as session, session.begin():
         report.retired = await retire_unused(session, master, in_use)
