@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from blocks.cli import WorkflowModules
+from blocks.infra.crypto.field_crypto import MasterKeyError
 from blocks.infra.malloc import limit_malloc_arenas
 from blocks.infra.settings import get_settings
 from blocks.workers.main import run_worker
@@ -25,7 +26,7 @@ def worker(workflows: WorkflowModules = None) -> None:
         settings = settings.model_copy(update={"workflow_modules": workflows})
     try:
         asyncio.run(run_worker(settings))
-    except WorkflowLoadError as err:
+    except (WorkflowLoadError, MasterKeyError) as err:
         # On stderr, whole: a supervisor or CI log shows the module and the cause on one line.
         Console(stderr=True, soft_wrap=True).print(str(err), style="red", markup=False)
         raise typer.Exit(2) from None
