@@ -14,6 +14,14 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from blocks import __version__
 from blocks.api import health
+from blocks.api.agents import metrics as agent_metrics
+from blocks.api.agents import registry as agent_registry
+from blocks.api.agents import relay as agent_relay
+from blocks.api.agents import session as agent_session
+from blocks.api.agents import task_input as agent_task_input
+from blocks.api.agents import tokens as agent_tokens
+from blocks.api.agents import well_known as agent_cards
+from blocks.api.agents.relay import RelayHub
 from blocks.api.approvals import (
     approval_settings,
     catalogue,
@@ -57,6 +65,7 @@ from blocks.api.reference import docs
 from blocks.api.reference.openapi import install_openapi
 from blocks.api.request_limits import install_request_limits
 from blocks.api.security_headers import SecurityHeaders
+from blocks.infra.agents.pubnub_grants import PubNubKeys
 from blocks.infra.crypto.field_crypto import (
     current_master_keys,
     install_master_keys,
@@ -68,6 +77,7 @@ from blocks.infra.db import create_engine, session_factory
 from blocks.infra.rate_limits import RateLimiter
 from blocks.infra.settings import Settings
 from blocks.infra.temporal.client import connect
+from blocks.models.agents.pubnub_bridge import PubNubBridge
 from blocks.models.keys.master_keys import check_master_keys
 from blocks.models.keys.org_keys import DatabaseOrgKeys
 
@@ -103,9 +113,29 @@ def create_app(
         previous_keys = installed_org_keys()
         install_org_keys(DatabaseOrgKeys(app.state.engine))
         app.state.temporal = temporal or await connect(settings, lazy=True)
+        # The relay's wake-ups: LISTEN on a connection of its own (psycopg's URL form).
+        app.state.relay = RelayHub()
+        app.state.relay.start(
+            app.state.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        )
+        # PubNub agents' transport, when a keyset is configured (else their sessions answer 503).
+        pubnub_keys = PubNubKeys.from_settings(settings)
+        app.state.agent_pubnub = None
+        if pubnub_keys is not None:
+            app.state.agent_pubnub = PubNubBridge(
+                pubnub_keys, app.state.sessions, app.state.temporal
+            )
+            app.state.agent_pubnub.start(
+                app.state.engine.url.set(drivername="postgresql").render_as_string(
+                    hide_password=False
+                )
+            )
         try:
             yield
         finally:
+            if app.state.agent_pubnub is not None:
+                await app.state.agent_pubnub.stop()
+            await app.state.relay.stop()
             install_org_keys(previous_keys)
             if own_engine:
                 await app.state.engine.dispose()
@@ -161,7 +191,14 @@ def create_app(
     app.include_router(llm_credentials.router)
     app.include_router(llm_usage.router)
     app.include_router(llm_retention.settings_router)
+    app.include_router(agent_relay.router)
+    app.include_router(agent_task_input.router)
     app.include_router(llm_retention.calls_router)
+    app.include_router(agent_registry.router)
+    app.include_router(agent_tokens.router)
+    app.include_router(agent_metrics.router)
+    app.include_router(agent_session.router)
+    app.include_router(agent_cards.router)
     # The client address of a request is the peer's, or, when the peer is a configured trusted
     # proxy, the one it reports in X-Forwarded-For: a spoofed header from anyone else is ignored
     # (rate limits and audit events key on this address). Uvicorn's own proxy handling, which

@@ -16,7 +16,12 @@ import typer
 from typer.core import TyperGroup
 
 # Where each command is defined; every command not named here is in blocks.cli.commands.
-_MODULES = {"api": "blocks.cli.api", "worker": "blocks.cli.worker", "keys": "blocks.cli.keys"}
+_MODULES = {
+    "api": "blocks.cli.api",
+    "worker": "blocks.cli.worker",
+    "keys": "blocks.cli.keys",
+    "agent": "blocks.cli.agent",
+}
 _OTHERS = "blocks.cli.commands"
 
 WorkflowModules = Annotated[

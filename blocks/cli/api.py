@@ -24,6 +24,6 @@ def api() -> None:
         log_level="warning",
         # The app decides whose X-Forwarded-For to believe (BLOCKS_TRUSTED_PROXIES).
         proxy_headers=False,
-        # The API serves no WebSocket: the websockets library would be loaded for nothing.
-        ws="none",
+        # The agents' relay (`/v1/agents/connect`) is a WebSocket.
+        ws="websockets",
     )

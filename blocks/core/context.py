@@ -25,6 +25,7 @@ class AuthMethod(StrEnum):
     LINK = "link"  # a single-use decision link sent to the member by email
     WORKFLOW = "workflow"
     SYSTEM = "system"
+    AGENT = "agent"  # a remote agent's token: one agent's tasks, no member, no role
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,6 +127,14 @@ class Settings(BaseSettings):
     # addresses; these `host:port` pairs (comma-separated, `[::1]:8080` for IPv6) are allowed
     # although private, plain http included. Parsed by OutboundPolicy.from_settings.
     outbound_allow_private: str | None = None
+    # PubNub, for agents registered with the `pubnub` transport (the customer's keyset, with
+    # Access Manager on). All three keys or none: unset, PubNub agents cannot open a session.
+    # `pubnub_origin` (host:port) and `pubnub_ssl` point the SDK elsewhere (tests: a local server).
+    pubnub_publish_key: str | None = None
+    pubnub_subscribe_key: str | None = None
+    pubnub_secret_key: SecretStr | None = None
+    pubnub_origin: str | None = None
+    pubnub_ssl: bool = True
 
     # Sign-in. Sessions end after this long without a request, and at the latest after the
     # absolute limit; sensitive changes (email, 2FA) need a sign-in no older than reauth_minutes.
@@ -186,6 +194,7 @@ class Settings(BaseSettings):
             "audit_signing_key",
             "master_keys",
             "slack_signing_secret",
+            "pubnub_secret_key",
         ):
             value = getattr(self, name)
             text = value.get_secret_value() if isinstance(value, SecretStr) else value
@@ -193,6 +202,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"BLOCKS_{name.upper()} is set but empty")
         if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
             raise ValueError("BLOCKS_TEMPORAL_TLS_CERT and BLOCKS_TEMPORAL_TLS_KEY go together")
+        pubnub = (self.pubnub_publish_key, self.pubnub_subscribe_key, self.pubnub_secret_key)
+        if any(pubnub) and not all(pubnub):
+            raise ValueError(
+                "BLOCKS_PUBNUB_PUBLISH_KEY, _SUBSCRIBE_KEY and _SECRET_KEY go together"
+            )
         return self
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from blocks import __version__
+from blocks.activities.agents import AgentActivities
 from blocks.activities.approvers import ApproverActivities, PostgresMemberDirectory
 from blocks.activities.audit import AuditActivities
 from blocks.activities.checkpoints import CheckpointActivities
@@ -102,6 +103,7 @@ def build_worker(
     notifications = NotificationActivities(notice_senders)
     approvers = ApproverActivities(PostgresMemberDirectory(sessions))
     llm = LlmActivities(sessions, outbound_policy)
+    agents = AgentActivities(sessions)
     return Worker(
         client,
         task_queue=task_queue,
@@ -114,6 +116,9 @@ def build_worker(
             notifications.notify_step,
             approvers.check_members,
             llm.call_model,
+            agents.dispatch,
+            agents.answer,
+            agents.cancel,
             *author_activities,
         ],
         workflow_runner=SANDBOX,

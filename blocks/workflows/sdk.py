@@ -38,6 +38,7 @@ from blocks.core.approvals.notifications import NoticeKind, StepNotice
 from blocks.core.approvals.policy import ApprovalPolicy, ApproverGroup
 from blocks.core.audit.ids import workflow_event_id
 from blocks.core.audit.records import ActorType
+from blocks.workflows.agent_step import AgentSteps
 from blocks.workflows.llm_step import LlmMessage, LlmReply, LlmSteps
 from blocks.workflows.outbox import Outbox
 from blocks.workflows.step_approvers import StepApprovers
@@ -79,7 +80,7 @@ DECIDE_UPDATE = "blocks.decide"
 STATUS_QUERY = "blocks.status"
 
 
-class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps):
+class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps, AgentSteps):
     """Base class of every Blocks workflow; `begin` must be the first call of `run`."""
 
     # What the worker publishes to the catalogue (blocks.workflows.catalogue), so the API can

@@ -24,6 +24,8 @@ PUBLIC = "public"
 PERSON = "person"
 # Routes that refuse every credential and role (403, audited): kept only to say why.
 REFUSED = "refused"
+# A remote agent's own routes: its agent token only (no API key, no session: 401).
+AGENT = "agent"
 
 EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("GET", "/healthz"): PUBLIC,
@@ -132,6 +134,20 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("GET", "/v1/org/llm"): P.ORG_READ,
     ("PUT", "/v1/org/llm"): P.ORG_SECURITY,
     ("GET", "/v1/runs/{run_id}/llm-calls"): P.AUDIT_READ,
+    ("POST", "/v1/agents"): P.INTEGRATION_MANAGE,
+    ("GET", "/v1/agents"): P.RUN_READ,
+    ("GET", "/v1/agents/{agent_id}"): P.RUN_READ,
+    ("PATCH", "/v1/agents/{agent_id}"): P.INTEGRATION_MANAGE,
+    ("DELETE", "/v1/agents/{agent_id}"): P.INTEGRATION_MANAGE,
+    ("GET", "/v1/agents/{agent_id}/metrics"): P.RUN_READ,
+    ("POST", "/v1/agents/{agent_id}/tokens"): P.INTEGRATION_MANAGE,
+    ("GET", "/v1/agents/{agent_id}/tokens"): P.INTEGRATION_MANAGE,
+    ("DELETE", "/v1/agents/{agent_id}/tokens/{token_id}"): P.INTEGRATION_MANAGE,
+    ("POST", "/v1/agents/{agent_id}/tokens/{token_id}/rotate"): P.INTEGRATION_MANAGE,
+    ("GET", "/v1/agent/session"): AGENT,
+    ("GET", "/v1/agents/tasks/{task_id}/input"): AGENT,
+    # Only a card its organization marked public (else 404).
+    ("GET", "/v1/orgs/{org_slug}/agents/{name}/.well-known/agent-card.json"): PUBLIC,
 }
 
 # Ids that exist nowhere: an allowed caller gets 404 or 422, never a change, never 403.
@@ -147,6 +163,11 @@ _FILL = {
     "invite_id": str(uuid.uuid4()),
     "session_id": str(uuid.uuid4()),
     "token": "dl_nothing_here",
+    "agent_id": str(uuid.uuid4()),
+    "token_id": str(uuid.uuid4()),
+    "task_id": str(uuid.uuid4()),
+    "org_slug": "no-such-org",
+    "name": "no-such-agent",
 }
 # (member name in tests.support.make_org, roles)
 _ROLES: list[tuple[str, tuple[Role, ...]]] = [

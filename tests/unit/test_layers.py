@@ -29,8 +29,21 @@ ALLOWED_LAYERS: dict[str, frozenset[str]] = {
     # `models` for the organization keys that open the histories it replays.
     "workflows_cli": frozenset({"infra", "models", "workers", "workflows"}),
     "cli": frozenset(
-        {"core", "infra", "models", "api", "workers", "workflows", "audit_cli", "workflows_cli"}
+        {
+            "core",
+            "infra",
+            "models",
+            "api",
+            "workers",
+            "workflows",
+            "audit_cli",
+            "workflows_cli",
+            "agent",
+        }
     ),
+    # The agent SDK runs on agent owners' machines, on its own: only `core` (the protocol) of
+    # Blocks. No layer but `cli` lists it, so nothing else of Blocks imports it.
+    "agent": frozenset({"core"}),
     # The authoring kit (authors' tests): above the worker, whose sandbox it runs workflows in.
     # No layer lists it, so no module of Blocks may import it.
     "testing": frozenset({"core", "infra", "models", "activities", "workflows", "workers"}),
@@ -136,6 +149,8 @@ def test_every_layer_is_known_to_the_check() -> None:
         ("blocks.workers.main", "from blocks.testing import WorkflowKit\n", "workers may not"),
         ("blocks.cli", "from blocks.testing import WorkflowKit\n", "cli may not"),
         ("blocks.testing", "from blocks.api.deps import DbSession\n", "testing may not"),
+        ("blocks.agent.runner", "from blocks.infra.db import bound_org\n", "agent may not"),
+        ("blocks.api.main", "from blocks.agent import Agent\n", "api may not import agent"),
         (
             "blocks.api.errors",
             "def f():\n    from blocks.api import rate_limit\n",

@@ -45,6 +45,7 @@ CONTEXT_RESOLVERS: dict[str, str] = {
     "blocks.api.deps": "the API key (Authorization) or the session cookie -> OrgContext",
     "blocks.api.identity.sessions": "the session cookie -> person, organization, origin check",
     "blocks.api.security_audit": "who and from where, for events before an organization exists",
+    "blocks.api.agents.auth": "the agent token (Authorization) -> the agent's principal",
 }
 
 # One rule waived in one module, each for the reason given.
@@ -56,6 +57,10 @@ RULE_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("blocks.api.rate_limit", "resolved-context"): (
         "audits a refusal in the caller's organization: reads the context the resolver set "
         "(never client input), from inside the resolver's own rate-limit call"
+    ),
+    ("blocks.api.agents.well_known", "org-parameter"): (
+        "the public agent card's URL names the organization by slug, as any public URL does: "
+        "it serves only a card that organization marked public, to anyone, and nothing else"
     ),
     ("blocks.api.approvals.decision_links", "cookies"): (
         "the decision-link resolver asks only whether a session cookie is present before "
@@ -255,6 +260,10 @@ PRE_TENANT: dict[str, str] = {
     "blocks.models.identity.invites.has_pending_invite": "closed sign-up: any live invite?",
     "blocks.models.approvals.decision_links.open_link": "a decision-link token -> the link",
     "blocks.models.integrations.slack.org_for_slack_team": "a signed Slack team -> its org",
+    "blocks.models.agents.tokens.check_agent_token": "an agent token -> its principal",
+    # The public agent card: an organization's slug and an agent's name, from a public URL;
+    # only a card marked public is read, under that organization's binding.
+    "blocks.models.agents.registry.public_agent": "a public agent card by slug and name",
     # Sign-in: a person's own memberships across organizations (the picker, app.user_id).
     "blocks.models.identity.orgs.orgs_of_user": "the organization picker",
     # Making an organization: there is no context before it exists.
@@ -271,6 +280,9 @@ PRE_TENANT: dict[str, str] = {
     # Run history keys (0019): the same, for the LLM step's payloads; the callers bind the
     # organization the run's row or the payload names. The sweeper destroys closed runs' keys
     # in every organization (SECURITY DEFINER blocks_destroy_closed_run_keys), returning a count.
+    # The PubNub bridge's channel list: every live PubNub agent of every open organization, the
+    # organizations listed first (closed_at only), then each one read bound to its own.
+    "blocks.models.agents.pubnub_agents.all_pubnub_agents": "the PubNub bridge's agent list",
     "blocks.models.keys.run_keys.live_run_key": "the codec: the run's key to seal with",
     "blocks.models.keys.run_keys.wrapped_run_key": "the codec: the run key a payload names",
     "blocks.models.keys.run_keys.destroy_closed_run_keys": "the run-key sweeper's pass",

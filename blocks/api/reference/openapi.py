@@ -19,8 +19,8 @@ fails on any answer the document does not promise.
 
 Each operation also gets `x-blocks-permission` (and a sentence of its description saying it):
 the permission its `deps.require(...)` checks, `session` for the signed-in person's own routes,
-`public` for those without a credential, `member` for any member's credential, `refused` for
-one that refuses everyone. Its
+`public` for those without a credential, `agent` for a remote agent's own token, `member` for
+any member's credential, `refused` for one that refuses everyone. Its
 operationId is the route's `operation_id=`, else its function's name: what a generated client
 calls it. Its summary is the route's own `summary=`; FastAPI's made-up one is dropped, so a
 route without one shows (and tests/unit/test_openapi_document.py fails). Examples come from the
@@ -42,6 +42,7 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 
 from blocks.api import deps
+from blocks.api.agents.auth import agent_principal
 from blocks.api.errors import PROBLEM_JSON
 from blocks.api.identity.sessions import SESSION_COOKIE
 from blocks.api.reference.openapi_examples import HTML, JSON, media_example, schema_example
@@ -50,6 +51,7 @@ from blocks.core.roles import ROLE_PERMISSIONS, Permission
 
 API_KEY_SCHEME = "apiKey"
 SESSION_SCHEME = "session"
+AGENT_SCHEME = "agentToken"
 SECURITY_SCHEMES: dict[str, Any] = {
     API_KEY_SCHEME: {
         "type": "http",
@@ -63,6 +65,13 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "name": SESSION_COOKIE,
         "description": "The session cookie set by sign-in; a state-changing request must also "
         "carry an Origin (or Referer) of this site",
+    },
+    AGENT_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "blkagent_<lookup>_<secret>",
+        "description": "A remote agent's token: `Authorization: Bearer blkagent_...` (POST "
+        "/v1/agents/{agent_id}/tokens); it opens only the agent's own routes",
     },
 }
 
@@ -90,7 +99,8 @@ TAGS: list[dict[str, str]] = [
     {
         "name": "integrations",
         "description": "Slack: installation, approval buttons in a channel, and linking a "
-        "member's own Slack account.",
+        "member's own Slack account; LLM credentials; remote agents: the registry of A2A agent "
+        "cards, agent tokens, metrics, public cards and the agent's own session.",
     },
 ]
 
@@ -98,6 +108,7 @@ PUBLIC = "public"
 SESSION = "session"
 MEMBER = "member"  # any member of the organization, whatever their roles
 REFUSED = "refused"
+AGENT = "agent"  # a remote agent's own token (api.agents.auth), no member
 PERMISSION_FIELD = "x-blocks-permission"
 
 _DESCRIPTIONS = {
@@ -175,11 +186,17 @@ ROUTE_ERRORS: dict[str, dict[int, set[str]]] = {
     "GET /v1/integrations/slack": _problems(404),
     "PUT /v1/integrations/slack": _problems(409, 502),
     "POST /v1/integrations/slack/interactions": _problems(401),
+    "POST /v1/agents": _problems(409),
+    "POST /v1/agents/{agent_id}/tokens/{token_id}/rotate": _problems(409),
+    "GET /v1/orgs/{org_slug}/agents/{name}/.well-known/agent-card.json": _problems(404),
+    # Another agent's task (audited), a task not delivered to it, an input already gone.
+    "GET /v1/agents/tasks/{task_id}/input": _problems(403, 404, 410),
 }
 
 _REF = "#/components/schemas/{model}"
 _CREDENTIALS = {deps.org_context}
 _SESSION_ONLY = {deps.signed_in_person, deps.person_mid_sign_in}
+_AGENT_CREDENTIALS = {agent_principal}
 _DEPENDENCIES = {deps.db_session, deps.temporal_client}
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -294,6 +311,8 @@ def errors_of(route: RouteContext, method: str) -> dict[int, set[str]]:
         statuses |= {401, 403}
     elif calls & _SESSION_ONLY:
         statuses |= {401} if method in _SAFE else {401, 403}
+    elif calls & _AGENT_CREDENTIALS:
+        statuses.add(401)
     if calls & _DEPENDENCIES:
         statuses.add(503)
     if route.param_convertors and calls & (_CREDENTIALS | _SESSION_ONLY):
@@ -318,6 +337,8 @@ def permission_of(route: RouteContext) -> str:
         return MEMBER
     if calls & _SESSION_ONLY:
         return SESSION
+    if calls & _AGENT_CREDENTIALS:
+        return AGENT
     return PUBLIC
 
 
@@ -339,6 +360,8 @@ def _permission_sentence(permission: str) -> str:
         return "**Permission:** `member`: an API key or session of any member, whatever roles."
     if permission == REFUSED:
         return "**Permission:** `refused`: no role allows this; every call is a 403, audited."
+    if permission == AGENT:
+        return "**Permission:** `agent`: a remote agent's own token, not a member's credential."
     roles = [
         role.value
         for role, granted in ROLE_PERMISSIONS.items()
@@ -377,6 +400,8 @@ def _security(route: RouteContext) -> list[dict[str, list[str]]]:
         return [{API_KEY_SCHEME: []}, {SESSION_SCHEME: []}]
     if calls & _SESSION_ONLY:
         return [{SESSION_SCHEME: []}]
+    if calls & _AGENT_CREDENTIALS:
+        return [{AGENT_SCHEME: []}]
     return []
 
 

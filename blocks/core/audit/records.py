@@ -13,6 +13,7 @@ class ActorType(StrEnum):
     WORKFLOW = "workflow"
     SYSTEM = "system"
     ANONYMOUS = "anonymous"
+    AGENT = "agent"  # a remote agent, by its token (actor_id: the agent's id)
 
 
 class Outcome(StrEnum):

@@ -1,0 +1,214 @@
+"""The built-in relay: agents connect out to the API over a WebSocket and receive their tasks on it.
+
+`GET /v1/agents/connect` (WebSocket, `Authorization: Bearer blkagent_...`): an agent behind NAT
+opens it and needs no inbound port. Tasks wait in PostgreSQL (models.agents.tasks) until the agent
+acknowledges them, so an API restart loses none; a dispatch wakes the relay through
+`LISTEN blocks_agent_tasks`, and every connection also looks again every few seconds, which
+sends unacknowledged deliveries again (at least once; the agent drops duplicates by task id).
+The token is checked again on every message, so a revoked token is cut off at its next one.
+Messages are `blocks.core.agents.protocol` text frames; what they do is models.agents.completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import psycopg
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client
+
+from blocks.api.agents.auth import agent_bearer, record_agent_denial
+from blocks.core.agents import protocol as p
+from blocks.models.agents.completion import AgentLink, TaskNotTaken, handle_message
+from blocks.models.agents.registry import mark_seen
+from blocks.models.agents.tasks import ACK_SECONDS, NOTIFY_CHANNEL, claim_deliveries
+from blocks.models.agents.tokens import AgentPrincipal, RefusedAgentToken, check_agent_token
+
+router = APIRouter(tags=["agents"])
+_log = logging.getLogger("blocks.relay")
+# How often a connection looks for due deliveries without being woken (redelivery, and a wake-up
+# lost while the listener reconnected).
+_POLL_SECONDS = ACK_SECONDS / 2
+_POLICY_VIOLATION = 1008
+_INTERNAL = 1011
+
+
+@dataclass(eq=False)  # each connection is itself (kept in sets)
+class _Connection:
+    principal: AgentPrincipal
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    cancels: list[str] = field(default_factory=list)
+
+
+class RelayHub:
+    """The agents connected to this API process, and the database listener that wakes them."""
+
+    def __init__(self) -> None:
+        self._connections: dict[uuid.UUID, set[_Connection]] = defaultdict(set)
+        self._listener: asyncio.Task[None] | None = None
+
+    def online(self) -> frozenset[uuid.UUID]:
+        """Agents with an open connection to this process."""
+        return frozenset(agent for agent, conns in self._connections.items() if conns)
+
+    def add(self, principal: AgentPrincipal) -> _Connection:
+        connection = _Connection(principal)
+        self._connections[principal.agent_id].add(connection)
+        return connection
+
+    def remove(self, connection: _Connection) -> None:
+        self._connections[connection.principal.agent_id].discard(connection)
+
+    def notified(self, payload: str) -> None:
+        """`<agent id>` (new work) or `<agent id>:cancel:<task id>`."""
+        agent, _, rest = payload.partition(":")
+        try:
+            agent_id = uuid.UUID(agent)
+        except ValueError:
+            return
+        for connection in self._connections.get(agent_id, ()):
+            if rest.startswith("cancel:"):
+                connection.cancels.append(rest.removeprefix("cancel:"))
+            connection.wake.set()
+
+    def start(self, database_url: str) -> None:
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(database_url))
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+
+    async def _listen(self, database_url: str) -> None:
+        """LISTEN for dispatches; reconnect after an outage (connections poll meanwhile)."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    database_url, autocommit=True
+                ) as connection:
+                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    for conns in self._connections.values():  # missed while away
+                        for conn in conns:
+                            conn.wake.set()
+                    async for notice in connection.notifies():
+                        self.notified(notice.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # PostgreSQL away: try again shortly
+                _log.warning("relay listener lost PostgreSQL (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(2)
+
+
+async def _resolve(
+    websocket: WebSocket, token: str | None, *, seen: bool = False
+) -> AgentPrincipal | None:
+    """The token's principal; a refusal is audited (`agent.access_denied`) and answers None."""
+    if token is None:
+        return None
+    sessions: async_sessionmaker[AsyncSession] = websocket.app.state.sessions
+    async with sessions() as session, session.begin():
+        checked = await check_agent_token(session, token)
+        if isinstance(checked, AgentPrincipal) and seen:
+            await mark_seen(checked.context(), session, checked.agent_id)
+    if isinstance(checked, AgentPrincipal):
+        return checked
+    refused = checked if isinstance(checked, RefusedAgentToken) else None
+    await record_agent_denial(websocket, token, refused, "unknown agent token")
+    return None
+
+
+@router.websocket("/v1/agents/connect")
+async def connect(websocket: WebSocket) -> None:
+    """An agent's connection: its tasks out, its acknowledgements, heartbeats and results in."""
+    state = websocket.app.state
+    sessions: async_sessionmaker[AsyncSession] = state.sessions
+    client: Client = state.temporal
+    hub: RelayHub = state.relay
+    token = agent_bearer(websocket)
+    principal = await _resolve(websocket, token, seen=True)
+    if principal is None:
+        # Refused at the handshake (403): the agent SDK stops instead of retrying.
+        await websocket.close(code=_POLICY_VIOLATION, reason="invalid or revoked agent token")
+        return
+    await websocket.accept()
+    connection = hub.add(principal)
+    link = AgentLink(principal=principal, sessions=sessions, client=client)
+    sender = asyncio.create_task(_send_deliveries(websocket, link, connection, token or ""))
+    try:
+        await _receive(websocket, link, token or "")
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.remove(connection)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+
+
+async def _receive(websocket: WebSocket, link: AgentLink, token: str) -> None:
+    while True:
+        raw = await websocket.receive_text()
+        # Checked again on every message: a revoked token goes no further.
+        if await _resolve(websocket, token) is None:
+            await websocket.close(code=_POLICY_VIOLATION, reason="agent token revoked")
+            return
+        try:
+            message = p.decode(raw)
+        except p.ProtocolError as err:
+            # Dropped (the reason names a field, never content); the agent sends it again.
+            _log.warning("agent %s sent a malformed message: %s", link.principal.agent_id, err)
+            continue
+        try:
+            replies = await handle_message(link, message)
+        except TaskNotTaken:
+            # Temporal cannot take the result now: the agent re-sends it after reconnecting.
+            await websocket.close(code=_INTERNAL, reason="result not taken; send it again")
+            return
+        for reply in replies:
+            await websocket.send_text(p.encode(reply))
+
+
+async def _send_deliveries(
+    websocket: WebSocket, link: AgentLink, connection: _Connection, token: str
+) -> None:
+    principal = link.principal
+    while True:
+        connection.wake.clear()
+        # Checked again before anything goes out: a token revoked while its connection stays
+        # open and silent receives nothing more.
+        if await _resolve(websocket, token) is None:
+            await websocket.close(code=_POLICY_VIOLATION, reason="agent token revoked")
+            return
+        while connection.cancels:
+            task_id = connection.cancels.pop()
+            await websocket.send_text(p.encode(p.CancelMessage(task_id=task_id, reason="canceled")))
+        async with link.sessions() as session, session.begin():
+            deliveries = await claim_deliveries(
+                principal.context(), session, agent_id=principal.agent_id, skills=principal.skills
+            )
+        for delivery in deliveries:
+            task = delivery.task
+            if delivery.answer is not None:
+                out: p.Message = p.InputMessage(task_id=str(task.id), answer=delivery.answer)
+            else:
+                out = p.TaskMessage(
+                    task_id=str(task.id),
+                    skill=task.skill,
+                    input=delivery.input,
+                    attempt=task.attempt,
+                    run_id=task.run_id,
+                    step=task.step,
+                )
+            await websocket.send_text(p.encode(out))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.wake.wait(), timeout=_POLL_SECONDS)

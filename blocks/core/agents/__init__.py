@@ -1,0 +1,1 @@
+"""Agents: the protocol Blocks and remote agents speak, and agent cards (pure)."""
