@@ -46,9 +46,10 @@ with workflow.unsafe.imports_passed_through():
         AgentTaskCall,
     )
 
-__all__ = ["AGENT_STEP_FAILED", "AgentSteps"]
+__all__ = ["AGENT_STEP_FAILED", "AGENT_STEP_NOT_APPROVED", "AgentSteps"]
 
 AGENT_STEP_FAILED = "AgentStepFailed"
+AGENT_STEP_NOT_APPROVED = "AgentStepNotApproved"
 MIN_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 _MAX_QUESTIONS = 20  # a loop of questions is a bug in the agent, not a conversation
 
@@ -77,6 +78,8 @@ class AgentSteps:
         on_input: ApprovalPolicy | None = None,
         input_sla: timedelta | None = None,
         input_form: type[BaseModel] | None = None,
+        approve_first: ApprovalPolicy | None = None,
+        approve_sla: timedelta | None = None,
     ) -> dict[str, Any]:
         """Run `skill` of the organization's agent named `agent` on `input` (a JSON object or a
         pydantic model) and return the agent's output (a JSON object).
@@ -88,6 +91,11 @@ class AgentSteps:
         `input_sla`, and the decision (`{"approved", "state", "comment", "form"}`) goes back to
         the agent. A task the agent fails or rejects, or that does not finish in time, raises
         ApplicationError of type `AgentStepFailed` naming why; uncaught, it fails the run.
+
+        `approve_first` gates the task behind an approval step named `<step>-approval`: its
+        approvers see the agent, the skill and the input that would be sent, and nothing is sent
+        unless they approve within `approve_sla`; otherwise ApplicationError of type
+        `AgentStepNotApproved` is raised (catch it to take another path).
         """
         self._agent_calls += 1
         name = step or f"agent-{self._agent_calls}"
@@ -100,6 +108,20 @@ class AgentSteps:
         )
         if content_size(payload) > MAX_CONTENT_BYTES:
             raise _failed(name, f"the input is larger than {MAX_CONTENT_BYTES} bytes as JSON")
+        if approve_first is not None:
+            gate = await self.request_approval(
+                f"{name}-approval",
+                title=f"Send {skill!r} to agent {agent!r}?",
+                policy=approve_first,
+                sla=approve_sla,
+                context={"agent": agent, "skill": skill, "input": payload},
+            )
+            if gate.state.value != "approved":
+                raise ApplicationError(
+                    f"agent step {name!r} was not approved ({gate.state.value}): nothing was sent",
+                    type=AGENT_STEP_NOT_APPROVED,
+                    non_retryable=True,
+                )
         task_id = str(workflow.uuid4())
         org_id, run_id = self.run_input.org_id, self.run_input.run_id
         options: dict[str, Any] = {

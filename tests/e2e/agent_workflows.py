@@ -21,6 +21,7 @@ class AgentRequest(BaseModel):
     lines: list[dict[str, Any]] = []
     heartbeat_seconds: float = 30.0
     timeout_seconds: float = 600.0
+    approve_first: bool = False
 
 
 @workflow.defn(name="tests_agent_totals")
@@ -41,5 +42,8 @@ class AgentTotals(BlocksWorkflow):
             heartbeat_timeout=timedelta(seconds=request.heartbeat_seconds),
             timeout=timedelta(seconds=request.timeout_seconds),
             on_input=ApprovalPolicy.any_of(roles=["approver"]),
+            approve_first=ApprovalPolicy.any_of(roles=["approver"])
+            if request.approve_first
+            else None,
         )
         return await self.finish("done", **output)

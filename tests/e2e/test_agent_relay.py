@@ -299,3 +299,60 @@ async def test_cancelling_the_run_cancels_the_task_at_the_agent(
         assert cancel["task_id"] == task["task_id"]
     row = await _task_row(engine, org, task["task_id"])
     assert row.state == "canceled"
+
+
+async def test_an_agent_step_behind_an_approval_step_sends_nothing_until_approved(
+    agents: Stack, engine: AsyncEngine
+) -> None:
+    org = await make_org(engine)
+    agent = await register_agent(engine, org.id)
+    async with agents.http() as http, _socket(agents, agent.token) as ws:
+        refused = await _start(http, org, agent, approve_first=True)
+        await wait_for_status(
+            http, refused, org["operator"].headers, status="running", stage="awaiting_approval"
+        )
+        shown = (await http.get(f"/v1/runs/{refused}", headers=org["approver"].headers)).json()
+        [gate] = shown["pending_steps"]
+        assert gate["step_id"] == "totals-approval"
+        # The approver sees what would be sent, and to which agent and skill.
+        assert gate["context"] == {
+            "agent": agent.name,
+            "skill": "extract-totals",
+            "input": {"lines": [{"amount": 40}, {"amount": 2}]},
+        }
+        rejected = await http.post(
+            f"/v1/runs/{refused}/steps/totals-approval/decisions",
+            json={"decision": "reject", "comment": "not this vendor"},
+            headers=org["approver"].headers,
+        )
+        assert rejected.status_code == 200, rejected.text
+        await wait_for_status(http, refused, org["operator"].headers, status="failed")
+        with pytest.raises(TimeoutError):
+            await _next(ws, "task", within=3)  # nothing was sent
+
+        approved = await _start(http, org, agent, approve_first=True)
+        await wait_for_status(
+            http, approved, org["operator"].headers, status="running", stage="awaiting_approval"
+        )
+        decided = await http.post(
+            f"/v1/runs/{approved}/steps/totals-approval/decisions",
+            json={"decision": "approve"},
+            headers=org["approver"].headers,
+        )
+        assert decided.status_code == 200, decided.text
+        task = await _next(ws, "task")
+        assert task["run_id"] == approved
+        await ws.send(json.dumps({"type": "ack", "task_id": task["task_id"]}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "result",
+                    "task_id": task["task_id"],
+                    "state": "TASK_STATE_COMPLETED",
+                    "output": {"total": 42},
+                }
+            )
+        )
+        await wait_for_status(http, approved, org["operator"].headers, status="completed")
+        refused_actions = [e["action"] for e in await _events(http, org, refused)]
+    assert "agent.task_dispatched" not in refused_actions
