@@ -9,7 +9,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from blocks import __version__
 from blocks.agent.errors import AccessRefused, ConnectionLost, SessionError
-from blocks.agent.session import AgentSession, bearer
+from blocks.agent.session import AgentSession, auth_headers
 from blocks.agent.transport import decode_incoming
 from blocks.core.agents.protocol import MAX_CONTENT_BYTES, Message, encode
 
@@ -19,7 +19,8 @@ OPEN_TIMEOUT = 15.0
 
 
 class RelayTransport:
-    """`Transport` over the relay's WebSocket (`session.relay_url`), the token as a bearer header."""
+    """`Transport` over the relay's WebSocket (`session.relay_url`), the token as a bearer header
+    (a dev agent's name as X-Blocks-Dev-Agent)."""
 
     def __init__(self, session: AgentSession, token: str) -> None:
         if session.relay_url is None:
@@ -32,7 +33,7 @@ class RelayTransport:
         try:
             self._socket = await ws_client.connect(
                 self._url,
-                additional_headers=bearer(self._token),
+                additional_headers=auth_headers(self._token),
                 user_agent_header=f"blocks-agent/{__version__}",
                 open_timeout=OPEN_TIMEOUT,
                 max_size=MAX_FRAME,

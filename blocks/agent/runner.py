@@ -24,6 +24,7 @@ from blocks.agent.errors import ConnectionLost, InputNotReady
 from blocks.agent.handlers import clip, completed, invoke
 from blocks.agent.session import (
     DEFAULT_HEARTBEAT_SECONDS,
+    DEV_MODE_WARNING,
     AgentSession,
     fetch_input,
     fetch_session,
@@ -164,6 +165,8 @@ class Runner:
 
     def _adopt(self, session: AgentSession) -> None:
         self._heartbeat = session.heartbeat_seconds
+        if session.dev_mode:  # every connection: loud on purpose (`dev_mode` styles it red)
+            log.warning(DEV_MODE_WARNING, extra={"dev_mode": True})
         if self._session is None:
             for skill in sorted(set(self._handlers) - session.skills):
                 log.warning("skill %r has a handler but the agent card does not declare it", skill)

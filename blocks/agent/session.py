@@ -13,6 +13,14 @@ from blocks.agent.errors import AccessRefused, ConnectionLost, InputNotReady, Se
 from blocks.agent.task import TaskFailed
 
 SESSION_PATH = "/v1/agent/session"
+DEV_AGENT_HEADER = "X-Blocks-Dev-Agent"
+# An agent in dev mode without authentication names itself where a token would go: this prefix
+# marks that credential (a token is `blkagent_...`, so the two never meet).
+_DEV_AGENT = "dev-agent:"
+DEV_MODE_WARNING = (
+    "DEV MODE: connected WITHOUT a token (BLOCKS_AGENT_DEV_NO_AUTH); Blocks allows this only in "
+    "dev mode on loopback. Never run an agent like this against a real deployment."
+)
 TRANSPORTS = frozenset({"relay", "pubnub"})
 DEFAULT_HEARTBEAT_SECONDS = 10.0
 # Statuses worth retrying: the server is starting, overloaded or restarting behind a proxy.
@@ -34,6 +42,7 @@ class AgentSession:
     relay_url: str | None
     heartbeat_seconds: float
     pubnub: dict[str, Any] | None
+    dev_mode: bool = False
 
     @classmethod
     def from_json(cls, api_url: str, body: object) -> AgentSession:
@@ -68,6 +77,9 @@ class AgentSession:
         pubnub = body.get("pubnub")
         if pubnub is not None and not isinstance(pubnub, dict):
             raise SessionError("pubnub: a JSON object")
+        dev_mode = body.get("dev_mode", False)
+        if not isinstance(dev_mode, bool):
+            raise SessionError("dev_mode: true or false")
         return cls(
             api_url=api_url,
             agent=_text(body, "agent"),
@@ -78,6 +90,7 @@ class AgentSession:
             relay_url=relay_url,
             heartbeat_seconds=float(heartbeat),
             pubnub=pubnub,
+            dev_mode=dev_mode,
         )
 
 
@@ -86,9 +99,16 @@ async def fetch_session(http: httpx.AsyncClient, api_url: str, token: str) -> Ag
     may fix, SessionError for a URL that is not a Blocks API."""
     url = api_url.rstrip("/") + SESSION_PATH
     try:
-        response = await http.get(url, headers=bearer(token))
+        response = await http.get(url, headers=auth_headers(token))
     except httpx.HTTPError as err:
         raise ConnectionLost(f"cannot reach {url}: {type(err).__name__}") from None
+    if response.status_code in (401, 403) and is_dev_agent(token):
+        raise AccessRefused(
+            f"{api_url} refused the dev agent {token.removeprefix(_DEV_AGENT)!r} "
+            f"({response.status_code}{_detail(response)}): connecting without a token needs "
+            "BLOCKS_AGENT_DEV_NO_AUTH on a Blocks in dev mode on this machine, and an agent of "
+            "that name in its demo organization"
+        )
     if response.status_code in (401, 403):
         raise AccessRefused(
             f"{api_url} refused the agent token ({response.status_code}{_detail(response)}): "
@@ -117,7 +137,7 @@ async def fetch_input(
     if not same_origin(url, api_url):
         raise TaskFailed("input_ref: not on the Blocks server this agent connects to")
     try:
-        response = await http.get(url, headers=bearer(token))
+        response = await http.get(url, headers=auth_headers(token))
     except httpx.HTTPError as err:
         raise InputNotReady(f"cannot fetch the input ({type(err).__name__})") from None
     if response.status_code == 410 or response.status_code in _TRANSIENT:
@@ -133,8 +153,22 @@ async def fetch_input(
     return body
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def dev_agent_credential(name: str) -> str:
+    """What stands for the token of an agent that names itself (dev mode, no authentication)."""
+    if not name.strip():
+        raise ValueError("dev_agent: the agent's name")
+    return f"{_DEV_AGENT}{name.strip()}"
+
+
+def is_dev_agent(credential: str) -> bool:
+    return credential.startswith(_DEV_AGENT)
+
+
+def auth_headers(credential: str) -> dict[str, str]:
+    """The agent token as `Authorization: Bearer`; a dev agent's name as X-Blocks-Dev-Agent."""
+    if is_dev_agent(credential):
+        return {DEV_AGENT_HEADER: credential.removeprefix(_DEV_AGENT)}
+    return {"Authorization": f"Bearer {credential}"}
 
 
 def websocket_url(api_url: str, relay_url: str) -> str:

@@ -11,6 +11,7 @@ import httpx
 from blocks.agent.backoff import Backoff
 from blocks.agent.connect import TransportFactory, open_transport
 from blocks.agent.runner import Runner, Sleep
+from blocks.agent.session import dev_agent_credential
 from blocks.agent.task import Handler
 
 H = TypeVar("H", bound=Handler)
@@ -56,7 +57,8 @@ class Agent:
         self,
         *,
         url: str,
-        token: str,
+        token: str = "",
+        dev_agent: str | None = None,
         http: httpx.AsyncClient | None = None,
         backoff: Backoff | None = None,
         sleep: Sleep = asyncio.sleep,
@@ -64,15 +66,21 @@ class Agent:
     ) -> None:
         """Serve tasks until cancelled. Raises AccessRefused when Blocks refuses the token and
         SessionError when `url` is not a Blocks API; every other failure is retried. `http`,
-        `backoff`, `sleep` and `transport_factory` are for embedding and tests."""
+        `backoff`, `sleep` and `transport_factory` are for embedding and tests.
+
+        `dev_agent` instead of a token: connect as the demo organization's agent of that name,
+        without authentication, to a Blocks in dev mode on this machine that allows it
+        (BLOCKS_AGENT_DEV_NO_AUTH); the runner logs a warning on each connection."""
         if not self._handlers:
             raise ValueError("this agent has no skills: decorate a handler with @agent.skill(id)")
-        if not token:
+        if token and dev_agent is not None:
+            raise ValueError("dev_agent: give a token or a dev agent's name, not both")
+        if not token and dev_agent is None:
             raise ValueError("token: the agent token is required")
         runner = Runner(
             self._handlers,
             url=url,
-            token=token,
+            token=token or dev_agent_credential(dev_agent or ""),
             http=http,
             transport_factory=transport_factory,
             backoff=backoff,

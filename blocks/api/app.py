@@ -21,6 +21,7 @@ from blocks.api.agents import session as agent_session
 from blocks.api.agents import task_input as agent_task_input
 from blocks.api.agents import tokens as agent_tokens
 from blocks.api.agents import well_known as agent_cards
+from blocks.api.agents.auth import warn_if_dev_mode
 from blocks.api.agents.relay import RelayHub
 from blocks.api.approvals import (
     approval_settings,
@@ -101,6 +102,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warn_if_dev_mode(settings)  # agents without a token (BLOCKS_AGENT_DEV_NO_AUTH)
         own_engine = engine is None
         app.state.engine = engine or create_engine(
             settings.require_database_url(), pool_size=settings.db_pool_size

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleRenderable
 from rich.logging import RichHandler
+from rich.text import Text
 
 from blocks.agent import AccessRefused, Agent, SessionError
 
@@ -66,6 +67,14 @@ def run(
             show_default=False,
         ),
     ] = "",
+    dev_agent: Annotated[
+        str,
+        typer.Option(
+            help="connect WITHOUT a token as the demo organization's agent of this name: only "
+            "to a Blocks in dev mode on this machine with BLOCKS_AGENT_DEV_NO_AUTH=1",
+            show_default=False,
+        ),
+    ] = "",
     app_dir: Annotated[
         Path, typer.Option(help="where to import MODULE from (default: the current directory)")
     ] = Path(),
@@ -75,16 +84,31 @@ def run(
 
     Stops on Ctrl-C or SIGTERM, or when Blocks refuses the token (revoked or rotated)."""
     _configure_logging(verbose)
-    if not token:
-        console.print("[red]No agent token: give --token or set BLOCKS_AGENT_TOKEN.[/red]")
+    if token and dev_agent:
+        console.print(
+            "[red]--dev-agent connects without a token: give it or a token (--token, "
+            "BLOCKS_AGENT_TOKEN), not both.[/red]"
+        )
         raise typer.Exit(2)
+    if not token and not dev_agent:
+        console.print(
+            "[red]No agent token: give --token or set BLOCKS_AGENT_TOKEN "
+            "(or --dev-agent NAME against a local Blocks in dev mode).[/red]"
+        )
+        raise typer.Exit(2)
+    if dev_agent:
+        console.print(
+            f"Connecting as dev agent {dev_agent!r} WITHOUT a token (dev mode only).",
+            style="bold red",
+            markup=False,
+        )
     try:
         agent = load_agent(target, app_dir)
     except AgentLoadError as err:
         console.print(str(err), style="red", markup=False)
         raise typer.Exit(2) from None
     try:
-        asyncio.run(_serve(agent, url, token))
+        asyncio.run(_serve(agent, url, token, dev_agent or None))
     except KeyboardInterrupt:
         pass
     except (AccessRefused, SessionError) as err:
@@ -93,7 +117,7 @@ def run(
     console.print("stopped")
 
 
-async def _serve(agent: Agent, url: str, token: str) -> None:
+async def _serve(agent: Agent, url: str, token: str, dev_agent: str | None) -> None:
     """Run the agent until done; SIGTERM (a container stopping) stops it as Ctrl-C does."""
     task = asyncio.current_task()
     assert task is not None
@@ -101,7 +125,7 @@ async def _serve(agent: Agent, url: str, token: str) -> None:
     with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        await agent.run(url=url, token=token)
+        await agent.run(url=url, token=token, dev_agent=dev_agent)
     except asyncio.CancelledError:
         return
 
@@ -109,8 +133,17 @@ async def _serve(agent: Agent, url: str, token: str) -> None:
 def _configure_logging(verbose: bool) -> None:
     """Logs to stderr through rich. The SDK never logs tokens, task input or output; the HTTP
     and WebSocket libraries stay at warnings (their request lines could carry a signed URL)."""
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=True)
+    handler = _Handler(console=console, show_path=False, rich_tracebacks=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     logging.getLogger("blocks.agent").setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("httpx", "httpcore", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _Handler(RichHandler):
+    """Rich's handler; the runner's dev-mode warning (no token) in bold red."""
+
+    def render_message(self, record: logging.LogRecord, message: str) -> ConsoleRenderable:
+        if getattr(record, "dev_mode", False):
+            return Text(message, style="bold red")
+        return super().render_message(record, message)

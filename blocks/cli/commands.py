@@ -329,6 +329,14 @@ def _print_banner(settings: Settings, keys: DemoKeys | None, modules: list[str])
         console.print("\n[bold]Demo organization created. These keys are shown once:[/bold]")
         console.print(f"owner    ({keys.owner_email}):    {keys.owner_key}", soft_wrap=True)
         console.print(f"approver ({keys.approver_email}): {keys.approver_key}", soft_wrap=True)
+        console.print(f"agent    ({keys.agent_name}):    {keys.agent_token}", soft_wrap=True)
+        console.print(
+            f"To serve the example agent: BLOCKS_AGENT_TOKEN=<the agent token> blocks agent run "
+            f"--url http://{settings.api_host}:{settings.api_port} --app-dir examples/agents "
+            "invoice_agent:agent",
+            soft_wrap=True,
+            markup=False,
+        )
         console.print(
             f"To sign in as a person: blocks set-password --email {keys.owner_email}, then "
             "POST /v1/auth/signin (no email is sent in dev unless BLOCKS_SMTP_HOST is set)."
@@ -336,5 +344,12 @@ def _print_banner(settings: Settings, keys: DemoKeys | None, modules: list[str])
     else:
         console.print(
             "\nDemo organization already exists; its keys were shown when it was created."
+        )
+    if settings.agent_dev_no_auth:
+        console.print(
+            "\nBLOCKS_AGENT_DEV_NO_AUTH: agents on this machine may connect WITHOUT a token "
+            "(blocks agent run --dev-agent NAME), as agents of the demo organization.",
+            style="bold red",
+            markup=False,
         )
     console.print("\nPress Ctrl-C to stop everything.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from functools import lru_cache
@@ -135,6 +136,10 @@ class Settings(BaseSettings):
     pubnub_secret_key: SecretStr | None = None
     pubnub_origin: str | None = None
     pubnub_ssl: bool = True
+    # Agents may connect WITHOUT a token, naming themselves (`X-Blocks-Dev-Agent`) as an agent of
+    # the demo organization, from a loopback address only. Refused unless BLOCKS_ENV=dev and the
+    # API binds a loopback address (and no proxy is trusted: every request would look local).
+    agent_dev_no_auth: bool = False
 
     # Sign-in. Sessions end after this long without a request, and at the latest after the
     # absolute limit; sensitive changes (email, 2FA) need a sign-in no older than reauth_minutes.
@@ -210,6 +215,28 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _refuse_agent_dev_mode_off_loopback(self) -> Settings:
+        if not self.agent_dev_no_auth:
+            return self
+        if self.env is not Environment.DEV:
+            raise ValueError(
+                f"BLOCKS_AGENT_DEV_NO_AUTH lets agents connect without a token: only with "
+                f"BLOCKS_ENV=dev (it is {self.env.value})"
+            )
+        if not is_loopback(self.api_host):
+            raise ValueError(
+                f"BLOCKS_AGENT_DEV_NO_AUTH lets agents connect without a token: only when the API "
+                f"binds a loopback address (BLOCKS_API_HOST is {self.api_host!r}; use 127.0.0.1, "
+                "::1 or localhost)"
+            )
+        if self.trusted_proxies:
+            raise ValueError(
+                "BLOCKS_AGENT_DEV_NO_AUTH lets agents connect without a token: not behind a "
+                "trusted proxy (BLOCKS_TRUSTED_PROXIES is set), whose requests all look local"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_insecure_prod(self) -> Settings:
         if self.env is Environment.PROD:
             if self.payload_keys is None:
@@ -255,6 +282,20 @@ class Settings(BaseSettings):
         if self.temporal_address is None:
             raise RuntimeError("BLOCKS_TEMPORAL_ADDRESS is not set and no embedded Temporal runs")
         return self.temporal_address
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an IP address, `[::1]`, or `localhost`) is this machine's loopback."""
+    host = host.strip()
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 @lru_cache(maxsize=1)

@@ -1,19 +1,24 @@
-"""Operator tooling: the demo organization `blocks dev` creates once, keys, passwords and
-organizations made from the CLI. Each leaves the audit event the API would, its actor the system
-and the command (`cli:dev`, `cli:api-key`, ...)."""
+"""Operator tooling: the demo organization `blocks dev` creates once (two members with keys and the
+example agent with a token), keys, passwords and organizations made from the CLI. Each leaves the
+audit event the API would, its actor the system and the command (`cli:dev`, `cli:api-key`, ...).
+Also where agents in dev mode without authentication find the demo organization's agents."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.audit.records import ActorType, AuditRecord
 from blocks.core.context import PLATFORM_ORG, AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role, parse_roles
+from blocks.infra.agents.cards import parse_card
 from blocks.infra.crypto.passwords import hash_password
 from blocks.infra.db import bind_org
+from blocks.models.agents.registry import create_agent
+from blocks.models.agents.tokens import issue_agent_token
 from blocks.models.audit.events import append_events
 from blocks.models.base import utcnow
 from blocks.models.identity.api_keys import create_api_key
@@ -27,6 +32,42 @@ from blocks.models.identity.orgs import (
 from blocks.models.identity.sessions import revoke_sessions
 
 DEMO_SLUG = "demo"
+DEMO_AGENT = "invoice-agent"
+# The example agent's A2A card (examples/agents/invoice_card.json, kept equal by a unit test): as
+# data here, so `blocks dev` registers it whether or not the examples are on this machine.
+DEMO_AGENT_CARD: dict[str, Any] = {
+    "name": DEMO_AGENT,
+    "description": "Adds up invoices and checks their vendors, inside the finance network",
+    "version": "1.0.0",
+    "provider": {"organization": "Example Corp", "url": "https://example.com"},
+    "supportedInterfaces": [
+        {
+            "url": "https://agents.example.com/invoice-agent",
+            "protocolBinding": "JSONRPC",
+            "protocolVersion": "1.0",
+        }
+    ],
+    "capabilities": {"streaming": False},
+    "defaultInputModes": ["application/json"],
+    "defaultOutputModes": ["application/json"],
+    "skills": [
+        {
+            "id": "extract-totals",
+            "name": "Extract totals",
+            "description": "Subtotal, tax and total of an invoice's line items",
+            "tags": ["invoices", "finance"],
+            "examples": [
+                '{"line_items": [{"quantity": 2, "unit_price": "9.50"}], "tax_rate": "0.2"}'
+            ],
+        },
+        {
+            "id": "check-vendor",
+            "name": "Check vendor",
+            "description": "Approves a known vendor; asks a person about any other",
+            "tags": ["invoices", "vendors"],
+        },
+    ],
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +76,8 @@ class DemoKeys:
     owner_key: str
     approver_email: str
     approver_key: str
+    agent_name: str
+    agent_token: str
 
 
 async def ensure_demo_org(session: AsyncSession) -> DemoKeys | None:
@@ -67,7 +110,44 @@ async def ensure_demo_org(session: AsyncSession) -> DemoKeys | None:
     approver_key = await _audited_key(
         ctx, session, "dev", user_id=approver.id, name="demo approver", roles=[Role.APPROVER]
     )
-    return DemoKeys(owner.email, owner_key, approver.email, approver_key)
+    agent_token = await _demo_agent(ctx, session)
+    return DemoKeys(owner.email, owner_key, approver.email, approver_key, DEMO_AGENT, agent_token)
+
+
+async def _demo_agent(ctx: OrgContext, session: AsyncSession) -> str:
+    """The example agent (relay) and a token for all its skills, audited as the API's
+    (api/agents/registry.py, tokens.py): `agent.registered`, `agent.token_issued`."""
+    card = parse_card(DEMO_AGENT_CARD)
+    agent = await create_agent(ctx, session, name=DEMO_AGENT, card=card, transport="relay")
+    skills = agent.skill_ids()
+    registered = {
+        "name": agent.name,
+        "transport": agent.transport,
+        "public": agent.public,
+        "card_name": card.get("name"),
+        "card_version": card.get("version"),
+        "skills": skills,
+    }
+    token, plaintext = await issue_agent_token(
+        ctx, session, agent_id=agent.id, name="demo", skills=skills
+    )
+    issued = {"agent_id": str(agent.id), "name": token.name, "skills": list(token.skills)}
+    records = [
+        _operator_record("dev", "agent.registered", "agent", str(agent.id), registered),
+        _operator_record("dev", "agent.token_issued", "agent_token", str(token.id), issued),
+    ]
+    await append_events(ctx, session, records)
+    return plaintext
+
+
+async def demo_org_context(session: AsyncSession) -> OrgContext | None:
+    """The open demo organization's context for an agent in dev mode without authentication (no
+    member, no role); None when there is none. The organization is the fixed demo slug, never
+    what a request names."""
+    org = await get_org_by_slug(session, DEMO_SLUG)
+    if org is None or org.closed_at is not None:
+        return None
+    return OrgContext(org_id=OrgId(org.id), user_id=None, roles=(), auth=AuthMethod.AGENT)
 
 
 async def issue_member_key(

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
@@ -78,9 +79,14 @@ async def register_agent(
 
 @asynccontextmanager
 async def agent_stack(
-    *, engine: AsyncEngine, temporal: Client, database_url: str
+    *,
+    engine: AsyncEngine,
+    temporal: Client,
+    database_url: str,
+    extra_settings: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
-    """The API and a worker serving AgentTotals on a task queue of their own."""
+    """The API and a worker serving AgentTotals on a task queue of their own (`extra_settings`:
+    further Settings fields of the API)."""
     task_queue = f"blocks-agents-{uuid.uuid4().hex[:8]}"
     async with running_stack(
         engine=engine,
@@ -88,6 +94,7 @@ async def agent_stack(
         database_url=database_url,
         task_queue=task_queue,
         with_worker=False,
+        extra_settings=extra_settings,
     ) as stack:
         async with session_factory(engine)() as session, session.begin():
             entries = catalogue_entries([AgentTotals], task_queue=task_queue)

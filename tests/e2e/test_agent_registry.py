@@ -207,6 +207,7 @@ async def test_tokens_are_scoped_shown_once_rotated_and_revoked(
             "relay_url": stack.base_url.replace("http://", "ws://") + "/v1/agents/connect",
             "heartbeat_seconds": 10,
             "pubnub": None,
+            "dev_mode": False,
         }
         # Seen: the agent is online (heard from just now) and the token shows its last use.
         read = (await http.get(f"/v1/agents/{agent['id']}", headers=org["admin"].headers)).json()

@@ -3,6 +3,7 @@ is; keys and organizations made from the command line are audited like the API's
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import httpx
 
 from tests.e2e.dev_process import KEY_LINE, DevStack, stop
 from tests.support import EXPENSE
+
+AGENT_LINE = re.compile(r"^agent\s+\(invoice-agent\):\s+(blkagent_\S+)$", re.MULTILINE)
 
 
 def _events(stack: DevStack, key: str) -> list[dict[str, Any]]:
@@ -54,6 +57,17 @@ def test_dev_runs_everything_and_restarts_on_the_same_data(tmp_path: Path) -> No
         stack.wait_ready(process, first_log)
         keys = dict(KEY_LINE.findall(first_log.read_text()))
         assert set(keys) == {"owner", "approver"}, first_log.read_text()
+        # The example agent, registered in the demo organization, and its token, shown once.
+        [agent_token] = AGENT_LINE.findall(first_log.read_text())
+        agent_session = httpx.get(
+            f"{api}/v1/agent/session",
+            headers={"Authorization": f"Bearer {agent_token}"},
+            timeout=30,
+        )
+        assert agent_session.status_code == 200, agent_session.text
+        assert agent_session.json()["agent"] == "invoice-agent"
+        assert agent_session.json()["skills"] == ["check-vendor", "extract-totals"]
+        assert agent_session.json()["dev_mode"] is False
         owner = {"Authorization": f"Bearer {keys['owner']}"}
         approver = {"Authorization": f"Bearer {keys['approver']}"}
         run = httpx.post(
@@ -170,6 +184,7 @@ def test_dev_runs_everything_and_restarts_on_the_same_data(tmp_path: Path) -> No
         stack.wait_ready(process, second_log)
         assert "already exists" in second_log.read_text()
         assert KEY_LINE.findall(second_log.read_text()) == []
+        assert AGENT_LINE.findall(second_log.read_text()) == []
         # The first start's data and key survived the restart.
         body = httpx.get(f"{api}/v1/runs/{run_id}", headers=owner, timeout=30).json()
         assert body["status"] == "completed", body

@@ -1,7 +1,7 @@
 """The built-in relay: agents connect out to the API over a WebSocket and receive their tasks on it.
 
-`GET /v1/agents/connect` (WebSocket, `Authorization: Bearer blkagent_...`): an agent behind NAT
-opens it and needs no inbound port. Tasks wait in PostgreSQL (models.agents.tasks) until the agent
+`GET /v1/agents/connect` (WebSocket, `Authorization: Bearer blkagent_...`, or in dev mode
+`X-Blocks-Dev-Agent`: api.agents.auth): an agent behind NAT opens it and needs no inbound port. Tasks wait in PostgreSQL (models.agents.tasks) until the agent
 acknowledges them, so an API restart loses none; a dispatch wakes the relay through
 `LISTEN blocks_agent_tasks`, and every connection also looks again every few seconds, which
 sends unacknowledged deliveries again (at least once; the agent drops duplicates by task id).
@@ -24,12 +24,18 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
-from blocks.api.agents.auth import agent_bearer, record_agent_denial
+from blocks.api.agents.auth import (
+    AgentCredential,
+    AgentRefusal,
+    agent_credential,
+    check_agent_credential,
+    record_agent_denial,
+)
 from blocks.core.agents import protocol as p
 from blocks.models.agents.completion import AgentLink, TaskNotTaken, handle_message
 from blocks.models.agents.registry import mark_seen
 from blocks.models.agents.tasks import ACK_SECONDS, NOTIFY_CHANNEL, claim_deliveries
-from blocks.models.agents.tokens import AgentPrincipal, RefusedAgentToken, check_agent_token
+from blocks.models.agents.tokens import AgentPrincipal
 
 router = APIRouter(tags=["agents"])
 _log = logging.getLogger("blocks.relay")
@@ -110,21 +116,21 @@ class RelayHub:
 
 
 async def _resolve(
-    websocket: WebSocket, token: str | None, *, seen: bool = False
+    websocket: WebSocket, credential: AgentCredential | None, *, seen: bool = False
 ) -> AgentPrincipal | None:
-    """The token's principal; a refusal is audited (`agent.access_denied`) and answers None."""
-    if token is None:
+    """The token's principal (a dev agent's: resolved again by name each time); a refusal is
+    audited (`agent.access_denied`) and answers None."""
+    if credential is None:
         return None
     sessions: async_sessionmaker[AsyncSession] = websocket.app.state.sessions
     async with sessions() as session, session.begin():
-        checked = await check_agent_token(session, token)
+        checked = await check_agent_credential(websocket, session, credential, loud=seen)
         if isinstance(checked, AgentPrincipal) and seen:
             await mark_seen(checked.context(), session, checked.agent_id)
-    if isinstance(checked, AgentPrincipal):
-        return checked
-    refused = checked if isinstance(checked, RefusedAgentToken) else None
-    await record_agent_denial(websocket, token, refused, "unknown agent token")
-    return None
+    if isinstance(checked, AgentRefusal):
+        await record_agent_denial(websocket, checked)
+        return None
+    return checked
 
 
 @router.websocket("/v1/agents/connect")
@@ -134,8 +140,8 @@ async def connect(websocket: WebSocket) -> None:
     sessions: async_sessionmaker[AsyncSession] = state.sessions
     client: Client = state.temporal
     hub: RelayHub = state.relay
-    token = agent_bearer(websocket)
-    principal = await _resolve(websocket, token, seen=True)
+    credential = agent_credential(websocket)
+    principal = await _resolve(websocket, credential, seen=True)
     if principal is None:
         # Refused at the handshake (403): the agent SDK stops instead of retrying.
         await websocket.close(code=_POLICY_VIOLATION, reason="invalid or revoked agent token")
@@ -143,9 +149,9 @@ async def connect(websocket: WebSocket) -> None:
     await websocket.accept()
     connection = hub.add(principal)
     link = AgentLink(principal=principal, sessions=sessions, client=client)
-    sender = asyncio.create_task(_send_deliveries(websocket, link, connection, token or ""))
+    sender = asyncio.create_task(_send_deliveries(websocket, link, connection, credential))
     try:
-        await _receive(websocket, link, token or "")
+        await _receive(websocket, link, credential)
     except WebSocketDisconnect:
         pass
     finally:
@@ -155,11 +161,13 @@ async def connect(websocket: WebSocket) -> None:
             await sender
 
 
-async def _receive(websocket: WebSocket, link: AgentLink, token: str) -> None:
+async def _receive(
+    websocket: WebSocket, link: AgentLink, credential: AgentCredential | None
+) -> None:
     while True:
         raw = await websocket.receive_text()
         # Checked again on every message: a revoked token goes no further.
-        if await _resolve(websocket, token) is None:
+        if await _resolve(websocket, credential) is None:
             await websocket.close(code=_POLICY_VIOLATION, reason="agent token revoked")
             return
         try:
@@ -179,14 +187,17 @@ async def _receive(websocket: WebSocket, link: AgentLink, token: str) -> None:
 
 
 async def _send_deliveries(
-    websocket: WebSocket, link: AgentLink, connection: _Connection, token: str
+    websocket: WebSocket,
+    link: AgentLink,
+    connection: _Connection,
+    credential: AgentCredential | None,
 ) -> None:
     principal = link.principal
     while True:
         connection.wake.clear()
         # Checked again before anything goes out: a token revoked while its connection stays
         # open and silent receives nothing more.
-        if await _resolve(websocket, token) is None:
+        if await _resolve(websocket, credential) is None:
             await websocket.close(code=_POLICY_VIOLATION, reason="agent token revoked")
             return
         while connection.cancels:

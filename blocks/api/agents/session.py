@@ -74,6 +74,7 @@ class AgentSessionOut(BaseModel):
         relay_url=f"wss://blocks.acme.example{RELAY_PATH}",
         heartbeat_seconds=HEARTBEAT_SECONDS,
         pubnub=None,
+        dev_mode=False,
     )
 
     agent: str = Field(description="The agent's name in its organization")
@@ -84,6 +85,10 @@ class AgentSessionOut(BaseModel):
     relay_url: str = Field(description="The relay's WebSocket (ws:// or wss://)")
     heartbeat_seconds: int
     pubnub: PubNubSessionOut | None = Field(description="For a PubNub agent; else null")
+    dev_mode: bool = Field(
+        description="True when the agent connected WITHOUT a token (BLOCKS_AGENT_DEV_NO_AUTH: "
+        "dev mode on loopback only, as an agent of the demo organization)"
+    )
 
 
 def public_base(request: Request) -> str:
@@ -132,13 +137,15 @@ async def agent_session(
     request: Request, principal: AgentCaller, session: DbSession
 ) -> AgentSessionOut:
     """What the agent SDK asks first, with the agent's token: who it is, its skills and how to
-    connect. A revoked or unknown token is a 401, audited as `agent.access_denied`."""
+    connect. A revoked or unknown token is a 401, audited as `agent.access_denied`. In dev mode
+    without authentication (`X-Blocks-Dev-Agent`), `dev_mode` is true."""
     ctx = principal.context()
     agent = await get_agent(ctx, session, principal.agent_id)
     if agent is None:  # deleted since the token was read (the token itself resolved)
         raise unauthorized("this agent was deleted", code="agent_unauthorized")
     await mark_seen(ctx, session, agent.id)
-    await mark_token_used(ctx, session, principal.token_id)
+    if not principal.dev_mode:  # a dev agent has no token
+        await mark_token_used(ctx, session, principal.token_id)
     declared = set(agent.skill_ids())
     return AgentSessionOut(
         agent=agent.name,
@@ -149,4 +156,5 @@ async def agent_session(
         relay_url=relay_url(request),
         heartbeat_seconds=HEARTBEAT_SECONDS,
         pubnub=await _pubnub_block(request, principal, agent.transport),
+        dev_mode=principal.dev_mode,
     )

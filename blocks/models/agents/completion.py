@@ -81,7 +81,13 @@ def _record(
         target_id=str(task.id),
         run_id=task.run_id,
         outcome=outcome,
-        data={"agent": link.principal.agent_name, "skill": task.skill, "step": task.step, **data},
+        data={
+            "agent": link.principal.agent_name,
+            "skill": task.skill,
+            "step": task.step,
+            **link.principal.audit_marks(),
+            **data,
+        },
         event_id=str(workflow_event_id(task.workflow_id, f"{action}:{task.id}:{task.attempt}")),
     )
 
@@ -102,7 +108,11 @@ async def record_denied(link: AgentLink, task_id: str, what: str) -> None:
                     target_id=task_id[:100],
                     outcome=Outcome.DENIED,
                     reason=f"{what} for a task that is not this agent's",
-                    data={"agent": principal.agent_name, "token_id": str(principal.token_id)},
+                    data={
+                        "agent": principal.agent_name,
+                        "token_id": str(principal.token_id),
+                        **principal.audit_marks(),
+                    },
                 )
             ],
         )

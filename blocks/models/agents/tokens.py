@@ -51,6 +51,13 @@ class AgentPrincipal:
     agent_name: str
     skills: frozenset[str]
     transport: str
+    # Named by X-Blocks-Dev-Agent without a token (BLOCKS_AGENT_DEV_NO_AUTH): its audit events
+    # say so. token_id is then not a token's, only a stable id for the rate limiter.
+    dev_mode: bool = False
+
+    def audit_marks(self) -> dict[str, bool]:
+        """What its audit events add: `{"dev_mode": True}` for an agent without a token."""
+        return {"dev_mode": True} if self.dev_mode else {}
 
     def context(self) -> OrgContext:
         """The organization context the agent's requests act in (no member, no role)."""
