@@ -75,7 +75,11 @@ _LIVE_KEY = text(
     "SELECT key_id, master_key_id, wrapped_key FROM org_data_keys "
     "WHERE org_id = :org_id AND destroyed_at IS NULL"
 )
-_ANY_KEY = text("SELECT 1 FROM org_data_keys WHERE org_id = :org_id LIMIT 1")
+# Only a destroyed key counts: a live one a concurrent first use just committed is not a refusal
+# (the insert below does nothing and the re-read finds it).
+_DESTROYED_KEY = text(
+    "SELECT 1 FROM org_data_keys WHERE org_id = :org_id AND destroyed_at IS NOT NULL LIMIT 1"
+)
 _KEY_BY_ID = text(
     "SELECT master_key_id, wrapped_key FROM org_data_keys WHERE org_id = :org_id AND key_id = :key_id"
 )
@@ -95,7 +99,7 @@ async def live_org_key(session: AsyncSession, org_id: uuid.UUID) -> OrgDataKey:
     master = current_master_keys()
     row = (await session.exec(_LIVE_KEY.bindparams(org_id=org_id))).first()  # type: ignore[call-overload]
     if row is None:
-        if (await session.exec(_ANY_KEY.bindparams(org_id=org_id))).first() is not None:  # type: ignore[call-overload]
+        if (await session.exec(_DESTROYED_KEY.bindparams(org_id=org_id))).first() is not None:  # type: ignore[call-overload]
             # Destroyed (the organization was closed): a fresh key would let a straggler seal
             # new data that outlives the shredding.
             raise OrgKeyUnavailable(

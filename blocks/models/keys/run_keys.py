@@ -60,8 +60,10 @@ _LIVE_KEY = text(
     "SELECT key_id, org_key_id, wrapped_key FROM run_data_keys "
     "WHERE org_id = :org_id AND workflow_id = :workflow_id AND destroyed_at IS NULL"
 )
-_ANY_KEY = text(
-    "SELECT 1 FROM run_data_keys WHERE org_id = :org_id AND workflow_id = :workflow_id LIMIT 1"
+# Only a destroyed key counts (a live one a concurrent first use committed is found below).
+_DESTROYED_KEY = text(
+    "SELECT 1 FROM run_data_keys WHERE org_id = :org_id AND workflow_id = :workflow_id"
+    " AND destroyed_at IS NOT NULL LIMIT 1"
 )
 _KEY_BY_ID = text(
     "SELECT workflow_id, org_key_id, wrapped_key FROM run_data_keys "
@@ -85,7 +87,7 @@ async def live_run_key(
     params = {"org_id": org_id, "workflow_id": workflow_id}
     row = (await session.exec(_LIVE_KEY.bindparams(**params))).first()  # type: ignore[call-overload]
     if row is None:
-        if (await session.exec(_ANY_KEY.bindparams(**params))).first() is not None:  # type: ignore[call-overload]
+        if (await session.exec(_DESTROYED_KEY.bindparams(**params))).first() is not None:  # type: ignore[call-overload]
             raise OrgKeyUnavailable(
                 f"run {workflow_id}'s history key was destroyed after it closed; it seals no more"
             )
