@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -42,8 +43,18 @@ _log = logging.getLogger("blocks.relay")
 # How often a connection looks for due deliveries without being woken (redelivery, and a wake-up
 # lost while the listener reconnected).
 _POLL_SECONDS = ACK_SECONDS / 2
+# How often an open connection's token is looked up again (a revocation closes it at once).
+_RECHECK_SECONDS = 30.0
+# Messages of one connection handled at once (each task's in order).
+_CONCURRENT_MESSAGES = 16
 _POLICY_VIOLATION = 1008
 _INTERNAL = 1011
+
+
+@dataclass
+class _TaskGate:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 @dataclass(eq=False)  # each connection is itself (kept in sets)
@@ -51,6 +62,11 @@ class _Connection:
     principal: AgentPrincipal
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     cancels: list[str] = field(default_factory=list)
+    # Set by a revocation's NOTIFY: the connection closes at once, whatever it is doing.
+    revoked: bool = False
+    checked_at: float = field(default_factory=time.monotonic)
+    # One gate per task in flight: a task's messages are handled in order, tasks side by side.
+    task_gates: dict[str, _TaskGate] = field(default_factory=dict)
 
 
 class RelayHub:
@@ -73,7 +89,8 @@ class RelayHub:
         self._connections[connection.principal.agent_id].discard(connection)
 
     def notified(self, payload: str) -> None:
-        """`<agent id>` (new work) or `<agent id>:cancel:<task id>`."""
+        """`<agent id>` (new work), `<agent id>:cancel:<task id>`, or `<agent id>:revoked:<token
+        id>` (`*`: every token of the agent)."""
         agent, _, rest = payload.partition(":")
         try:
             agent_id = uuid.UUID(agent)
@@ -82,6 +99,10 @@ class RelayHub:
         for connection in self._connections.get(agent_id, ()):
             if rest.startswith("cancel:"):
                 connection.cancels.append(rest.removeprefix("cancel:"))
+            elif rest.startswith("revoked:"):
+                token = rest.removeprefix("revoked:")
+                if token in ("*", str(connection.principal.token_id)):
+                    connection.revoked = True
             connection.wake.set()
 
     def start(self, database_url: str) -> None:
@@ -151,7 +172,7 @@ async def connect(websocket: WebSocket) -> None:
     link = AgentLink(principal=principal, sessions=sessions, client=client)
     sender = asyncio.create_task(_send_deliveries(websocket, link, connection, credential))
     try:
-        await _receive(websocket, link, credential)
+        await _receive(websocket, link, connection, credential)
     except WebSocketDisconnect:
         pass
     finally:
@@ -161,29 +182,79 @@ async def connect(websocket: WebSocket) -> None:
             await sender
 
 
+async def _still_valid(
+    websocket: WebSocket, connection: _Connection, credential: AgentCredential | None
+) -> bool:
+    """Whether the connection's token still works: a revocation's NOTIFY says so at once; the
+    database is asked again every `_RECHECK_SECONDS` (expiry, a notice lost in an outage)."""
+    if not connection.revoked and time.monotonic() - connection.checked_at < _RECHECK_SECONDS:
+        return True
+    # Asked again (and a refusal audited) when a revocation is announced or the check is old.
+    if await _resolve(websocket, credential) is None:
+        connection.revoked = True
+        return False
+    connection.revoked = False
+    connection.checked_at = time.monotonic()
+    return True
+
+
 async def _receive(
-    websocket: WebSocket, link: AgentLink, credential: AgentCredential | None
+    websocket: WebSocket,
+    link: AgentLink,
+    connection: _Connection,
+    credential: AgentCredential | None,
 ) -> None:
-    while True:
-        raw = await websocket.receive_text()
-        # Checked again on every message: a revoked token goes no further.
-        if await _resolve(websocket, credential) is None:
-            await websocket.close(code=_POLICY_VIOLATION, reason="agent token revoked")
-            return
-        try:
-            message = p.decode(raw)
-        except p.ProtocolError as err:
-            # Dropped (the reason names a field, never content); the agent sends it again.
-            _log.warning("agent %s sent a malformed message: %s", link.principal.agent_id, err)
-            continue
-        try:
-            replies = await handle_message(link, message)
-        except TaskNotTaken:
-            # Temporal cannot take the result now: the agent re-sends it after reconnecting.
-            await websocket.close(code=_INTERNAL, reason="result not taken; send it again")
-            return
-        for reply in replies:
-            await websocket.send_text(p.encode(reply))
+    handling: set[asyncio.Task[None]] = set()
+    slots = asyncio.Semaphore(_CONCURRENT_MESSAGES)
+    closing = asyncio.Event()
+    try:
+        while not closing.is_set():
+            raw = await websocket.receive_text()
+            if not await _still_valid(websocket, connection, credential):
+                await websocket.close(code=_POLICY_VIOLATION, reason="agent token revoked")
+                return
+            try:
+                message = p.decode(raw)
+            except p.ProtocolError as err:
+                # Dropped (the reason names a field, never content); the agent sends it again.
+                _log.warning("agent %s sent a malformed message: %s", link.principal.agent_id, err)
+                continue
+            await slots.acquire()
+            job = asyncio.create_task(_handle(websocket, link, connection, message, closing))
+            handling.add(job)
+            job.add_done_callback(lambda done: (handling.discard(done), slots.release()))
+    finally:
+        for job in handling:
+            job.cancel()
+
+
+async def _handle(
+    websocket: WebSocket,
+    link: AgentLink,
+    connection: _Connection,
+    message: p.Message,
+    closing: asyncio.Event,
+) -> None:
+    """One message, after the earlier ones about the same task (an ack before its result)."""
+    gate = connection.task_gates.setdefault(message.task_id, _TaskGate())
+    gate.users += 1
+    try:
+        async with gate.lock:
+            try:
+                replies = await handle_message(link, message)
+            except TaskNotTaken:
+                # Temporal cannot take the result now: the agent re-sends it after reconnecting.
+                closing.set()
+                await websocket.close(code=_INTERNAL, reason="result not taken; send it again")
+                return
+            for reply in replies:
+                await websocket.send_text(p.encode(reply))
+    except (WebSocketDisconnect, RuntimeError):
+        return  # the connection went away meanwhile: the agent re-sends
+    finally:
+        gate.users -= 1
+        if gate.users == 0:
+            connection.task_gates.pop(message.task_id, None)
 
 
 async def _send_deliveries(
@@ -197,7 +268,7 @@ async def _send_deliveries(
         connection.wake.clear()
         # Checked again before anything goes out: a token revoked while its connection stays
         # open and silent receives nothing more.
-        if await _resolve(websocket, credential) is None:
+        if not await _still_valid(websocket, connection, credential):
             await websocket.close(code=_POLICY_VIOLATION, reason="agent token revoked")
             return
         while connection.cancels:

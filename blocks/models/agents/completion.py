@@ -39,6 +39,7 @@ from blocks.models.agents.tasks import (
 )
 from blocks.models.agents.tokens import AgentPrincipal
 from blocks.models.audit.events import append_events
+from blocks.models.keys.org_keys import process_org_keys
 
 _log = logging.getLogger("blocks.agents")
 # The activity type the codec is told (any activity of the run other than the LLM call is
@@ -119,6 +120,11 @@ async def record_denied(link: AgentLink, task_id: str, what: str) -> None:
 
 
 def _activity(link: AgentLink, task: AgentTask, token: bytes) -> AsyncActivityHandle:
+    # The codec seals what completes the activity under the run's organization key: tell it the
+    # organization the row already names, sparing it a lookup of the run.
+    keys = process_org_keys()
+    if keys is not None:
+        keys.remember_run(task.workflow_id, task.org_id)
     handle = link.client.get_async_activity_handle(task_token=token)
     return handle.with_context(
         ActivitySerializationContext(

@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
+from blocks.models.agents.tokens import notify_revoked
 from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
 from blocks.models.identity.orgs import Organization
 
@@ -104,8 +105,10 @@ async def mark_seen(ctx: OrgContext, session: AsyncSession, agent_id: uuid.UUID)
     """The agent was heard from now (connected, acknowledged, answered)."""
     await bind_org(session, ctx.org_id)
     await session.exec(  # type: ignore[call-overload]
+        # Written at most every few seconds: one hot row per agent otherwise, at every message.
         text(
             "UPDATE agents SET last_seen_at = now() WHERE org_id = :org_id AND id = :agent_id"
+            " AND (last_seen_at IS NULL OR last_seen_at < now() - interval '5 seconds')"
         ).bindparams(org_id=ctx.org_id, agent_id=agent_id)
     )
 
@@ -166,6 +169,8 @@ async def delete_agent(ctx: OrgContext, session: AsyncSession, agent: Agent) -> 
     agent.updated_at = agent.deleted_at
     session.add(agent)
     await session.flush()
+    # Its open connections close at commit, whatever credential they hold.
+    await notify_revoked(session, agent.id, "*")
     return agent
 
 

@@ -26,7 +26,7 @@ from blocks.core.context import OrgContext
 from blocks.infra.crypto.org_keys import OrgDataKey
 from blocks.infra.db import bind_org
 from blocks.models.base import org_fk_column, timestamp_column, utcnow
-from blocks.models.keys.org_keys import live_org_key, org_key_by_id
+from blocks.models.keys.org_keys import live_org_key, org_key_by_id, process_org_keys
 
 NOTIFY_CHANNEL = "blocks_agent_tasks"
 # How long a delivery waits for the agent's acknowledgement before it is sent again.
@@ -100,6 +100,21 @@ def _open(key: OrgDataKey, task_id: uuid.UUID, part: str, sealed: bytes) -> dict
     return opened if isinstance(opened, dict) else {}
 
 
+async def _live_key(session: AsyncSession, org_id: uuid.UUID) -> OrgDataKey:
+    """The organization's live key, from the process's key cache when it serves this database."""
+    source = process_org_keys()
+    if source is not None and source.serves(session):
+        return await source.active_key(org_id)
+    return await live_org_key(session, org_id)
+
+
+async def _key_by_id(session: AsyncSession, org_id: uuid.UUID, key_id: uuid.UUID) -> OrgDataKey:
+    source = process_org_keys()
+    if source is not None and source.serves(session):
+        return await source.key(org_id, key_id)
+    return await org_key_by_id(session, org_id, key_id)
+
+
 async def _notify(session: AsyncSession, agent_id: uuid.UUID, *extra: str) -> None:
     """Wake the relays (sent at commit, so never before the row is visible)."""
     payload = ":".join((str(agent_id), *extra))
@@ -127,7 +142,7 @@ async def dispatch_task(
     """Store the task for delivery (a new attempt of a task already stored queues it again,
     with its input sealed anew and the new attempt's token); wakes the relays."""
     await bind_org(session, ctx.org_id)
-    key = await live_org_key(session, ctx.org_id)
+    key = await _live_key(session, ctx.org_id)
     task = await session.get(AgentTask, task_id, with_for_update=True)
     if task is None:
         task = AgentTask(
@@ -168,7 +183,7 @@ async def answer_task(
     task = await session.get(AgentTask, task_id, with_for_update=True)
     if task is None or task.org_id != ctx.org_id or task.state in FINAL:
         return None
-    key = await live_org_key(session, ctx.org_id)
+    key = await _live_key(session, ctx.org_id)
     task.state = ANSWERED
     task.task_token = task_token
     task.content_key_id = key.key_id
@@ -215,7 +230,7 @@ async def claim_deliveries(
         if key_id is None or sealed is None:
             continue
         if key_id not in keys:
-            keys[key_id] = await org_key_by_id(session, ctx.org_id, key_id)
+            keys[key_id] = await _key_by_id(session, ctx.org_id, key_id)
         opened = _open(
             keys[key_id], task.id, "answer" if task.state == ANSWERED else "input", sealed
         )

@@ -114,10 +114,20 @@ async def revoke_agent_token(
     token.revoked_at = utcnow()
     session.add(token)
     await session.flush()
+    await notify_revoked(session, agent_id, str(token.id))
     return token
 
 
 _RESOLVE = text("SELECT * FROM blocks_resolve_agent_token(:lookup)")
+# The relays' channel (models.agents.tasks.NOTIFY_CHANNEL): a revocation closes the token's open
+# connections at commit, not at their next check.
+_NOTIFY = text("SELECT pg_notify('blocks_agent_tasks', :payload)")
+
+
+async def notify_revoked(session: AsyncSession, agent_id: uuid.UUID, token: str) -> None:
+    """Tell the relays (at commit) that `token` (an id, or `*`: every token) of the agent is
+    revoked."""
+    await session.exec(_NOTIFY.bindparams(payload=f"{agent_id}:revoked:{token}"))  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)
@@ -221,6 +231,7 @@ async def revoke_agent_tokens(
         token.revoked_at = now
         session.add(token)
     await session.flush()
+    await notify_revoked(session, agent_id, "*")
     return tokens
 
 
