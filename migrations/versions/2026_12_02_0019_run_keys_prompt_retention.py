@@ -9,9 +9,10 @@ on `audit_events` for that action only, in the append's transaction and organiza
 across organizations, keeping tombstones. It is SECURITY DEFINER as the table's owner, seeing rows
 only through `run_data_keys_sweep` while `app.run_key_sweep` is on, and returns a count alone.
 
-`organizations.llm_prompt_retention` (off by default) lets an organization keep its prompts and
-completions: then `llm_usage` holds them sealed under the organization's data key
-(`content_key_id`, `prompt_sealed`, `completion_sealed`); off, those stay NULL.
+`llm_settings` holds an organization's LLM settings (no row: the defaults): `prompt_retention`
+(off by default) lets it keep its prompts and completions: then `llm_usage` holds them sealed
+under the organization's data key (`content_key_id`, `prompt_sealed`, `completion_sealed`); off,
+those stay NULL.
 
 Revision ID: 0019
 Revises: 0018
@@ -117,8 +118,17 @@ def upgrade() -> None:
         GRANT EXECUTE ON FUNCTION blocks_destroy_closed_run_keys(double precision, integer)
             TO blocks_app;
 
-        ALTER TABLE organizations
-            ADD COLUMN llm_prompt_retention boolean NOT NULL DEFAULT false;
+        CREATE TABLE llm_settings (
+            org_id uuid PRIMARY KEY REFERENCES organizations(id) ON DELETE RESTRICT,
+            prompt_retention boolean NOT NULL DEFAULT false,
+            updated_at timestamptz NOT NULL
+        );
+        ALTER TABLE llm_settings ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE llm_settings FORCE ROW LEVEL SECURITY;
+        CREATE POLICY llm_settings_tenant ON llm_settings
+            USING (org_id = NULLIF(current_setting('app.org_id', true), '')::uuid)
+            WITH CHECK (org_id = NULLIF(current_setting('app.org_id', true), '')::uuid);
+        GRANT SELECT, INSERT, UPDATE ON llm_settings TO blocks_app;
         ALTER TABLE llm_usage
             ADD COLUMN content_key_id uuid REFERENCES org_data_keys(key_id) ON DELETE RESTRICT,
             ADD COLUMN prompt_sealed bytea,
@@ -134,7 +144,7 @@ def downgrade() -> None:
             DROP COLUMN completion_sealed,
             DROP COLUMN prompt_sealed,
             DROP COLUMN content_key_id;
-        ALTER TABLE organizations DROP COLUMN llm_prompt_retention;
+        DROP TABLE llm_settings;
         DROP FUNCTION blocks_destroy_closed_run_keys(double precision, integer);
         DROP TRIGGER audit_events_close_run_key ON audit_events;
         DROP FUNCTION blocks_close_run_key();

@@ -12,8 +12,11 @@ from blocks.api.app import create_app
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
+from blocks.models.agents.registry import create_agent
+from blocks.models.agents.tokens import issue_agent_token
 from blocks.models.identity.invites import create_invite
 from blocks.models.llm.credentials import create_credential
+from tests.e2e.agent_stack import SKILLS, card
 from tests.support import (
     EXPENSE,
     Stack,
@@ -35,6 +38,8 @@ _PARAM_SOURCES = {
     "invite_id",
     "session_id",
     "credential_id",
+    "agent_id",
+    "token_id",
 }
 _SLACK_USER = "U0TENANTA"
 _SLACK_USERS = "/v1/integrations/slack/users/{slack_user_id}"
@@ -47,6 +52,8 @@ _BODIES = {
     "/v1/runs/{run_id}/cancel": {"reason": "not yours to cancel"},
     "/v1/llm/credentials/{credential_id}/key": {"api_key": "sk-ok-tenant-b-0000000000"},
     "/v1/llm/credentials/{credential_id}": {"allowed_models": ["gpt-4o-mini"]},
+    "/v1/agents/{agent_id}": {"public": True},
+    "/v1/agents/{agent_id}/tokens": {"name": "not yours"},
 }
 # B's members that hold the route's permission, where that is not owner (+ approver for POSTs).
 _MEMBERS = {
@@ -57,6 +64,8 @@ _MEMBERS = {
     "/v1/members/{user_id}/sessions/revoke": ("owner", "admin"),
     "/v1/invites/{invite_id}/resend": ("owner", "admin"),
     "/v1/runs/{run_id}/cancel": ("owner", "operator"),
+    "/v1/agents/{agent_id}/tokens": ("owner", "admin"),
+    "/v1/agents/{agent_id}/tokens/{token_id}/rotate": ("owner", "admin"),
 }
 # The person's own routes take a session cookie, not an API key: B's owner signs in for them.
 _PERSONAL_PREFIX = "/v1/me/"
@@ -72,6 +81,12 @@ def _id_routes(stack: Stack) -> list[tuple[str, str]]:
             continue
         if params == {"token"}:
             continue  # a decision link: the token is the credential (tests/e2e/test_decision_links.py)
+        if path.startswith("/v1/orgs/{org_slug}/agents/"):
+            continue  # a public card, by design (tests/e2e/test_agent_registry.py)
+        if path.startswith("/v1/agents/tasks/"):
+            # An agent token's route: another agent's task is refused there, and audited
+            # (tests/e2e/test_agent_pubnub.py); members' keys never open it.
+            continue
         unknown = params - _PARAM_SOURCES
         assert not unknown, f"{path} takes {unknown}: teach this test how to fill them"
         routes.extend((method.upper(), path) for method in sorted(operations))
@@ -143,6 +158,11 @@ async def test_every_id_route_is_404_for_another_organization(
                 allowed_models=[],
                 api_key="sk-ok-tenant-a-0000000000",
             )
+        async with session_factory(engine)() as session, session.begin():
+            agent = await create_agent(ctx_a, session, name="tenant-a", card=card("tenant-a"))
+            agent_token, _ = await issue_agent_token(
+                ctx_a, session, agent_id=agent.id, name="a", skills=list(SKILLS)
+            )
         session_a = await start_test_session(engine, org_a["operator"].user_id, org_a.id)
         async with session_factory(engine)() as session, session.begin():
             session_id = (
@@ -176,6 +196,8 @@ async def test_every_id_route_is_404_for_another_organization(
                 invite_id=invite.id,
                 session_id=session_id,
                 credential_id=credential.id,
+                agent_id=agent.id,
+                token_id=agent_token.id,
             )
             body = {
                 k: v.format(user_id=org_a["operator"].user_id) if isinstance(v, str) else v

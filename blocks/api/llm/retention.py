@@ -21,8 +21,12 @@ from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
 from blocks.models.approvals.runs import get_run
-from blocks.models.identity.members import get_org, lock_org
-from blocks.models.llm.retention import RetainedCall, run_calls
+from blocks.models.llm.retention import (
+    RetainedCall,
+    prompt_retention,
+    run_calls,
+    set_prompt_retention,
+)
 
 settings_router = APIRouter(prefix="/v1/org/llm", tags=["integrations"])
 calls_router = APIRouter(prefix="/v1/runs", tags=["integrations"])
@@ -104,10 +108,7 @@ class RunLlmCallsOut(BaseModel):
     "", response_model=LlmSettingsOut, summary="Read the organization's LLM settings"
 )
 async def llm_settings(ctx: CanReadOrg, session: DbSession) -> LlmSettingsOut:
-    org = await get_org(ctx, session)
-    if org is None:
-        raise not_found("organization")
-    return LlmSettingsOut(prompt_retention=org.llm_prompt_retention)
+    return LlmSettingsOut(prompt_retention=await prompt_retention(ctx, session))
 
 
 @settings_router.put("", response_model=LlmSettingsOut, summary="Turn prompt retention on or off")
@@ -116,12 +117,8 @@ async def set_llm_settings(
 ) -> LlmSettingsOut:
     """Applies to model calls made from now on; transcripts already kept stay until the
     organization's keys are destroyed."""
-    org = await lock_org(ctx, session)
-    before = org.llm_prompt_retention
+    before = await set_prompt_retention(ctx, session, body.prompt_retention)
     if before != body.prompt_retention:
-        org.llm_prompt_retention = body.prompt_retention
-        session.add(org)
-        await session.flush()
         await record_change(
             request,
             ctx,
@@ -131,7 +128,7 @@ async def set_llm_settings(
             target_id=str(ctx.org_id),
             data={"prompt_retention": {"before": before, "after": body.prompt_retention}},
         )
-    return LlmSettingsOut(prompt_retention=org.llm_prompt_retention)
+    return LlmSettingsOut(prompt_retention=body.prompt_retention)
 
 
 def _call_out(call: RetainedCall) -> RunLlmCallOut:

@@ -38,9 +38,6 @@ class Organization(SQLModel, table=True):
     # name its approvers by member id (else only roles and member groups decide).
     allowed_workflows: list[str] | None = Field(default=None, sa_column=Column(JSONB))
     approvers_from_input: bool = True
-    # Whether LLM steps' prompts and completions are kept (sealed) in `llm_usage`; off, they
-    # live only in the run's history, under a key destroyed after the run closes.
-    llm_prompt_retention: bool = False
     closed_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 

@@ -15,14 +15,15 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlmodel import col, select
+from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.core.context import OrgContext
 from blocks.infra.crypto.org_keys import OrgDataKey, OrgKeyUnavailable
 from blocks.infra.db import bind_org
-from blocks.models.identity.orgs import Organization
+from blocks.models.base import org_fk_column, timestamp_column, utcnow
 from blocks.models.keys.org_keys import live_org_key, org_key_by_id
 from blocks.models.llm.usage import LlmUsage
 
@@ -48,15 +49,39 @@ class RetainedCall:
     unreadable: str | None = None
 
 
+class LlmSettings(SQLModel, table=True):
+    """An organization's LLM settings; no row means the defaults (retention off)."""
+
+    __tablename__ = "llm_settings"
+
+    org_id: uuid.UUID = Field(sa_column=org_fk_column(index=False, primary_key=True))
+    prompt_retention: bool = False
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
 async def prompt_retention(ctx: OrgContext, session: AsyncSession) -> bool:
-    """Whether the organization keeps prompts and completions (False if it has none)."""
+    """Whether the organization keeps prompts and completions (off unless it said so)."""
     await bind_org(session, ctx.org_id)
     found = (
         await session.exec(
-            select(Organization.llm_prompt_retention).where(Organization.id == ctx.org_id)
+            select(LlmSettings.prompt_retention).where(LlmSettings.org_id == ctx.org_id)
         )
     ).first()
     return bool(found)
+
+
+async def set_prompt_retention(ctx: OrgContext, session: AsyncSession, on: bool) -> bool:
+    """Turn prompt retention on or off (row locked); what it was before."""
+    await bind_org(session, ctx.org_id)
+    settings = await session.get(LlmSettings, ctx.org_id, with_for_update=True)
+    before = settings.prompt_retention if settings is not None else False
+    if settings is None:
+        settings = LlmSettings(org_id=ctx.org_id)
+    settings.prompt_retention = on
+    settings.updated_at = utcnow()
+    session.add(settings)
+    await session.flush()
+    return before
 
 
 def _aad(org_id: uuid.UUID, run_id: str, step: str, call_id: str, part: str) -> bytes:
