@@ -46,8 +46,8 @@ class PubNubSessionOut(BaseModel):
         publish_key="pub-c-0000-example",
         auth_token="qEF2AkF0GmXample",  # noqa: S106 (an example)
         ttl_minutes=60,
-        tasks_channel=f"blocks.agent.{AGENT_ID}.tasks",
-        results_channel=f"blocks.agent.{AGENT_ID}.results",
+        tasks_channel=f"blocks.{AGENT_ID}.tasks",
+        results_channel=f"blocks.{AGENT_ID}.results",
         cipher_key="example-cipher-key",
         origin=None,
         ssl=True,

@@ -23,7 +23,7 @@ from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.agents.pubnub_grants import cipher_key
 from blocks.infra.db import bind_org
 from blocks.models.agents.registry import Agent, get_agent
-from blocks.models.agents.tasks import DELIVERED, AgentTask, _open
+from blocks.models.agents.tasks import DELIVERED, AgentTask, open_sealed
 from blocks.models.agents.tokens import AgentPrincipal, AgentToken
 from blocks.models.base import utcnow
 from blocks.models.identity.orgs import Organization
@@ -158,4 +158,4 @@ async def task_input(
     if not fresh:
         return TaskInput(refusal="gone")
     key = await org_key_by_id(session, ctx.org_id, task.content_key_id)
-    return TaskInput(input=_open(key, task.id, "input", task.input_sealed))
+    return TaskInput(input=open_sealed(key, task.id, "input", task.input_sealed))

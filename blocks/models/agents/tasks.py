@@ -94,7 +94,8 @@ def _seal(key: OrgDataKey, task_id: uuid.UUID, part: str, value: dict[str, Any])
     return nonce + key.cipher.encrypt(nonce, plain, _aad(key.org_id, task_id, part))
 
 
-def _open(key: OrgDataKey, task_id: uuid.UUID, part: str, sealed: bytes) -> dict[str, Any]:
+def open_sealed(key: OrgDataKey, task_id: uuid.UUID, part: str, sealed: bytes) -> dict[str, Any]:
+    """A task's sealed input (`part` "input") or answer ("answer"), opened."""
     aad = _aad(key.org_id, task_id, part)
     opened = json.loads(key.cipher.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad))
     return opened if isinstance(opened, dict) else {}
@@ -231,7 +232,7 @@ async def claim_deliveries(
             continue
         if key_id not in keys:
             keys[key_id] = await _key_by_id(session, ctx.org_id, key_id)
-        opened = _open(
+        opened = open_sealed(
             keys[key_id], task.id, "answer" if task.state == ANSWERED else "input", sealed
         )
         if task.state == QUEUED:
