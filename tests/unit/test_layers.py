@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.source_trees import parse
+
 PACKAGE = Path(__file__).resolve().parents[2] / "blocks"
 
 # Which layers of Blocks each layer may import (besides itself).
@@ -101,7 +103,7 @@ def violations(module: str, source: str) -> list[Violation]:
     layer = parts[1] if len(parts) > 1 else parts[0]
     allowed = ALLOWED_LAYERS.get(layer)
     found: list[Violation] = []
-    for statement, imported, in_function in _imports(ast.parse(source)):
+    for statement, imported, in_function in _imports(parse(source)):
         line = statement.lineno
         if imported == "blocks" or imported.startswith("blocks."):
             target = imported.split(".")[1] if "." in imported else "blocks"

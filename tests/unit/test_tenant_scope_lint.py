@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.source_trees import parse
+
 PACKAGE = Path(__file__).resolve().parents[2] / "blocks"
 
 # --- (a) who may read the organization from a request ---------------------------------------
@@ -135,7 +137,7 @@ def org_body_models(sources: Mapping[str, str]) -> dict[str, frozenset[str]]:
     fields: dict[str, set[str]] = {}
     bases: dict[str, list[str]] = {}
     for source in sources.values():
-        for node in ast.walk(ast.parse(source)):
+        for node in ast.walk(parse(source)):
             if not isinstance(node, ast.ClassDef):
                 continue
             own = {
@@ -217,7 +219,7 @@ def request_violations(
     module: str, source: str, body_models: Mapping[str, frozenset[str]] | None = None
 ) -> list[Violation]:
     """Rule (a) for one module (dotted name), given its source, before any allowance."""
-    tree = ast.parse(source)
+    tree = parse(source)
     found: list[Violation] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr == "cookies":
@@ -303,7 +305,7 @@ def tenant_models(sources: Mapping[str, str]) -> dict[str, str]:
     """Model class -> table, for every table class with an organization column."""
     found: dict[str, str] = {}
     for source in sources.values():
-        for node in ast.walk(ast.parse(source)):
+        for node in ast.walk(parse(source)):
             if not isinstance(node, ast.ClassDef):
                 continue
             table = None
@@ -380,7 +382,7 @@ def data_access_violations(
 ) -> list[Violation]:
     """Rule (b) for one module under blocks.models, given its source, before any allowance;
     `models` adds the tenant model classes of other modules (class -> table)."""
-    tree = ast.parse(source)
+    tree = parse(source)
     known = tenant_models({module: source}) | dict(models or {})
     constants = {
         target.id: _strings(node.value)
