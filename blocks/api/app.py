@@ -95,6 +95,20 @@ async def _check_master_keys(engine: AsyncEngine) -> None:
         _log.error("master keys not checked at start: PostgreSQL did not answer (%s)", err)
 
 
+async def check_master_keys_before_serving(settings: Settings) -> None:
+    """The start-up check of the master keys, before the server starts (`blocks api`): a wrong
+    key stops the process with its one-line reason rather than a server's traceback. Skipped
+    without a database URL or a reachable database (the app's own start checks again)."""
+    if settings.database_url is None:
+        return
+    install_master_keys(load_master_keys(settings))
+    engine = create_engine(settings.require_database_url(), pool_size=1)
+    try:
+        await _check_master_keys(engine)
+    finally:
+        await engine.dispose()
+
+
 def create_app(
     settings: Settings, *, engine: AsyncEngine | None = None, temporal: Client | None = None
 ) -> FastAPI:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import typer
 import uvicorn
+from rich.console import Console
 
-from blocks.api.app import create_app
+from blocks.api.app import check_master_keys_before_serving, create_app
+from blocks.infra.crypto.field_crypto import MasterKeyError
 from blocks.infra.malloc import limit_malloc_arenas
 from blocks.infra.settings import get_settings
 
@@ -17,6 +21,12 @@ def api() -> None:
     """Serve the HTTP API."""
     limit_malloc_arenas()  # before uvicorn and the Temporal client start their threads
     settings = get_settings()
+    try:
+        asyncio.run(check_master_keys_before_serving(settings))
+    except MasterKeyError as err:
+        # On stderr, whole: a supervisor or CI log shows the reason on one line.
+        Console(stderr=True, soft_wrap=True).print(str(err), style="red", markup=False)
+        raise typer.Exit(2) from None
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

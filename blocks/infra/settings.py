@@ -266,6 +266,9 @@ class Settings(BaseSettings):
             public = urlsplit(self.public_url)
             if public.scheme != "https" or not public.hostname:
                 raise ValueError("BLOCKS_PUBLIC_URL must be an https:// URL when BLOCKS_ENV=prod")
+            if self.pubnub_secret_key is not None and not self.pubnub_ssl:
+                # Access Manager grants (signed with the secret key) and agents' tasks travel there.
+                raise ValueError("BLOCKS_PUBNUB_SSL must stay true when BLOCKS_ENV=prod")
         return self
 
     def require_database_url(self) -> str:

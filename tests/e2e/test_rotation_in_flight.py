@@ -272,5 +272,6 @@ async def test_a_process_with_a_wrong_key_under_a_known_id_refuses_tostart(
     assert refused.returncode != 0
     output = " ".join((refused.stdout + refused.stderr).split())
     assert "key 'B' is not the key this database knows by that id" in output, output
+    assert "Traceback" not in output, output  # the reason, on its own
     # The message names the key, never its bytes.
     assert impostor.partition(":")[2] not in output

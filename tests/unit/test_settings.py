@@ -84,6 +84,16 @@ def test_prod_requires_an_https_public_url(monkeypatch: pytest.MonkeyPatch, url:
         Settings()
 
 
+def test_prod_reaches_pubnub_over_tls_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    _valid_prod(monkeypatch)
+    for name, value in (("PUBLISH", "pub-c-1"), ("SUBSCRIBE", "sub-c-1"), ("SECRET", "sec-c-1")):
+        monkeypatch.setenv(f"BLOCKS_PUBNUB_{name}_KEY", value)
+    assert Settings().pubnub_ssl is True
+    monkeypatch.setenv("BLOCKS_PUBNUB_SSL", "false")
+    with pytest.raises(ValidationError, match="BLOCKS_PUBNUB_SSL must stay true"):
+        Settings()
+
+
 def test_dev_keeps_the_loopback_public_url() -> None:
     assert Settings().public_url == "http://127.0.0.1:8000"
 
