@@ -19,7 +19,6 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import psycopg
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -35,7 +34,7 @@ from blocks.api.agents.auth import (
 from blocks.core.agents import protocol as p
 from blocks.models.agents.completion import AgentLink, TaskNotTaken, handle_message
 from blocks.models.agents.registry import mark_seen
-from blocks.models.agents.tasks import ACK_SECONDS, NOTIFY_CHANNEL, claim_deliveries
+from blocks.models.agents.tasks import ACK_SECONDS, claim_deliveries, listen_for_tasks
 from blocks.models.agents.tokens import AgentPrincipal
 
 router = APIRouter(tags=["agents"])
@@ -117,23 +116,13 @@ class RelayHub:
             self._listener = None
 
     async def _listen(self, database_url: str) -> None:
-        """LISTEN for dispatches; reconnect after an outage (connections poll meanwhile)."""
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    database_url, autocommit=True
-                ) as connection:
-                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    for conns in self._connections.values():  # missed while away
-                        for conn in conns:
-                            conn.wake.set()
-                    async for notice in connection.notifies():
-                        self.notified(notice.payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # PostgreSQL away: try again shortly
-                _log.warning("relay listener lost PostgreSQL (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(2)
+        await listen_for_tasks(database_url, self.notified, self._wake_all, who="relay listener")
+
+    def _wake_all(self) -> None:
+        """After (re)connecting the listener: notices sent meanwhile were lost, look again."""
+        for conns in self._connections.values():
+            for conn in conns:
+                conn.wake.set()
 
 
 async def _resolve(
@@ -279,18 +268,6 @@ async def _send_deliveries(
                 principal.context(), session, agent_id=principal.agent_id, skills=principal.skills
             )
         for delivery in deliveries:
-            task = delivery.task
-            if delivery.answer is not None:
-                out: p.Message = p.InputMessage(task_id=str(task.id), answer=delivery.answer)
-            else:
-                out = p.TaskMessage(
-                    task_id=str(task.id),
-                    skill=task.skill,
-                    input=delivery.input,
-                    attempt=task.attempt,
-                    run_id=task.run_id,
-                    step=task.step,
-                )
-            await websocket.send_text(p.encode(out))
+            await websocket.send_text(p.encode(delivery.message()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(connection.wake.wait(), timeout=_POLL_SECONDS)

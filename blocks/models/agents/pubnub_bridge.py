@@ -25,7 +25,6 @@ import logging
 import uuid
 from typing import Any
 
-import psycopg
 from pubnub.crypto import PubNubCryptoModule
 from pubnub.endpoints.pubsub.subscribe import Subscribe
 from pubnub.exceptions import PubNubAsyncioException
@@ -63,7 +62,7 @@ from blocks.models.agents.pubnub_agents import (
     pubnub_agent,
     system_context,
 )
-from blocks.models.agents.tasks import ACK_SECONDS, NOTIFY_CHANNEL, claim_deliveries
+from blocks.models.agents.tasks import ACK_SECONDS, claim_deliveries, listen_for_tasks
 from blocks.models.agents.tokens import AgentPrincipal
 from blocks.models.audit.events import append_events
 
@@ -163,20 +162,7 @@ class PubNubBridge:
 
     async def _listen(self, database_url: str) -> None:
         """LISTEN for dispatches and cancellations (polling covers an outage meanwhile)."""
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    database_url, autocommit=True
-                ) as connection:
-                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self._wake.set()
-                    async for notice in connection.notifies():
-                        self._notified(notice.payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # PostgreSQL away: try again shortly
-                _log.warning("PubNub bridge lost PostgreSQL (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(_RETRY_SECONDS)
+        await listen_for_tasks(database_url, self._notified, self._wake.set, who="PubNub bridge")
 
     def _notified(self, payload: str) -> None:
         agent, _, rest = payload.partition(":")
@@ -247,19 +233,7 @@ class PubNubBridge:
                 system_context(agent.org_id), session, agent_id=agent.agent_id, skills=agent.skills
             )
         for delivery in deliveries:
-            task = delivery.task
-            if delivery.answer is not None:
-                out: p.Message = p.InputMessage(task_id=str(task.id), answer=delivery.answer)
-            else:
-                out = p.TaskMessage(
-                    task_id=str(task.id),
-                    skill=task.skill,
-                    input=delivery.input,
-                    attempt=task.attempt,
-                    run_id=task.run_id,
-                    step=task.step,
-                )
-            await self._send(agent.agent_id, out)
+            await self._send(agent.agent_id, delivery.message())
 
     async def _send(self, agent_id: uuid.UUID, message: p.Message) -> None:
         """Seal and publish one message on the agent's tasks channel; a task too large for

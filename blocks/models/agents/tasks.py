@@ -11,17 +11,22 @@ outcome, attempts, deliveries and latency (the agent metrics).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from sqlalchemy import Column, LargeBinary, text
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blocks.core.agents import protocol as p
 from blocks.core.context import OrgContext
 from blocks.infra.crypto.org_keys import OrgDataKey
 from blocks.infra.db import bind_org
@@ -32,6 +37,8 @@ NOTIFY_CHANNEL = "blocks_agent_tasks"
 # How long a delivery waits for the agent's acknowledgement before it is sent again.
 ACK_SECONDS = 10.0
 _NONCE_BYTES = 12
+_LISTEN_RETRY_SECONDS = 2.0
+_log = logging.getLogger("blocks.agents")
 
 QUEUED = "queued"
 DELIVERED = "delivered"
@@ -83,6 +90,20 @@ class Delivery:
     input: dict[str, Any] | None = None
     answer: dict[str, Any] | None = None
 
+    def message(self) -> p.Message:
+        """The message that carries it to the agent, on any transport."""
+        task = self.task
+        if self.answer is not None:
+            return p.InputMessage(task_id=str(task.id), answer=self.answer)
+        return p.TaskMessage(
+            task_id=str(task.id),
+            skill=task.skill,
+            input=self.input,
+            attempt=task.attempt,
+            run_id=task.run_id,
+            step=task.step,
+        )
+
 
 def _aad(org_id: uuid.UUID, task_id: uuid.UUID, part: str) -> bytes:
     return f"blocks.agent-task.v1|{org_id}|{task_id}|{part}".encode()
@@ -99,6 +120,32 @@ def open_sealed(key: OrgDataKey, task_id: uuid.UUID, part: str, sealed: bytes) -
     aad = _aad(key.org_id, task_id, part)
     opened = json.loads(key.cipher.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad))
     return opened if isinstance(opened, dict) else {}
+
+
+async def listen_for_tasks(
+    database_url: str,
+    notified: Callable[[str], None],
+    connected: Callable[[], None],
+    *,
+    who: str,
+) -> None:
+    """LISTEN on `NOTIFY_CHANNEL` until cancelled: each notice's payload to `notified`;
+    `connected` after each (re)connection, since notices sent while away are lost (the caller
+    looks again). PostgreSQL away: logged and tried again every 2 s."""
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                database_url, autocommit=True
+            ) as connection:
+                await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                connected()
+                async for notice in connection.notifies():
+                    notified(notice.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # PostgreSQL away: try again shortly
+            _log.warning("%s lost PostgreSQL (%s); retrying", who, type(exc).__name__)
+            await asyncio.sleep(_LISTEN_RETRY_SECONDS)
 
 
 async def _live_key(session: AsyncSession, org_id: uuid.UUID) -> OrgDataKey:
