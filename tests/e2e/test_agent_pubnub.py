@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -28,22 +28,16 @@ from blocks.agent import Agent, Task
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.agents.pubnub_grants import PubNubKeys, configuration, crypto_for, open_sealed
-from blocks.infra.crypto.signing import parse_signing_key
 from blocks.infra.db import session_factory
 from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.models.agents.tokens import revoke_agent_token
-from blocks.models.approvals.catalogue import publish
-from blocks.workers.main import build_worker, catalogue_entries
-from tests.e2e.agent_stack import RegisteredAgent, register_agent
-from tests.e2e.agent_workflows import AgentTotals
+from tests.e2e.agent_stack import RegisteredAgent, agent_stack, register_agent
 from tests.servers.pubnub_server import PubNubServer, running_pubnub_server
 from tests.support import (
-    SIGNING_KEY,
     Org,
     Stack,
     audit_actions,
     make_org,
-    running_stack,
     wait_for_status,
 )
 
@@ -56,12 +50,11 @@ def pubnub_server() -> Iterator[PubNubServer]:
         yield server
 
 
-@asynccontextmanager
-async def pubnub_stack(
+def pubnub_stack(
     *, engine: AsyncEngine, env: WorkflowEnvironment, database_url: str, server: PubNubServer
-) -> AsyncIterator[Stack]:
-    """The API with PubNub configured for the local server, and a worker serving AgentTotals."""
-    task_queue = f"blocks-pubnub-{uuid.uuid4().hex[:8]}"
+) -> AbstractAsyncContextManager[Stack]:
+    """The agents' stack (API and a worker serving AgentTotals) with PubNub configured for the
+    local server."""
     settings = {
         "pubnub_publish_key": server.publish_key,
         "pubnub_subscribe_key": server.subscribe_key,
@@ -69,30 +62,9 @@ async def pubnub_stack(
         "pubnub_origin": server.origin,
         "pubnub_ssl": False,
     }
-    async with running_stack(
-        engine=engine,
-        temporal=env.client,
-        database_url=database_url,
-        task_queue=task_queue,
-        with_worker=False,
-        extra_settings=settings,
-    ) as stack:
-        async with session_factory(engine)() as session, session.begin():
-            entries = catalogue_entries([AgentTotals], task_queue=task_queue)
-            await publish(session, entries, worker=f"tests@{task_queue}")
-        worker = build_worker(
-            env.client,
-            engine,
-            task_queue=task_queue,
-            signer=parse_signing_key(SIGNING_KEY),
-            workflows=[AgentTotals],
-        )
-        running = asyncio.create_task(worker.run())
-        try:
-            yield stack
-        finally:
-            await worker.shutdown()
-            await running
+    return agent_stack(
+        engine=engine, temporal=env.client, database_url=database_url, extra_settings=settings
+    )
 
 
 @pytest.fixture(scope="module")
