@@ -44,6 +44,16 @@ async def _next(ws: ClientConnection, kind: str, within: float = 30) -> dict[str
                 return message
 
 
+async def _ack(ws: ClientConnection, task_id: str) -> None:
+    await ws.send(json.dumps({"type": "ack", "task_id": task_id}))
+
+
+async def _complete(ws: ClientConnection, task_id: str, output: dict[str, Any]) -> None:
+    """The agent's answer: the task completed with `output`."""
+    result = {"type": "result", "task_id": task_id, "state": "TASK_STATE_COMPLETED"}
+    await ws.send(json.dumps({**result, "output": output}))
+
+
 async def _start(http: httpx.AsyncClient, org: Org, agent: RegisteredAgent, **params: Any) -> str:
     started = await http.post(
         "/v1/runs",
@@ -92,20 +102,11 @@ async def test_a_run_hands_a_task_to_an_agent_and_finishes_with_its_output(
         assert task["skill"] == "extract-totals"
         assert task["run_id"] == run_id
         assert task["step"] == "totals"
-        await ws.send(json.dumps({"type": "ack", "task_id": task["task_id"]}))
+        await _ack(ws, task["task_id"])
         await ws.send(
             json.dumps({"type": "status", "task_id": task["task_id"], "message": "adding"})
         )
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "result",
-                    "task_id": task["task_id"],
-                    "state": "TASK_STATE_COMPLETED",
-                    "output": {"total": _sum(task)},
-                }
-            )
-        )
+        await _complete(ws, task["task_id"], {"total": _sum(task)})
         assert (await _next(ws, "ack"))["task_id"] == task["task_id"]
         await wait_for_status(http, run_id, org["operator"].headers, status="completed")
         shown = await http.get(f"/v1/runs/{run_id}", headers=org["operator"].headers)
@@ -186,7 +187,7 @@ async def test_a_token_reaches_only_its_own_agents_tasks_and_a_revoked_one_is_cu
             # Revoked: the connection is closed, even though it stays silent.
             with pytest.raises(ConnectionClosed):
                 await _next(intruder, "task", within=15)
-            await ws.send(json.dumps({"type": "ack", "task_id": task["task_id"]}))
+            await _ack(ws, task["task_id"])
             await ws.send(json.dumps({**forged, "output": {"total": 42}}))
             await _next(ws, "ack")
         await wait_for_status(http, run_id, org["operator"].headers, status="completed")
@@ -228,7 +229,7 @@ async def test_an_agents_question_becomes_an_approval_step_and_the_decision_goes
     async with agents.http() as http, _socket(agents, agent.token) as ws:
         run_id = await _start(http, org, agent)
         task = await _next(ws, "task")
-        await ws.send(json.dumps({"type": "ack", "task_id": task["task_id"]}))
+        await _ack(ws, task["task_id"])
         await ws.send(
             json.dumps(
                 {
@@ -258,17 +259,8 @@ async def test_an_agents_question_becomes_an_approval_step_and_the_decision_goes
         assert answer["task_id"] == task["task_id"]
         assert answer["answer"]["approved"] is True
         assert answer["answer"]["comment"] == "known vendor"
-        await ws.send(json.dumps({"type": "ack", "task_id": task["task_id"]}))
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "result",
-                    "task_id": task["task_id"],
-                    "state": "TASK_STATE_COMPLETED",
-                    "output": {"total": 42},
-                }
-            )
-        )
+        await _ack(ws, task["task_id"])
+        await _complete(ws, task["task_id"], {"total": 42})
         await _next(ws, "ack")
         await wait_for_status(http, run_id, org["operator"].headers, status="completed")
         actions = [e["action"] for e in await _events(http, org, run_id)]
@@ -288,7 +280,7 @@ async def test_cancelling_the_run_cancels_the_task_at_the_agent(
     async with agents.http() as http, _socket(agents, agent.token) as ws:
         run_id = await _start(http, org, agent)
         task = await _next(ws, "task")
-        await ws.send(json.dumps({"type": "ack", "task_id": task["task_id"]}))
+        await _ack(ws, task["task_id"])
         cancelled = await http.post(
             f"/v1/runs/{run_id}/cancel",
             json={"reason": "not needed"},
@@ -342,17 +334,8 @@ async def test_an_agent_step_behind_an_approval_step_sends_nothing_until_approve
         assert decided.status_code == 200, decided.text
         task = await _next(ws, "task")
         assert task["run_id"] == approved
-        await ws.send(json.dumps({"type": "ack", "task_id": task["task_id"]}))
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "result",
-                    "task_id": task["task_id"],
-                    "state": "TASK_STATE_COMPLETED",
-                    "output": {"total": 42},
-                }
-            )
-        )
+        await _ack(ws, task["task_id"])
+        await _complete(ws, task["task_id"], {"total": 42})
         await wait_for_status(http, approved, org["operator"].headers, status="completed")
         refused_actions = [e["action"] for e in await _events(http, org, refused)]
     assert "agent.task_dispatched" not in refused_actions
