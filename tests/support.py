@@ -31,7 +31,9 @@ from blocks.core.roles import Role
 from blocks.infra.crypto.field_crypto import MasterKeys, install_master_keys
 from blocks.infra.crypto.key_specs import new_payload_key_spec
 from blocks.infra.crypto.signing import new_signing_key_spec, parse_signing_key
-from blocks.infra.db import bind_org, session_factory
+from blocks.infra.db import bind_org, create_engine, session_factory
+from blocks.infra.embedded.postgres import EmbeddedPostgres, PostgresCredentials
+from blocks.infra.migrate import upgrade_database
 from blocks.infra.settings import Settings
 from blocks.infra.temporal.client import encrypting_data_converter
 from blocks.models.approvals.catalogue import publish
@@ -387,3 +389,20 @@ def history_payloads(message: Message) -> list[Payload]:
             if isinstance(item, Message):
                 found.extend(history_payloads(item))
     return found
+
+
+@asynccontextmanager
+async def migrated_database(
+    data_dir: Path, *, revision: str = "head", pool_size: int = 2
+) -> AsyncIterator[tuple[PostgresCredentials, AsyncEngine]]:
+    """A PostgreSQL of a test's own (not the session's), migrated to `revision`: for tests that
+    change what every other test relies on (master keys, the schema's revision)."""
+    server = EmbeddedPostgres(data_dir, port=free_port())
+    credentials = await asyncio.to_thread(server.start)
+    engine = create_engine(credentials.url(), pool_size=pool_size)
+    try:
+        await asyncio.to_thread(upgrade_database, credentials.url(owner=True), revision)
+        yield credentials, engine
+    finally:
+        await engine.dispose()
+        await asyncio.to_thread(server.stop)

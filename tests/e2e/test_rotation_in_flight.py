@@ -29,9 +29,8 @@ from temporalio.testing import WorkflowEnvironment
 from blocks.core.audit.sealed_content import parse_content
 from blocks.infra.crypto.field_crypto import MasterKeys, current_master_keys, install_master_keys
 from blocks.infra.crypto.key_specs import new_payload_key_spec
-from blocks.infra.db import bind_org, create_engine, session_factory
-from blocks.infra.embedded.postgres import EmbeddedPostgres, PostgresCredentials
-from blocks.infra.migrate import upgrade_database
+from blocks.infra.db import bind_org, session_factory
+from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.models.keys.rotation import key_status
 from tests.e2e.rotation_stack import (
     PASSWORD,
@@ -49,6 +48,7 @@ from tests.support import (
     Org,
     free_port,
     make_org,
+    migrated_database,
     publish_examples,
     wait_for_status,
 )
@@ -61,15 +61,8 @@ NEW = new_payload_key_spec("B")
 async def own_database(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[PostgresCredentials, AsyncEngine]]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("rotation-pg"), port=free_port())
-    credentials = await asyncio.to_thread(server.start)
-    engine = create_engine(credentials.url(), pool_size=2)
-    try:
-        await asyncio.to_thread(upgrade_database, credentials.url(owner=True))
-        yield credentials, engine
-    finally:
-        await engine.dispose()
-        await asyncio.to_thread(server.stop)
+    async with migrated_database(tmp_path_factory.mktemp("rotation-pg")) as database:
+        yield database
 
 
 @pytest.fixture

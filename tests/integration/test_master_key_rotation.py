@@ -7,7 +7,6 @@ database would move the keys other tests read with the session's master key.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -27,16 +26,15 @@ from blocks.infra.crypto.field_crypto import (
     install_master_keys,
 )
 from blocks.infra.crypto.key_specs import new_payload_key_spec, parse_payload_keys
-from blocks.infra.db import create_engine, session_factory
-from blocks.infra.embedded.postgres import EmbeddedPostgres, PostgresCredentials
-from blocks.infra.migrate import upgrade_database
+from blocks.infra.db import session_factory
+from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.infra.temporal.payload_codec import EncryptionCodec
 from blocks.models.audit.events import append_events, list_events
 from blocks.models.audit.personal_data import reveal
 from blocks.models.identity.orgs import create_org_with_owner
 from blocks.models.keys.master_keys import check_master_keys
 from blocks.models.keys.org_keys import DatabaseOrgKeys
-from tests.support import free_port
+from tests.support import migrated_database
 
 OLD = new_payload_key_spec("k1")
 NEW = new_payload_key_spec("k2")
@@ -46,15 +44,8 @@ NEW = new_payload_key_spec("k2")
 async def own_database(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[PostgresCredentials, AsyncEngine]]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("keys-pg"), port=free_port())
-    credentials = await asyncio.to_thread(server.start)
-    engine = create_engine(credentials.url(), pool_size=2)
-    try:
-        await asyncio.to_thread(upgrade_database, credentials.url(owner=True))
-        yield credentials, engine
-    finally:
-        await engine.dispose()
-        await asyncio.to_thread(server.stop)
+    async with migrated_database(tmp_path_factory.mktemp("keys-pg")) as database:
+        yield database
 
 
 @pytest.fixture

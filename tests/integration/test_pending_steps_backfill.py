@@ -15,8 +15,8 @@ from sqlmodel import select
 
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
-from blocks.infra.db import bind_org, create_engine, session_factory
-from blocks.infra.embedded.postgres import EmbeddedPostgres, PostgresCredentials
+from blocks.infra.db import bind_org, session_factory
+from blocks.infra.embedded.postgres import PostgresCredentials
 from blocks.infra.migrate import upgrade_database
 from blocks.models.approvals.pending_steps import PendingStep
 from blocks.models.approvals.runs import create_run
@@ -24,22 +24,17 @@ from blocks.models.audit.combining import CombiningAppender
 from blocks.models.audit.content import ContentKeys
 from blocks.models.identity.orgs import create_org_with_owner
 from tests.integration.step_events import StepRun, policy, workflow_ctx
-from tests.support import free_port
+from tests.support import migrated_database
 
 
 @pytest.fixture(scope="module")
 async def at_0015(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[PostgresCredentials, AsyncEngine]]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("backfill-pg"), port=free_port())
-    credentials = await asyncio.to_thread(server.start)
-    engine = create_engine(credentials.url())
-    try:
-        await asyncio.to_thread(upgrade_database, credentials.url(owner=True), "0015")
-        yield credentials, engine
-    finally:
-        await engine.dispose()
-        await asyncio.to_thread(server.stop)
+    async with migrated_database(
+        tmp_path_factory.mktemp("backfill-pg"), revision="0015", pool_size=10
+    ) as database:
+        yield database
 
 
 async def _rows(engine: AsyncEngine, ctx: OrgContext) -> dict[str, PendingStep]:
