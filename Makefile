@@ -20,8 +20,8 @@ UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-v
 # Debian packages the test suite drives for real (nginx in front of the API, for TLS termination
 # and forwarded addresses; chromium, which Playwright drives to test /docs in a browser),
 # installed when missing.
-SYSTEM_PACKAGES := nginx-light chromium
-SYSTEM_COMMANDS := nginx chromium
+SYSTEM_PACKAGES := nginx-light chromium xmlsec1
+SYSTEM_COMMANDS := nginx chromium xmlsec1
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

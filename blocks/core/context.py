@@ -26,6 +26,7 @@ class AuthMethod(StrEnum):
     WORKFLOW = "workflow"
     SYSTEM = "system"
     AGENT = "agent"  # a remote agent's token: one agent's tasks, no member, no role
+    SCIM = "scim"  # an organization's SCIM token: its identity provider provisioning members
 
 
 @dataclass(frozen=True, slots=True)

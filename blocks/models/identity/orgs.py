@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Column, LargeBinary, UniqueConstraint, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -38,6 +39,12 @@ class Organization(SQLModel, table=True):
     # name its approvers by member id (else only roles and member groups decide).
     allowed_workflows: list[str] | None = Field(default=None, sa_column=Column(JSONB))
     approvers_from_input: bool = True
+    # Sign-in into the organization only through its identity providers, except for the named
+    # break-glass admins (password and two-factor, audited at every use).
+    sso_enforced: bool = False
+    sso_break_glass: list[uuid.UUID] = Field(
+        default_factory=list, sa_column=Column(ARRAY(PgUUID(as_uuid=True)), nullable=False)
+    )
     closed_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 
@@ -80,6 +87,8 @@ class Membership(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     deactivated_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
     deactivated_by: uuid.UUID | None = Field(default=None, sa_column=user_fk_column(nullable=True))
+    # 'idp': created by an identity provider (just-in-time or SCIM); its roles follow its groups.
+    managed_by: str = Field(default="manual", max_length=8)
 
 
 async def get_org_by_slug(session: AsyncSession, slug: str) -> Organization | None:

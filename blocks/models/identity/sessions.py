@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import Column, update
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,6 +37,10 @@ class UserSession(SQLModel, table=True):
     authenticated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     revoked_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
     revoke_reason: str | None = Field(default=None, max_length=100)
+    # Signed in through this organization's identity provider (None: password or emailed link):
+    # what lets the session into an organization that enforces single sign-on.
+    sso_provider_id: uuid.UUID | None = Field(default=None, sa_column=Column(PgUUID(as_uuid=True)))
+    sso_org_id: uuid.UUID | None = Field(default=None, sa_column=Column(PgUUID(as_uuid=True)))
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=500)
 

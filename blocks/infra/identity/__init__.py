@@ -1,0 +1,1 @@
+"""Identity adapters: identity-provider settings, OIDC and SAML protocol work, DNS proofs."""
