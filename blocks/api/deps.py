@@ -18,7 +18,7 @@ from blocks.core.audit.records import AuditRecord, Outcome
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
 from blocks.models.audit.events import append_events
-from blocks.models.identity.api_keys import TwoFactorRequired, resolve_api_key
+from blocks.models.identity.api_keys import SsoRequired, TwoFactorRequired, resolve_api_key
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -76,6 +76,21 @@ async def org_context(request: Request, session: DbSession) -> OrgContext:
                 "this organization requires two-factor sign-in: the key's member must set it "
                 "up (/v1/me/2fa) before the key works",
                 code="two_factor_required",
+            ) from None
+        except SsoRequired as refused:
+            request.state.ctx = refused.ctx
+            await record_denial(
+                request,
+                refused.ctx,
+                "organization enforces single sign-on: its identity provider does not have the "
+                "key's member",
+            )
+            raise Problem(
+                403,
+                "Forbidden",
+                "this organization enforces single sign-on: an API key works only for a member "
+                "its identity provider has (signed in through it, or provisioned by SCIM)",
+                code="sso_required",
             ) from None
         if ctx is None:
             # Guessing keys is hopeless (256 bits), but a flood of them is still cut off.

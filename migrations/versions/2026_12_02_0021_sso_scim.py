@@ -12,7 +12,9 @@ organization owns a verified domain. `idp_group_mappings`: the admin's table fro
 (claim value, SAML attribute value or SCIM group name) to roles and a member group; deny by
 default. `organizations.sso_enforced` and `sso_break_glass` (user ids). `memberships.managed_by`:
 'idp' for members an identity provider created (JIT or SCIM), whose roles follow their groups.
-`user_sessions.sso_provider_id`/`sso_org_id`: the provider a session signed in through.
+`user_sessions.sso_provider_id`/`sso_org_id`/`sso_mfa`: the provider a session signed in through
+and whether it asserted multi-factor authentication. `blocks_resolve_api_key` also says whether
+the key's organization enforces sign-on and whether its provider still has the key's member.
 
 SCIM: `scim_tokens` (hashed, one live per organization; `blocks_resolve_scim_token` is the
 pre-tenant lookup), `scim_users` (a SCIM User: its person, userName, externalId, active, the
@@ -40,6 +42,58 @@ _TENANT = """
 _OWNER = "(SELECT c.relowner::regrole::text FROM pg_class c WHERE c.oid = 'public.{}'::regclass)"
 _TOKENS_OWNER = _OWNER.format("scim_tokens")
 _DOMAINS_OWNER = _OWNER.format("org_domains")
+_KEYS_OWNER = _OWNER.format("api_keys")
+# blocks_resolve_api_key as 0013 made it, plus what enforced sign-on needs: whether the key's
+# organization enforces it, and whether its identity provider still has the key's member (a
+# break-glass admin, an identity linked by a sign-in, or an active SCIM user).
+_RESOLVE_API_KEY = """
+        CREATE FUNCTION blocks_resolve_api_key(p_lookup text)
+        RETURNS TABLE (
+            key_id uuid, org_id uuid, user_id uuid, secret_hash text, key_roles varchar[],
+            expires_at timestamptz, revoked_at timestamptz, last_used_at timestamptz,
+            email text, deactivated_at timestamptz, member_roles varchar[],
+            require_2fa boolean, has_2fa boolean{extra_columns}
+        )
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+        DECLARE
+            v_org uuid;
+        BEGIN
+            PERFORM set_config('app.pre_tenant_lookup', 'on', true);
+            SELECT k.org_id INTO v_org FROM public.api_keys k WHERE k.lookup = p_lookup;
+            PERFORM set_config('app.pre_tenant_lookup', '', true);
+            IF v_org IS NULL THEN
+                RETURN;
+            END IF;
+            PERFORM set_config('app.org_id', v_org::text, true);
+            RETURN QUERY
+                SELECT k.id, k.org_id, k.user_id, k.secret_hash::text, k.roles, k.expires_at,
+                       k.revoked_at, k.last_used_at, u.email::text, u.deactivated_at, m.roles,
+                       o.require_2fa, u.totp_enabled_at IS NOT NULL{extra_values}
+                FROM public.api_keys k
+                JOIN public.users u ON u.id = k.user_id
+                JOIN public.organizations o ON o.id = k.org_id
+                LEFT JOIN public.memberships m ON m.org_id = k.org_id AND m.user_id = k.user_id
+                    AND m.deactivated_at IS NULL AND o.closed_at IS NULL
+                WHERE k.lookup = p_lookup;
+        END;
+        $$;
+        DO $do$
+        BEGIN
+            EXECUTE format('ALTER FUNCTION blocks_resolve_api_key(text) OWNER TO %s', {owner});
+        END
+        $do$;
+        REVOKE ALL ON FUNCTION blocks_resolve_api_key(text) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION blocks_resolve_api_key(text) TO blocks_app;
+"""
+_SSO_COLUMNS = ", sso_enforced boolean, idp_has_member boolean"
+_SSO_VALUES = """,
+                       o.sso_enforced,
+                       k.user_id = ANY (o.sso_break_glass)
+                       OR EXISTS (SELECT FROM public.external_identities e
+                                  WHERE e.org_id = k.org_id AND e.user_id = k.user_id)
+                       OR EXISTS (SELECT FROM public.scim_users s
+                                  WHERE s.org_id = k.org_id AND s.user_id = k.user_id
+                                      AND s.active)"""
 TENANT_TABLES = (
     "identity_providers",
     "external_identities",
@@ -194,7 +248,8 @@ def upgrade() -> None:
             ADD CONSTRAINT memberships_managed_by CHECK (managed_by IN ('manual', 'idp'));
         ALTER TABLE user_sessions
             ADD COLUMN sso_provider_id uuid REFERENCES identity_providers(id) ON DELETE RESTRICT,
-            ADD COLUMN sso_org_id uuid REFERENCES organizations(id) ON DELETE RESTRICT;
+            ADD COLUMN sso_org_id uuid REFERENCES organizations(id) ON DELETE RESTRICT,
+            ADD COLUMN sso_mfa boolean NOT NULL DEFAULT false;
         """
     )
     for table in TENANT_TABLES:
@@ -282,14 +337,23 @@ def upgrade() -> None:
         GRANT EXECUTE ON FUNCTION blocks_domain_verified_elsewhere(uuid, text) TO blocks_app;
         """  # noqa: S608 (only the module's own constants are interpolated)
     )
+    op.execute("DROP FUNCTION blocks_resolve_api_key(text);")
+    op.execute(
+        _RESOLVE_API_KEY.format(
+            extra_columns=_SSO_COLUMNS, extra_values=_SSO_VALUES, owner=_KEYS_OWNER
+        )
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION blocks_resolve_api_key(text);")
+    op.execute(_RESOLVE_API_KEY.format(extra_columns="", extra_values="", owner=_KEYS_OWNER))
     op.execute(
         """
         DROP FUNCTION blocks_resolve_scim_token(text);
         DROP FUNCTION blocks_domain_verified_elsewhere(uuid, text);
-        ALTER TABLE user_sessions DROP COLUMN sso_provider_id, DROP COLUMN sso_org_id;
+        ALTER TABLE user_sessions DROP COLUMN sso_provider_id, DROP COLUMN sso_org_id,
+            DROP COLUMN sso_mfa;
         ALTER TABLE memberships DROP CONSTRAINT memberships_managed_by,
             DROP COLUMN managed_by;
         ALTER TABLE organizations DROP COLUMN sso_enforced, DROP COLUMN sso_break_glass;

@@ -178,6 +178,49 @@ async def refuse_without_two_factor(
     )
 
 
+def break_glass_allowed(org: Organization, signed: SignedIn) -> bool:
+    """A named break-glass admin of `org`, in a session that passed Blocks' own second factor."""
+    row, user = signed.session, signed.user
+    return (
+        user.id in (org.sso_break_glass or [])
+        and user.totp_enabled_at is not None
+        and not row.mfa_pending
+    )
+
+
+def sso_admits(org: Organization, signed: SignedIn) -> bool:
+    """Whether an organization's single sign-on rule lets this session in: it does not enforce
+    it, or the session signed in through its provider, or a break-glass admin's."""
+    if not org.sso_enforced or signed.session.sso_org_id == org.id:
+        return True
+    return break_glass_allowed(org, signed)
+
+
+async def refuse_without_sso(
+    request: Request, user: User, org_id: uuid.UUID, target_type: str, target_id: str
+) -> NoReturn:
+    """403 (audited in the organization) for a session that did not sign in through the
+    identity provider of an organization that enforces single sign-on."""
+    await record_security_event(
+        request,
+        action="access.denied",
+        outcome=Outcome.DENIED,
+        reason="organization enforces single sign-on",
+        user_id=user.id,
+        email=user.email,
+        target_type=target_type,
+        target_id=target_id,
+        org_ids=[org_id],
+    )
+    raise Problem(
+        403,
+        "Forbidden",
+        "this organization enforces single sign-on: sign in through its identity provider "
+        "(GET /v1/sso/{organization})",
+        code="sso_required",
+    )
+
+
 async def session_org_context(request: Request, db: AsyncSession, signed: SignedIn) -> OrgContext:
     """The OrgContext of a session scoped to an organization, as the membership stands now."""
     row, user = signed.session, signed.user
@@ -218,8 +261,12 @@ async def session_org_context(request: Request, db: AsyncSession, signed: Signed
         actor_email=user.email,
         credential_id=row.id,
     )
-    if org.require_2fa and user.totp_enabled_at is None:
-        await refuse_without_two_factor(
-            request, user, row.org_id, "route", f"{request.method} {request.url.path}"
-        )
+    route = f"{request.method} {request.url.path}"
+    if not sso_admits(org, signed):
+        await refuse_without_sso(request, user, row.org_id, "route", route)
+    # A provider's asserted MFA, for a session through that organization's own provider,
+    # stands for Blocks' second factor.
+    idp_mfa = row.sso_mfa and row.sso_org_id == org.id
+    if org.require_2fa and user.totp_enabled_at is None and not idp_mfa:
+        await refuse_without_two_factor(request, user, row.org_id, "route", route)
     return ctx

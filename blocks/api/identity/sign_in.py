@@ -7,6 +7,7 @@ the response. Every attempt is audited (platform chain, and the person's organiz
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
@@ -20,8 +21,10 @@ from blocks.api.identity.sessions import (
     SignedIn,
     check_origin,
     clear_session_cookie,
+    refuse_without_sso,
     refuse_without_two_factor,
     set_session_cookie,
+    sso_admits,
 )
 from blocks.api.identity.sign_in_support import (
     Accepted,
@@ -53,10 +56,11 @@ from blocks.models.identity.auth_tokens import (
     TokenPurpose,
     redeem_auth_token,
 )
-from blocks.models.identity.orgs import User, active_org_ids, find_user_by_email
+from blocks.models.identity.orgs import Organization, User, active_org_ids, find_user_by_email
 from blocks.models.identity.sessions import UserSession, revoke_sessions, rotate_token
 from blocks.models.identity.two_factor import verify_second_factor
 
+logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/auth", tags=["identity"])
 
 
@@ -266,8 +270,14 @@ async def pick_organization(
     if choice is None:
         # Not a member, or another organization's id: the same answer as a missing one.
         raise Problem(404, "Not Found", "organization not found", code="not_found")
-    if choice.require_2fa and user.totp_enabled_at is None:
+    org = await db.get(Organization, choice.id)
+    if org is None or not sso_admits(org, signed):
+        await refuse_without_sso(request, user, choice.id, "organization", str(choice.id))
+    idp_mfa = row.sso_mfa and row.sso_org_id == org.id
+    if choice.require_2fa and user.totp_enabled_at is None and not idp_mfa:
         await refuse_without_two_factor(request, user, choice.id, "organization", str(choice.id))
+    if org.sso_enforced and row.sso_org_id != org.id:
+        await _record_break_glass(request, signed, org)
     await _switch(request, response, db, signed, choice.id)
     await record_security_event(
         request,
@@ -280,6 +290,27 @@ async def pick_organization(
         org_ids=[choice.id],
     )
     return SessionScopeOut(user_id=user.id, org_id=choice.id, roles=choice.roles)
+
+
+async def _record_break_glass(request: Request, signed: SignedIn, org: Organization) -> None:
+    """A break-glass admin entered an organization that enforces single sign-on, past its
+    identity provider: audited as its own action (and logged) so it is never missed."""
+    logger.warning(
+        "break-glass sign-in: %s entered organization %s past its single sign-on",
+        signed.user.id,
+        org.id,
+    )
+    await record_security_event(
+        request,
+        action="auth.break_glass_used",
+        reason="break-glass admin entered an organization that enforces single sign-on",
+        user_id=signed.user.id,
+        email=signed.user.email,
+        target_type="organization",
+        target_id=str(org.id),
+        data={"session_id": str(signed.session.id), "severity": "high"},
+        org_ids=[org.id],
+    )
 
 
 async def _switch(

@@ -56,6 +56,7 @@ _ORG_CHOICE = {
     "name": ex.ORG_NAME,
     "roles": ["approver"],
     "require_2fa": False,
+    "sso_enforced": False,
 }
 
 
@@ -67,6 +68,10 @@ class OrgChoice(BaseModel):
     name: str
     roles: list[str]
     require_2fa: bool
+    sso_enforced: bool = Field(
+        description="Only a sign-in through the organization's identity provider (or a "
+        "break-glass admin's) may enter it"
+    )
 
 
 class SignInOut(BaseModel):
@@ -95,6 +100,7 @@ async def org_choices(db: DbSession, user_id: uuid.UUID) -> list[OrgChoice]:
             name=org.name,
             roles=list(membership.roles),
             require_2fa=org.require_2fa,
+            sso_enforced=org.sso_enforced,
         )
         for org, membership in await orgs_of_user(db, user_id)
     ]

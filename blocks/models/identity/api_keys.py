@@ -39,6 +39,15 @@ class TwoFactorRequired(Exception):
         self.ctx = ctx
 
 
+class SsoRequired(Exception):
+    """A valid key of a member the organization's identity provider does not have, in an
+    organization that enforces single sign-on."""
+
+    def __init__(self, ctx: OrgContext) -> None:
+        super().__init__("organization enforces single sign-on")
+        self.ctx = ctx
+
+
 class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"
 
@@ -129,6 +138,8 @@ async def resolve_api_key(session: AsyncSession, token: str) -> OrgContext | Non
     )
     if row.require_2fa and not row.has_2fa:
         raise TwoFactorRequired(ctx)
+    if row.sso_enforced and not row.idp_has_member:
+        raise SsoRequired(ctx)
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
         # SKIP LOCKED: in a burst of requests with one key, the first writes the time and the
         # others go on, instead of each waiting for the row until that first commits.

@@ -41,6 +41,8 @@ class UserSession(SQLModel, table=True):
     # what lets the session into an organization that enforces single sign-on.
     sso_provider_id: uuid.UUID | None = Field(default=None, sa_column=Column(PgUUID(as_uuid=True)))
     sso_org_id: uuid.UUID | None = Field(default=None, sa_column=Column(PgUUID(as_uuid=True)))
+    # The provider asserted multi-factor authentication (it then stands for Blocks' own 2FA).
+    sso_mfa: bool = False
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=500)
 
