@@ -10,6 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# xmlsec1 checks SAML signatures (pysaml2 runs it): single sign-on through a SAML provider.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends xmlsec1 \
+    && rm -rf /var/lib/apt/lists/*
+
 # The locked dependencies first, each checked against its hash (`make lock` writes the file),
 # then Blocks itself without resolving anything again.
 COPY requirements.txt ./

@@ -37,7 +37,11 @@ $(VENV)/.installed-test: $(TEST_LOCK) pyproject.toml examples/pyproject.toml | $
 	$(BIN)/python -m pip install --quiet --no-deps -e . -e examples
 	touch $@ $(VENV)/.installed-dev
 
+# xmlsec1 checks SAML signatures (pysaml2 runs it): Blocks itself needs it for SAML sign-in.
 dev: $(VENV)/.installed-dev
+	@command -v xmlsec1 >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xmlsec1; } || \
+		echo "xmlsec1 is missing (apt-get install xmlsec1): SAML sign-in is refused without it"
 	$(BIN)/blocks dev
 
 lint: $(VENV)/.installed-test
