@@ -43,6 +43,7 @@ from blocks.api.audit import export as audit_export
 from blocks.api.error_handlers import install_error_handlers
 from blocks.api.identity import (
     api_keys,
+    domains,
     invite_acceptance,
     invites,
     link_pages,
@@ -51,8 +52,14 @@ from blocks.api.identity import (
     org_settings,
     orgs,
     password_reset,
+    scim_tokens,
     sign_in,
     signup,
+    sso_oidc,
+    sso_providers,
+    sso_saml,
+    sso_settings,
+    sso_start,
     two_factor,
 )
 from blocks.api.identity.sessions import codec_origins
@@ -65,6 +72,7 @@ from blocks.api.llm import usage as llm_usage
 from blocks.api.reference import docs
 from blocks.api.reference.openapi import install_openapi
 from blocks.api.request_limits import install_request_limits
+from blocks.api.scim.routes import router as scim_router
 from blocks.api.security_headers import SecurityHeaders
 from blocks.infra.agents.pubnub_grants import PubNubKeys
 from blocks.infra.crypto.field_crypto import (
@@ -185,6 +193,14 @@ def create_app(
     app.include_router(invite_acceptance.router)
     app.include_router(link_pages.router)
     app.include_router(org_settings.router)
+    app.include_router(sso_providers.router)
+    app.include_router(sso_settings.router)
+    app.include_router(domains.router)
+    app.include_router(sso_start.router)
+    app.include_router(sso_oidc.router)
+    app.include_router(sso_saml.router)
+    app.include_router(scim_tokens.router)
+    app.include_router(scim_router)
     app.include_router(catalogue.router)
     app.include_router(approval_settings.router)
     app.include_router(run_starts.router)

@@ -40,9 +40,15 @@ def request_origin_fields(request: Request) -> dict[str, Any]:
 
 def request_audit_fields(request: Request, ctx: OrgContext) -> dict[str, Any]:
     """Who and from where, for audit events written by the API."""
+    if ctx.auth == AuthMethod.SCIM:  # no person: the identity provider, by its SCIM token
+        actor = {"actor_type": ActorType.SCIM, "actor_id": str(ctx.credential_id)}
+    else:
+        actor = {
+            "actor_type": ActorType.USER if ctx.user_id else ActorType.API_KEY,
+            "actor_id": str(ctx.user_id) if ctx.user_id else None,
+        }
     return {
-        "actor_type": ActorType.USER if ctx.user_id else ActorType.API_KEY,
-        "actor_id": str(ctx.user_id) if ctx.user_id else None,
+        **actor,
         "actor_email": ctx.actor_email,
         **request_origin_fields(request),
     }

@@ -21,6 +21,7 @@ _MODULES = {
     "worker": "blocks.cli.worker",
     "keys": "blocks.cli.keys",
     "agent": "blocks.cli.agent",
+    "domains": "blocks.cli.domains",
 }
 _OTHERS = "blocks.cli.commands"
 

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     # addresses; these `host:port` pairs (comma-separated, `[::1]:8080` for IPv6) are allowed
     # although private, plain http included. Parsed by OutboundPolicy.from_settings.
     outbound_allow_private: str | None = None
+    # The DNS server (`host:port`) that domain verification asks for TXT records; unset: the
+    # system's resolvers.
+    dns_resolver: str | None = None
     # PubNub, for agents registered with the `pubnub` transport (the customer's keyset, with
     # Access Manager on). All three keys or none: unset, PubNub agents cannot open a session.
     # `pubnub_origin` (host:port) and `pubnub_ssl` point the SDK elsewhere (tests: a local server).

@@ -26,6 +26,8 @@ PERSON = "person"
 REFUSED = "refused"
 # A remote agent's own routes: its agent token only (no API key, no session: 401).
 AGENT = "agent"
+# The SCIM service: its organization's SCIM token only (no API key, no session: 401).
+SCIM = "scim"
 
 EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("GET", "/healthz"): PUBLIC,
@@ -43,6 +45,12 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("POST", "/v1/auth/signin-link/verify"): PUBLIC,
     ("POST", "/v1/auth/password-reset"): PUBLIC,
     ("POST", "/v1/auth/password-reset/confirm"): PUBLIC,
+    # Single sign-on: the provider's signed answer (and the browser binding) is the credential.
+    ("GET", "/v1/sso/{org_slug}"): PUBLIC,
+    ("GET", "/v1/sso/{org_slug}/{provider_id}/start"): PUBLIC,
+    ("GET", "/v1/sso/{org_slug}/{provider_id}/oidc/callback"): PUBLIC,
+    ("POST", "/v1/sso/{org_slug}/{provider_id}/saml/acs"): PUBLIC,
+    ("GET", "/v1/sso/{org_slug}/{provider_id}/saml/metadata"): PUBLIC,
     # Pages behind emailed links; each POST runs the API route's own checks (test_link_pages).
     ("GET", "/auth/signup"): PUBLIC,
     ("POST", "/auth/signup"): PUBLIC,
@@ -106,6 +114,19 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("DELETE", "/v1/api-keys/{key_id}"): P.API_KEY_OWN,
     ("GET", "/v1/org"): P.ORG_READ,
     ("PUT", "/v1/org/security"): P.ORG_SECURITY,
+    ("GET", "/v1/org/sso/providers"): P.ORG_SECURITY,
+    ("POST", "/v1/org/sso/providers"): P.ORG_SECURITY,
+    ("GET", "/v1/org/sso/providers/{provider_id}"): P.ORG_SECURITY,
+    ("PATCH", "/v1/org/sso/providers/{provider_id}"): P.ORG_SECURITY,
+    ("DELETE", "/v1/org/sso/providers/{provider_id}"): P.ORG_SECURITY,
+    ("GET", "/v1/org/sso"): P.ORG_SECURITY,
+    ("PUT", "/v1/org/sso"): P.ORG_SECURITY,
+    ("GET", "/v1/org/sso/group-mappings"): P.ORG_SECURITY,
+    ("PUT", "/v1/org/sso/group-mappings"): P.ORG_SECURITY,
+    ("GET", "/v1/org/domains"): P.ORG_SECURITY,
+    ("POST", "/v1/org/domains"): P.ORG_SECURITY,
+    ("POST", "/v1/org/domains/{domain}/verify"): P.ORG_SECURITY,
+    ("DELETE", "/v1/org/domains/{domain}"): P.ORG_SECURITY,
     ("PUT", "/v1/org/decision-link-policy"): P.ORG_SECURITY,
     ("GET", "/v1/org/approvals"): P.ORG_READ,
     ("PUT", "/v1/org/approvals"): P.ORG_SECURITY,
@@ -145,6 +166,32 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("DELETE", "/v1/agents/{agent_id}/tokens/{token_id}"): P.INTEGRATION_MANAGE,
     ("POST", "/v1/agents/{agent_id}/tokens/{token_id}/rotate"): P.INTEGRATION_MANAGE,
     ("GET", "/v1/agent/session"): AGENT,
+    ("GET", "/scim/v2/ServiceProviderConfig"): SCIM,
+    ("GET", "/scim/v2/ResourceTypes"): SCIM,
+    ("GET", "/scim/v2/ResourceTypes/{name}"): SCIM,
+    ("GET", "/scim/v2/Schemas"): SCIM,
+    ("GET", "/scim/v2/Schemas/{schema_id}"): SCIM,
+    ("POST", "/scim/v2/.search"): SCIM,
+    ("POST", "/scim/v2/Users"): SCIM,
+    ("GET", "/scim/v2/Users"): SCIM,
+    ("GET", "/scim/v2/Users/{user_id}"): SCIM,
+    ("PUT", "/scim/v2/Users/{user_id}"): SCIM,
+    ("PATCH", "/scim/v2/Users/{user_id}"): SCIM,
+    ("DELETE", "/scim/v2/Users/{user_id}"): SCIM,
+    ("POST", "/scim/v2/Groups"): SCIM,
+    ("GET", "/scim/v2/Groups"): SCIM,
+    ("GET", "/scim/v2/Groups/{group_id}"): SCIM,
+    ("PUT", "/scim/v2/Groups/{group_id}"): SCIM,
+    ("PATCH", "/scim/v2/Groups/{group_id}"): SCIM,
+    ("DELETE", "/scim/v2/Groups/{group_id}"): SCIM,
+    ("GET", "/scim/v2/{rest:path}"): SCIM,
+    ("POST", "/scim/v2/{rest:path}"): SCIM,
+    ("PUT", "/scim/v2/{rest:path}"): SCIM,
+    ("PATCH", "/scim/v2/{rest:path}"): SCIM,
+    ("DELETE", "/scim/v2/{rest:path}"): SCIM,
+    ("GET", "/v1/org/scim"): P.ORG_SECURITY,
+    ("POST", "/v1/org/scim/token"): P.ORG_SECURITY,
+    ("DELETE", "/v1/org/scim/token"): P.ORG_SECURITY,
     ("GET", "/v1/agents/tasks/{task_id}/input"): AGENT,
     # Only a card its organization marked public (else 404).
     ("GET", "/v1/orgs/{org_slug}/agents/{name}/.well-known/agent-card.json"): PUBLIC,
@@ -167,6 +214,10 @@ _FILL = {
     "token_id": str(uuid.uuid4()),
     "task_id": str(uuid.uuid4()),
     "org_slug": "no-such-org",
+    "provider_id": str(uuid.uuid4()),
+    "schema_id": "urn:ietf:params:scim:schemas:core:2.0:User",
+    "rest": "Nowhere",
+    "domain": "no-such-domain.example",
     "name": "no-such-agent",
 }
 # (member name in tests.support.make_org, roles)
@@ -211,7 +262,8 @@ async def _denials(engine: AsyncEngine, org: Org) -> int:
 async def _call(
     http: httpx.AsyncClient, method: str, template: str, headers: dict[str, str]
 ) -> httpx.Response:
-    return await http.request(method, template.format(**_FILL), json={}, headers=headers)
+    path = template.replace(":path}", "}").format(**_FILL)
+    return await http.request(method, path, json={}, headers=headers)
 
 
 @pytest.mark.parametrize("credential", ["api_key", "session"])

@@ -14,7 +14,9 @@ from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
 from blocks.models.agents.registry import create_agent
 from blocks.models.agents.tokens import issue_agent_token
+from blocks.models.identity.domains import claim_domain
 from blocks.models.identity.invites import create_invite
+from blocks.models.identity.sso_providers import Protocol, create_provider
 from blocks.models.llm.credentials import create_credential
 from tests.e2e.agent_stack import SKILLS, card
 from tests.support import (
@@ -40,6 +42,8 @@ _PARAM_SOURCES = {
     "credential_id",
     "agent_id",
     "token_id",
+    "provider_id",
+    "domain",
 }
 _SLACK_USER = "U0TENANTA"
 _SLACK_USERS = "/v1/integrations/slack/users/{slack_user_id}"
@@ -54,6 +58,7 @@ _BODIES = {
     "/v1/llm/credentials/{credential_id}": {"allowed_models": ["gpt-4o-mini"]},
     "/v1/agents/{agent_id}": {"public": True},
     "/v1/agents/{agent_id}/tokens": {"name": "not yours"},
+    "/v1/org/sso/providers/{provider_id}": {"enabled": False},
 }
 # B's members that hold the route's permission, where that is not owner (+ approver for POSTs).
 _MEMBERS = {
@@ -66,6 +71,7 @@ _MEMBERS = {
     "/v1/runs/{run_id}/cancel": ("owner", "operator"),
     "/v1/agents/{agent_id}/tokens": ("owner", "admin"),
     "/v1/agents/{agent_id}/tokens/{token_id}/rotate": ("owner", "admin"),
+    "/v1/org/domains/{domain}/verify": ("owner", "admin"),
 }
 # The person's own routes take a session cookie, not an API key: B's owner signs in for them.
 _PERSONAL_PREFIX = "/v1/me/"
@@ -83,6 +89,10 @@ def _id_routes(stack: Stack) -> list[tuple[str, str]]:
             continue  # a decision link: the token is the credential (tests/e2e/test_decision_links.py)
         if path.startswith("/v1/orgs/{org_slug}/agents/"):
             continue  # a public card, by design (tests/e2e/test_agent_registry.py)
+        if path.startswith("/v1/sso/"):
+            # Sign-in by an organization's slug, public by design; the provider's signed answer
+            # is the credential (tests/e2e/test_sso_oidc.py, test_sso_saml.py).
+            continue
         if path.startswith("/v1/agents/tasks/"):
             # An agent token's route: another agent's task is refused there, and audited
             # (tests/e2e/test_agent_pubnub.py); members' keys never open it.
@@ -163,6 +173,16 @@ async def test_every_id_route_is_404_for_another_organization(
             agent_token, _ = await issue_agent_token(
                 ctx_a, session, agent_id=agent.id, name="a", skills=list(SKILLS)
             )
+        async with session_factory(engine)() as session, session.begin():
+            provider = await create_provider(
+                ctx_a,
+                session,
+                name="tenant-a idp",
+                protocol=Protocol.OIDC,
+                config={"issuer": "https://idp.example.com", "client_id": "tenant-a"},
+                secret="client-secret-of-tenant-a",
+            )
+            domain = await claim_domain(ctx_a, session, f"{org_a.slug}.example")
         session_a = await start_test_session(engine, org_a["operator"].user_id, org_a.id)
         async with session_factory(engine)() as session, session.begin():
             session_id = (
@@ -198,6 +218,8 @@ async def test_every_id_route_is_404_for_another_organization(
                 credential_id=credential.id,
                 agent_id=agent.id,
                 token_id=agent_token.id,
+                provider_id=provider.id,
+                domain=domain.domain,
             )
             body = {
                 k: v.format(user_id=org_a["operator"].user_id) if isinstance(v, str) else v

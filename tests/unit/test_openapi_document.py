@@ -175,7 +175,8 @@ def test_every_route_specific_error_names_an_operation(document: dict[str, Any])
 
 # --------------------------------------------------------------------- the whole contract
 
-SUCCESS = re.compile(r"^2\d\d$")
+# 303: the sign-in redirects of single sign-on (to the identity provider, and back to the site).
+SUCCESS = re.compile(r"^(2\d\d|303)$")
 SPECIAL = {"public", "session", "member", "refused", "agent"}
 
 
@@ -232,7 +233,7 @@ def contract_problems(document: dict[str, Any]) -> list[str]:
             found.append(f"{name}: no success response")
         for status, response in responses.items():
             content = response.get("content", {})
-            if SUCCESS.match(status) and status != "204" and not content:
+            if SUCCESS.match(status) and status not in ("204", "303") and not content:
                 found.append(f"{name} {status}: no body described")
             if int(status) >= 400:
                 problem = content.get("application/problem+json")

@@ -48,6 +48,7 @@ CONTEXT_RESOLVERS: dict[str, str] = {
     "blocks.api.identity.sessions": "the session cookie -> person, organization, origin check",
     "blocks.api.security_audit": "who and from where, for events before an organization exists",
     "blocks.api.agents.auth": "the agent token (Authorization) -> the agent's principal",
+    "blocks.api.scim.auth": "the SCIM token (Authorization) -> its organization's SCIM context",
 }
 
 # One rule waived in one module, each for the reason given.
@@ -59,6 +60,22 @@ RULE_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("blocks.api.rate_limit", "resolved-context"): (
         "audits a refusal in the caller's organization: reads the context the resolver set "
         "(never client input), from inside the resolver's own rate-limit call"
+    ),
+    ("blocks.api.identity.sso_flow", "cookies"): (
+        "reads only the single sign-on browser binding (`__Host-blocks_sso`), a random value that "
+        "ties a sign-in to the browser that started it; it names no person or organization"
+    ),
+    ("blocks.api.identity.sso_start", "org-parameter"): (
+        "a sign-in URL names the organization by slug, as any public URL does: it lists the "
+        "organization's enabled providers and starts a sign-in; nothing else is served"
+    ),
+    ("blocks.api.identity.sso_oidc", "org-parameter"): (
+        "the OIDC callback URL (registered at the provider) names the organization by slug; a "
+        "session opens only for the person the provider's signed id_token proves"
+    ),
+    ("blocks.api.identity.sso_saml", "org-parameter"): (
+        "the SAML ACS and SP metadata URLs name the organization by slug; a session opens only "
+        "for the person the provider's signed assertion proves"
     ),
     ("blocks.api.agents.well_known", "org-parameter"): (
         "the public agent card's URL names the organization by slug, as any public URL does: "
@@ -263,6 +280,7 @@ PRE_TENANT: dict[str, str] = {
     "blocks.models.approvals.decision_links.open_link": "a decision-link token -> the link",
     "blocks.models.integrations.slack.org_for_slack_team": "a signed Slack team -> its org",
     "blocks.models.agents.tokens.check_agent_token": "an agent token -> its principal",
+    "blocks.models.identity.scim.resolve_scim_token": "a SCIM token -> its OrgContext",
     # The public agent card: an organization's slug and an agent's name, from a public URL;
     # only a card marked public is read, under that organization's binding.
     "blocks.models.agents.registry.public_agent": "a public agent card by slug and name",

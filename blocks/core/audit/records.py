@@ -14,6 +14,7 @@ class ActorType(StrEnum):
     SYSTEM = "system"
     ANONYMOUS = "anonymous"
     AGENT = "agent"  # a remote agent, by its token (actor_id: the agent's id)
+    SCIM = "scim"  # an identity provider, by its SCIM token (actor_id: the token's id)
 
 
 class Outcome(StrEnum):
