@@ -18,10 +18,11 @@ UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-v
 .PHONY: dev test lint audit lock bench clean system-packages
 
 # Debian packages the test suite drives for real (nginx in front of the API, for TLS termination
-# and forwarded addresses; chromium, which Playwright drives to test /docs in a browser),
+# and forwarded addresses; chromium, which Playwright drives to test /docs in a browser; xmlsec1,
+# which checks SAML signatures; npm, which installs the OpenID Provider of the SSO tests),
 # installed when missing.
-SYSTEM_PACKAGES := nginx-light chromium xmlsec1
-SYSTEM_COMMANDS := nginx chromium xmlsec1
+SYSTEM_PACKAGES := nginx-light chromium xmlsec1 npm
+SYSTEM_COMMANDS := nginx chromium xmlsec1 npm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +56,13 @@ system-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi
 
+# The OpenID Provider the single sign-on tests run (the `oidc-provider` npm package, from its lock).
+tests/tools/oidc-provider/node_modules: tests/tools/oidc-provider/package-lock.json
+	npm ci --no-audit --no-fund --prefix tests/tools/oidc-provider
+	touch $@
+
 test: lint system-packages
+	$(MAKE) tests/tools/oidc-provider/node_modules
 	$(BIN)/pytest
 
 # Known vulnerabilities of the locked dependencies (the test lock holds every runtime pin too).
