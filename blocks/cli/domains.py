@@ -27,6 +27,7 @@ from blocks.infra.settings import get_settings
 from blocks.models.audit.events import append_events
 from blocks.models.identity.domains import (
     DomainVerifiedElsewhere,
+    OrgDomain,
     claim_domain,
     get_domain,
     mark_verified,
@@ -52,14 +53,15 @@ class Attested:
     already: bool  # it was verified already (nothing changed)
 
 
-def _record(action: str, domain: str, data: dict[str, object]) -> AuditRecord:
+def _record(action: str, row: OrgDomain, data: dict[str, object]) -> AuditRecord:
+    # The claim's id is the target, as the API's events have it (a name may be too long).
     return AuditRecord(
         action=action,
         actor_type=ActorType.SYSTEM,
         actor_id=ACTOR,
         target_type="domain",
-        target_id=domain,
-        data={"domain": domain, **data},
+        target_id=str(row.id),
+        data={"domain": row.domain, **data},
     )
 
 
@@ -80,14 +82,14 @@ async def attest_domain(session: AsyncSession, *, org_slug: str, domain: str) ->
     claimed = row is None
     if row is None:
         row = await claim_domain(ctx, session, name)
-        records.append(_record("org.domain_claimed", name, {"verified_by": None}))
+        records.append(_record("org.domain_claimed", row, {"verified_by": None}))
     try:
         await mark_verified(ctx, session, row, by="operator")
     except DomainVerifiedElsewhere:
         raise AttestRefused(
             f"another organization holds {name} verified; it must remove it first"
         ) from None
-    records.append(_record("org.domain_verified", name, {"verified_by": "operator"}))
+    records.append(_record("org.domain_verified", row, {"verified_by": "operator"}))
     await append_events(ctx, session, records)
     return Attested(name, claimed=claimed, already=False)
 

@@ -152,16 +152,17 @@ async def _domain_or_404(ctx: OrgContext, session: DbSession, domain: str) -> Or
 
 
 async def _audit(
-    request: Request, ctx: OrgContext, session: DbSession, action: str, domain: str, by: str | None
+    request: Request, ctx: OrgContext, session: DbSession, action: str, row: OrgDomain
 ) -> None:
+    # The claim's id is the target: a domain name may be longer than an event's target id.
     await record_change(
         request,
         ctx,
         session,
         action,
         target_type="domain",
-        target_id=domain,
-        data={"domain": domain, "verified_by": by},
+        target_id=str(row.id),
+        data={"domain": row.domain, "verified_by": row.verified_by},
     )
 
 
@@ -191,7 +192,7 @@ async def claim_org_domain(
             f"this organization claims {body.domain} already",
             code="domain_claimed",
         ) from None
-    await _audit(request, ctx, session, "org.domain_claimed", row.domain, None)
+    await _audit(request, ctx, session, "org.domain_claimed", row)
     return _out(row)
 
 
@@ -236,7 +237,7 @@ async def verify_org_domain(
             f"another organization holds {row.domain} verified; it must remove it first",
             code="domain_verified_elsewhere",
         ) from None
-    await _audit(request, ctx, session, "org.domain_verified", row.domain, "dns")
+    await _audit(request, ctx, session, "org.domain_verified", row)
     return _out(row)
 
 
@@ -247,7 +248,6 @@ async def remove_org_domain(
     """Remove a claim (verified or not): accounts no longer link by this domain, and another
     organization may verify it."""
     row = await _domain_or_404(ctx, session, domain)
-    name, by = row.domain, row.verified_by
+    await _audit(request, ctx, session, "org.domain_removed", row)
     await remove_domain(ctx, session, row)
-    await _audit(request, ctx, session, "org.domain_removed", name, by)
     return Response(status_code=204)
