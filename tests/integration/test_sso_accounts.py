@@ -20,7 +20,12 @@ from blocks.models.approvals.groups import create_group, list_groups
 from blocks.models.identity.domains import claim_domain, mark_verified
 from blocks.models.identity.idp_groups import replace_mappings
 from blocks.models.identity.members import deactivate_member, get_member
-from blocks.models.identity.sso_accounts import AccountRefused, ExternalProfile, resolve_account
+from blocks.models.identity.sso_accounts import (
+    AccountRefused,
+    ExternalProfile,
+    erase_provider_copies,
+    resolve_account,
+)
 from blocks.models.identity.sso_providers import IdentityProvider, Protocol, create_provider
 from tests.support import Org, make_org
 
@@ -200,3 +205,19 @@ async def test_a_provider_never_demotes_the_last_owner(
     assert again.groups is not None
     assert again.groups.kept_last_owner
     assert again.member.membership.roles == ["owner"]
+
+
+async def test_erasure_clears_what_the_provider_sent_but_keeps_its_key(
+    engine: AsyncEngine, db: AsyncSession
+) -> None:
+    org = await make_org(engine)
+    ctx, provider = _ctx(org), await _provider(db, org)
+    made = await resolve_account(
+        ctx, db, provider, POLICY, _profile("erase.me@corp.example", "Finance")
+    )
+    assert await erase_provider_copies(ctx, db, made.member.user.id) == 1
+    await db.refresh(made.identity)
+    assert made.identity.email is None
+    assert made.identity.display_name is None
+    assert made.identity.groups == []
+    assert made.identity.subject  # the provider still finds its own record

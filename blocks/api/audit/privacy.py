@@ -2,8 +2,10 @@
 
 Erasure destroys the person's data key in the caller's organization only (keys are per
 organization and user; each organization is a separate controller). Their past events keep
-their place and hash in the chain; the personal fields read "[erased]". Other organizations the
-person belongs to are untouched, and the person's account (users row) is not part of this.
+their place and hash in the chain; the personal fields read "[erased]". What the organization's
+identity providers sent about the person (sign-in identities, SCIM attributes) is cleared too.
+Other organizations the person belongs to are untouched, and the person's account (users row) is
+not part of this.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit.records import AuditRecord
 from blocks.models.audit.events import append_events
 from blocks.models.audit.personal_data import erase_subject, holds_personal_data_of
+from blocks.models.identity.sso_accounts import erase_provider_copies
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
@@ -74,6 +77,8 @@ async def erase_personal_data(
     if not await holds_personal_data_of(ctx, session, user_id):
         raise not_found("member")
     erasure = await erase_subject(ctx, session, user_id)
+    # What the organization's identity providers sent about the person is theirs too.
+    provider_copies = await erase_provider_copies(ctx, session, user_id)
     # In the same transaction as the erasure, and free of the erased person's personal data.
     await append_events(
         ctx,
@@ -87,6 +92,7 @@ async def erase_personal_data(
                     "keys_erased": erasure.keys_erased,
                     "events_unreadable": erasure.events_unreadable,
                     "events_in_plaintext": erasure.events_in_plaintext,
+                    "identity_provider_records_cleared": provider_copies,
                 },
                 **request_audit_fields(request, ctx),
             )

@@ -255,3 +255,22 @@ async def _refresh(
         resolved.notes.append("the provider's email differs from the account's; kept")
     db.add(user)
     await db.flush()
+
+
+async def erase_provider_copies(ctx: OrgContext, db: AsyncSession, user_id: uuid.UUID) -> int:
+    """Forget what the organization's identity providers said about a person (the identities'
+    email, name and groups, the SCIM resource's attributes), for an erasure of their personal
+    data; the keys (provider, subject; SCIM id) stay so the provider still finds its own record.
+    How many rows were cleared."""
+    await bind_org(db, ctx.org_id)
+    cleared = 0
+    for statement in (
+        "UPDATE external_identities SET email = NULL, display_name = NULL, groups = '{}' "
+        "WHERE org_id = :org AND user_id = :user",
+        "UPDATE scim_users SET attributes = '{}' WHERE org_id = :org AND user_id = :user",
+    ):
+        result = await db.exec(  # type: ignore[call-overload]
+            text(statement).bindparams(org=ctx.org_id, user=user_id)
+        )
+        cleared += int(result.rowcount or 0)
+    return cleared
