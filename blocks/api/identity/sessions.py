@@ -154,28 +154,49 @@ async def signed_in(
     return SignedIn(session=row, user=user)
 
 
-async def refuse_without_two_factor(
-    request: Request, user: User, org_id: uuid.UUID, target_type: str, target_id: str
+@dataclass(frozen=True)
+class EntryRule:
+    """A rule of an organization a person's session must meet to act in it."""
+
+    reason: str  # audited
+    detail: str  # answered
+    code: str
+
+
+TWO_FACTOR_RULE = EntryRule(
+    "organization requires two-factor sign-in",
+    "this organization requires two-factor sign-in: set it up at /v1/me/2fa first",
+    "two_factor_required",
+)
+SSO_RULE = EntryRule(
+    "organization enforces single sign-on",
+    "this organization enforces single sign-on: sign in through its identity provider "
+    "(GET /v1/sso/{organization})",
+    "sso_required",
+)
+
+
+async def refuse_entry(
+    request: Request,
+    rule: EntryRule,
+    user: User,
+    org_id: uuid.UUID,
+    target_type: str,
+    target_id: str,
 ) -> NoReturn:
-    """403 (audited in the organization) for a person without two-factor sign-in entering an
-    organization that requires it."""
+    """403 (audited in the organization) for a session that does not meet `rule`."""
     await record_security_event(
         request,
         action="access.denied",
         outcome=Outcome.DENIED,
-        reason="organization requires two-factor sign-in",
+        reason=rule.reason,
         user_id=user.id,
         email=user.email,
         target_type=target_type,
         target_id=target_id,
         org_ids=[org_id],
     )
-    raise Problem(
-        403,
-        "Forbidden",
-        "this organization requires two-factor sign-in: set it up at /v1/me/2fa first",
-        code="two_factor_required",
-    )
+    raise Problem(403, "Forbidden", rule.detail, code=rule.code)
 
 
 def break_glass_allowed(org: Organization, signed: SignedIn) -> bool:
@@ -194,31 +215,6 @@ def sso_admits(org: Organization, signed: SignedIn) -> bool:
     if not org.sso_enforced or signed.session.sso_org_id == org.id:
         return True
     return break_glass_allowed(org, signed)
-
-
-async def refuse_without_sso(
-    request: Request, user: User, org_id: uuid.UUID, target_type: str, target_id: str
-) -> NoReturn:
-    """403 (audited in the organization) for a session that did not sign in through the
-    identity provider of an organization that enforces single sign-on."""
-    await record_security_event(
-        request,
-        action="access.denied",
-        outcome=Outcome.DENIED,
-        reason="organization enforces single sign-on",
-        user_id=user.id,
-        email=user.email,
-        target_type=target_type,
-        target_id=target_id,
-        org_ids=[org_id],
-    )
-    raise Problem(
-        403,
-        "Forbidden",
-        "this organization enforces single sign-on: sign in through its identity provider "
-        "(GET /v1/sso/{organization})",
-        code="sso_required",
-    )
 
 
 async def session_org_context(request: Request, db: AsyncSession, signed: SignedIn) -> OrgContext:
@@ -263,10 +259,10 @@ async def session_org_context(request: Request, db: AsyncSession, signed: Signed
     )
     route = f"{request.method} {request.url.path}"
     if not sso_admits(org, signed):
-        await refuse_without_sso(request, user, row.org_id, "route", route)
+        await refuse_entry(request, SSO_RULE, user, row.org_id, "route", route)
     # A provider's asserted MFA, for a session through that organization's own provider,
     # stands for Blocks' second factor.
     idp_mfa = row.sso_mfa and row.sso_org_id == org.id
     if org.require_2fa and user.totp_enabled_at is None and not idp_mfa:
-        await refuse_without_two_factor(request, user, row.org_id, "route", route)
+        await refuse_entry(request, TWO_FACTOR_RULE, user, row.org_id, "route", route)
     return ctx

@@ -18,11 +18,12 @@ from blocks.api.deps import DbSession, Person, PersonMidSignIn
 from blocks.api.errors import Problem
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.sessions import (
+    SSO_RULE,
+    TWO_FACTOR_RULE,
     SignedIn,
     check_origin,
     clear_session_cookie,
-    refuse_without_sso,
-    refuse_without_two_factor,
+    refuse_entry,
     set_session_cookie,
     sso_admits,
 )
@@ -272,10 +273,12 @@ async def pick_organization(
         raise Problem(404, "Not Found", "organization not found", code="not_found")
     org = await db.get(Organization, choice.id)
     if org is None or not sso_admits(org, signed):
-        await refuse_without_sso(request, user, choice.id, "organization", str(choice.id))
+        await refuse_entry(request, SSO_RULE, user, choice.id, "organization", str(choice.id))
     idp_mfa = row.sso_mfa and row.sso_org_id == org.id
     if choice.require_2fa and user.totp_enabled_at is None and not idp_mfa:
-        await refuse_without_two_factor(request, user, choice.id, "organization", str(choice.id))
+        await refuse_entry(
+            request, TWO_FACTOR_RULE, user, choice.id, "organization", str(choice.id)
+        )
     if org.sso_enforced and row.sso_org_id != org.id:
         await _record_break_glass(request, signed, org)
     await _switch(request, response, db, signed, choice.id)

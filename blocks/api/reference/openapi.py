@@ -154,7 +154,6 @@ ROUTE_ERRORS: dict[str, dict[int, set[str]]] = {
     "GET /v1/sso/{org_slug}/{provider_id}/start": _problems(400, 404, 503),
     "GET /v1/sso/{org_slug}/{provider_id}/oidc/callback": _problems(400, 403, 404, 503),
     "POST /v1/sso/{org_slug}/{provider_id}/saml/acs": _problems(400, 403, 404, 503),
-    "GET /v1/sso/{org_slug}/{provider_id}/saml/metadata": _problems(404, 503),
     "POST /v1/auth/signup": _problems(403),
     "POST /v1/auth/signup/verify": _problems(400, 403, 409),
     "POST /v1/auth/signin": _problems(401, 403),

@@ -12,7 +12,7 @@ from scim2_models import Context, Group, InvalidValueException, PatchOp
 from blocks.api.deps import DbSession
 from blocks.api.scim.audit import audit_group, audit_group_changes
 from blocks.api.scim.auth import ScimCtx
-from blocks.api.scim.listing import equality, list_response, response_parameters, search_request
+from blocks.api.scim.listing import list_response, narrowing, response_parameters, search_request
 from blocks.api.scim.protocol import (
     GROUP_SCHEMA,
     POLICY,
@@ -153,18 +153,10 @@ async def create(request: Request, ctx: ScimCtx, db: DbSession) -> Response:
 @router.get("/Groups")
 async def search(request: Request, ctx: ScimCtx, db: DbSession) -> Response:
     query = search_request(Group, request)
-    narrowed = equality(query, GROUP_SCHEMA, {"displayname", "externalid", "id"})
-    if narrowed is None:
-        groups = await list_groups(ctx, db)
-    elif narrowed[0] == "displayname":
-        groups = await list_groups(ctx, db, display_name=narrowed[1])
-    elif narrowed[0] == "externalid":
-        groups = await list_groups(ctx, db, external_id=narrowed[1])
-    else:
-        try:
-            groups = await list_groups(ctx, db, ids=[uuid.UUID(narrowed[1])])
-        except ValueError:
-            groups = []
+    narrowed = narrowing(
+        query, GROUP_SCHEMA, {"displayname": "display_name", "externalid": "external_id"}
+    )
+    groups = [] if narrowed is None else await list_groups(ctx, db, **narrowed)
     resources = await _resources(request, ctx, db, groups)
     return scim_response(list_response(Group, query, list(resources)))
 

@@ -5,6 +5,8 @@ then evaluated on the resources by scim2-models itself."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
@@ -52,6 +54,25 @@ def equality(search: SearchRequest[Any], schema: str, names: set[str]) -> tuple[
     if name not in names or not isinstance(node.value, str):
         return None
     return name, node.value
+
+
+def narrowing(
+    search: SearchRequest[Any], schema: str, keywords: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """The list function's keyword arguments for a filter that is one `eq` on an attribute the
+    database matches (`keywords`: attribute, lowercase -> keyword; `id` always): {} for any other
+    filter (every row is read, then matched here), None for one that matches nothing (an id that
+    is no UUID)."""
+    found = equality(search, schema, {*keywords, "id"})
+    if found is None:
+        return {}
+    name, value = found
+    if name != "id":
+        return {keywords[name]: value}
+    try:
+        return {"ids": [uuid.UUID(value)]}
+    except ValueError:
+        return None
 
 
 def list_response(

@@ -14,7 +14,7 @@ from blocks.api.deps import DbSession
 from blocks.api.identity.email_field import normalize_email
 from blocks.api.scim.audit import audit_group_changes, audit_user, revoked_data
 from blocks.api.scim.auth import ScimCtx
-from blocks.api.scim.listing import equality, list_response, response_parameters, search_request
+from blocks.api.scim.listing import list_response, narrowing, response_parameters, search_request
 from blocks.api.scim.protocol import (
     POLICY,
     SCIM_PATH,
@@ -208,18 +208,8 @@ async def create(request: Request, ctx: ScimCtx, db: DbSession) -> Response:
 @router.get("/Users")
 async def search(request: Request, ctx: ScimCtx, db: DbSession) -> Response:
     query = search_request(UserResource, request)
-    narrowed = equality(query, USER_SCHEMA, {"username", "externalid", "id"})
-    if narrowed is None:
-        rows = await list_users(ctx, db)
-    elif narrowed[0] == "username":
-        rows = await list_users(ctx, db, user_name=narrowed[1])
-    elif narrowed[0] == "externalid":
-        rows = await list_users(ctx, db, external_id=narrowed[1])
-    else:
-        try:
-            rows = await list_users(ctx, db, ids=[uuid.UUID(narrowed[1])])
-        except ValueError:
-            rows = []
+    narrowed = narrowing(query, USER_SCHEMA, {"username": "user_name", "externalid": "external_id"})
+    rows = [] if narrowed is None else await list_users(ctx, db, **narrowed)
     resources = await _resources(request, ctx, db, rows)
     return scim_response(list_response(UserResource, query, list(resources)))
 
