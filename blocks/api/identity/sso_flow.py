@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -235,6 +236,16 @@ async def finish_sso_sign_in(
     try:
         account = await resolve_account(
             target.ctx, db, target.provider, account_policy(target.provider), profile
+        )
+    except IntegrityError:
+        # Another sign-in of the same new person (a second tab) made the account first.
+        await refuse_sso(
+            request,
+            target,
+            "a concurrent sign-in of the same person created the account first",
+            detail="another sign-in of yours finished first; sign in again",
+            status=409,
+            email=profile.email,
         )
     except AccountRefused as refused:
         await refuse_sso(

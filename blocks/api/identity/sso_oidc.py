@@ -35,14 +35,12 @@ from blocks.api.identity.sso_flow import (
     refuse_sso,
 )
 from blocks.infra.identity.oidc import (
-    OidcError,
-    OidcUnreachable,
     ProviderMetadata,
     authorization_url,
     complete_sign_in,
     discover,
-    oidc_http,
 )
+from blocks.infra.identity.oidc_http import OidcError, OidcUnreachable, oidc_http
 from blocks.infra.identity.provider_config import OidcConfig, oidc_config
 from blocks.infra.integrations.outbound_http import OutboundPolicy
 from blocks.infra.settings import Settings

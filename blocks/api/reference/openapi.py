@@ -149,11 +149,12 @@ def _pages(*statuses: int) -> dict[int, set[str]]:
 ROUTE_ERRORS: dict[str, dict[int, set[str]]] = {
     "GET /readyz": {503: {JSON}},
     # Single sign-on: an unknown organization or provider is a 404; a refused sign-in a 400 (the
-    # protocol) or 403 (the account's rules); the identity provider unreachable a 503.
+    # protocol) or 403 (the account's rules); a first sign-in raced by another 409; the identity
+    # provider unreachable a 503.
     "GET /v1/sso/{org_slug}": _problems(404),
     "GET /v1/sso/{org_slug}/{provider_id}/start": _problems(400, 404, 503),
-    "GET /v1/sso/{org_slug}/{provider_id}/oidc/callback": _problems(400, 403, 404, 503),
-    "POST /v1/sso/{org_slug}/{provider_id}/saml/acs": _problems(400, 403, 404, 503),
+    "GET /v1/sso/{org_slug}/{provider_id}/oidc/callback": _problems(400, 403, 404, 409, 503),
+    "POST /v1/sso/{org_slug}/{provider_id}/saml/acs": _problems(400, 403, 404, 409, 503),
     "POST /v1/auth/signup": _problems(403),
     "POST /v1/auth/signup/verify": _problems(400, 403, 409),
     "POST /v1/auth/signin": _problems(401, 403),

@@ -10,9 +10,8 @@ audit log and the person); a provider that does not answer raises `OidcUnreachab
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import httpx
 from authlib.oauth2.auth import ClientAuth
@@ -31,6 +30,13 @@ from joserfc.errors import (
 )
 from joserfc.jwk import KeySet
 
+from blocks.infra.identity.oidc_http import (
+    OidcError,
+    Recent,
+    call,
+    get_json,
+    json_object,
+)
 from blocks.infra.identity.oidc_profile import (
     OidcProfile,
     claim_strings,
@@ -38,16 +44,7 @@ from blocks.infra.identity.oidc_profile import (
     profile_from_claims,
 )
 from blocks.infra.identity.provider_config import OidcConfig
-from blocks.infra.integrations.outbound_http import (
-    OutboundPolicy,
-    OutboundURLRefused,
-    guarded_client,
-    refuse_redirect,
-)
 
-_TIMEOUT = httpx.Timeout(10.0)
-_CACHE_SECONDS = 300.0
-_CACHE_ENTRIES = 256
 # Clocks of two machines differ a little; a minute is what an id_token's times may be off by.
 _LEEWAY_SECONDS = 60
 # Only keys the provider publishes verify a token: never `none`, nor a secret shared with us.
@@ -58,18 +55,6 @@ _TOKEN_HEADERS = {
     "Accept": "application/json",
     "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8",
 }
-
-
-class OidcError(Exception):
-    """The provider's answer is refused; `reason` says why in a sentence."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class OidcUnreachable(OidcError):
-    """The provider did not answer (down, timed out, failing): worth trying again later."""
 
 
 @dataclass(frozen=True)
@@ -86,72 +71,8 @@ class ProviderMetadata:
     iss_parameter_supported: bool
 
 
-T = TypeVar("T")
-
-
-class _Recent(Generic[T]):
-    """A few minutes' memory of values by key, bounded (the oldest entry goes first)."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, T]] = {}
-
-    def get(self, key: str) -> T | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def put(self, key: str, value: T) -> None:
-        self._entries.pop(key, None)
-        if len(self._entries) >= _CACHE_ENTRIES:
-            del self._entries[next(iter(self._entries))]
-        self._entries[key] = (time.monotonic() + _CACHE_SECONDS, value)
-
-
-_documents: _Recent[ProviderMetadata] = _Recent()
-_key_sets: _Recent[KeySet] = _Recent()
-
-
-def oidc_http(policy: OutboundPolicy) -> httpx.AsyncClient:
-    """The client a sign-in calls its provider with (checked addresses, no redirects)."""
-    return guarded_client(policy, timeout=_TIMEOUT)
-
-
-async def _call(http: httpx.AsyncClient, what: str, request: httpx.Request) -> httpx.Response:
-    try:
-        response = await http.send(request)
-    except OutboundURLRefused as refused:
-        raise OidcError(
-            f"the provider's {what} {refused.url} is refused: {refused.reason}"
-        ) from None
-    except httpx.TransportError as error:
-        raise OidcUnreachable(
-            f"the provider's {what} did not answer ({type(error).__name__})"
-        ) from None
-    if response.status_code >= 500:
-        raise OidcUnreachable(f"the provider's {what} answered HTTP {response.status_code}")
-    try:
-        refuse_redirect(response)
-    except OutboundURLRefused as refused:
-        raise OidcError(f"the provider's {what} {refused.reason}") from None
-    return response
-
-
-def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise OidcError(f"the provider's {what} answered HTTP {response.status_code}, not JSON")
-    return body
-
-
-async def _get_json(http: httpx.AsyncClient, url: str, what: str) -> dict[str, Any]:
-    response = await _call(http, what, http.build_request("GET", url))
-    if response.status_code != 200:
-        raise OidcError(f"the provider's {what} answered HTTP {response.status_code}")
-    return _json_object(response, what)
+_documents: Recent[ProviderMetadata] = Recent()
+_key_sets: Recent[KeySet] = Recent()
 
 
 def _url(document: dict[str, Any], name: str, *, required: bool = True) -> str | None:
@@ -170,7 +91,7 @@ async def discover(http: httpx.AsyncClient, issuer: str) -> ProviderMetadata:
     if cached is not None:
         return cached
     url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
-    document = await _get_json(http, url, "discovery document")
+    document = await get_json(http, url, "discovery document")
     found = document.get("issuer")
     if not isinstance(found, str) or found.rstrip("/") != issuer.rstrip("/"):
         raise OidcError(f"the discovery document names issuer {str(found)[:200]!r}, not {issuer!r}")
@@ -254,8 +175,8 @@ async def exchange_code(
         "POST", metadata.token_endpoint, dict(_TOKEN_HEADERS), body
     )
     request = http.build_request("POST", url, content=content, headers=headers)
-    response = await _call(http, "token endpoint", request)
-    answer = _json_object(response, "token endpoint")
+    response = await call(http, "token endpoint", request)
+    answer = json_object(response, "token endpoint")
     if "error" in answer or response.status_code != 200:
         error = str(answer.get("error", "an error"))[:100]
         description = str(answer.get("error_description") or "")[:300]
@@ -270,7 +191,7 @@ async def _key_set(http: httpx.AsyncClient, metadata: ProviderMetadata, *, fresh
     cached = None if fresh else _key_sets.get(metadata.jwks_uri)
     if cached is not None:
         return cached
-    document = await _get_json(http, metadata.jwks_uri, "key set (jwks_uri)")
+    document = await get_json(http, metadata.jwks_uri, "key set (jwks_uri)")
     try:
         key_set = KeySet.import_key_set(document)  # type: ignore[arg-type]
     except (JoseError, ValueError, TypeError, KeyError) as error:
@@ -367,10 +288,10 @@ async def read_userinfo(
         metadata.userinfo_endpoint,
         headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
     )
-    response = await _call(http, "userinfo endpoint", request)
+    response = await call(http, "userinfo endpoint", request)
     if response.status_code != 200:
         raise OidcError(f"the provider's userinfo endpoint answered HTTP {response.status_code}")
-    info = _json_object(response, "userinfo endpoint")
+    info = json_object(response, "userinfo endpoint")
     if info.get("sub") != subject:
         raise OidcError("the provider's userinfo is about another subject than the id_token")
     return info
