@@ -221,7 +221,12 @@ async def test_erasure_makes_past_fields_read_erased_and_leaves_rows_and_chain_i
     [erased] = _by(events, "privacy.erased", admin)
     assert erased["target_id"] == str(operator.user_id)
     assert erased["actor_email"] == admin.email
-    assert erased["data"] == {"keys_erased": 1, "events_unreadable": 1, "events_in_plaintext": 0}
+    assert erased["data"] == {
+        "keys_erased": 1,
+        "events_unreadable": 1,
+        "events_in_plaintext": 0,
+        "identity_provider_records_cleared": 0,
+    }
     raw_erased = next(r for r in after if r.action == "privacy.erased")
     assert operator.email not in str(raw_erased)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,3 +46,15 @@ def test_a_module_already_imported_is_returned_as_it_is() -> None:
 def test_a_missing_module_fails_at_once() -> None:
     with pytest.raises(ModuleNotFoundError, match="blocks_no_such_module"):
         lazy_module("blocks_no_such_module")
+
+
+def test_code_that_walks_every_loaded_module_does_not_load_it(probe: Path) -> None:
+    """inspect.getmodule reads `__file__` of every module loaded (pydantic calls it for
+    attribute docstrings, as scim2-models' models have): the stand-in is not loaded by it."""
+    module = lazy_module(MODULE)
+    assert inspect.getmodule(test_code_that_walks_every_loaded_module_does_not_load_it)
+    inspect.getmodule(object())  # a miss walks every loaded module
+    assert module.__file__ is not None
+    assert probe.read_text() == ""
+    assert module.VALUE == 42
+    assert probe.read_text() == "x"
