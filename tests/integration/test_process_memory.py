@@ -39,7 +39,15 @@ from tests.support import EXAMPLE_WORKFLOWS, SIGNING_KEY, blocks_process_env, fr
 
 READY_WITHIN = 90.0
 # Loaded on first use only: no process loads them by starting and serving.
-LOADED_ON_FIRST_USE = ("zxcvbn", "aiohttp", "slack_sdk.web.async_client", "openai")
+LOADED_ON_FIRST_USE = (
+    "zxcvbn",
+    "aiohttp",
+    "slack_sdk.web.async_client",
+    "openai",
+    # Single sign-on: pysaml2's XML schemas, dnspython's resolver (infra/identity).
+    "saml2.client",
+    "dns.resolver",
+)
 # (The API serves the agents' relay, a WebSocket: `websockets` is its own side now.)
 API_NEVER = ("blocks.workers", "blocks.cli.worker", "temporalio.worker")
 WORKER_NEVER = ("blocks.api", "blocks.cli.api", "fastapi", "starlette", "uvicorn")

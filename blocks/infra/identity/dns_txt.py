@@ -7,10 +7,20 @@ apex's TXT records, SPF among them, stay as they are). The resolver is the syste
 
 from __future__ import annotations
 
-import dns.asyncresolver
+from typing import TYPE_CHECKING
+
 import dns.exception
-import dns.resolver
 import dns.rrset
+
+from blocks.infra.lazy_modules import lazy_module
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
+
+# dnspython's resolver is about 18 MB (it loads its DNS-over-HTTPS and QUIC support): loaded by
+# the first domain verification, not by every API process at start.
+dns_resolver = lazy_module("dns.resolver")
+dns_asyncresolver = lazy_module("dns.asyncresolver")
 
 CHALLENGE_LABEL = "_blocks-challenge"
 # The whole lookup, retries included: an admin waits for it.
@@ -43,10 +53,10 @@ def parse_resolver(spec: str) -> tuple[str, int]:
 
 def _resolver(resolver_spec: str | None) -> dns.asyncresolver.Resolver:
     if resolver_spec is None:
-        resolver = dns.asyncresolver.Resolver()
+        resolver = dns_asyncresolver.Resolver()
     else:
         host, port = parse_resolver(resolver_spec)
-        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver = dns_asyncresolver.Resolver(configure=False)
         resolver.nameservers = [host]
         resolver.port = port
     resolver.lifetime = _LIFETIME_SECONDS
@@ -64,9 +74,9 @@ async def txt_records(name: str, resolver_spec: str | None = None) -> list[str]:
         raise DnsUnavailable(f"BLOCKS_DNS_RESOLVER: {error}") from error
     try:
         answer = await resolver.resolve(name, "TXT", search=False)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+    except (dns_resolver.NXDOMAIN, dns_resolver.NoAnswer):
         return []
-    except (dns.resolver.NoNameservers, dns.exception.Timeout, OSError) as error:
+    except (dns_resolver.NoNameservers, dns.exception.Timeout, OSError) as error:
         raise DnsUnavailable(str(error) or type(error).__name__) from error
     rrset: dns.rrset.RRset | None = answer.rrset
     if rrset is None:

@@ -19,14 +19,10 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
-from saml2.client import Saml2Client
-from saml2.config import SPConfig
-from saml2.metadata import entity_descriptor
-from saml2.response import AuthnResponse, StatusError
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT
 from saml2.saml import Assertion as SamlAssertionElement
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
@@ -44,6 +40,18 @@ from blocks.infra.identity.saml_xml import (
     parse_idp_metadata,
     parse_xml,
 )
+from blocks.infra.lazy_modules import lazy_module
+
+if TYPE_CHECKING:
+    from saml2.config import SPConfig
+    from saml2.response import AuthnResponse
+
+# pysaml2's client, config, metadata and response modules load XML schemas (about 30 MB and two
+# seconds): loaded by the first SAML sign-in, not by every API process at start.
+saml2_client = lazy_module("saml2.client")
+saml2_config = lazy_module("saml2.config")
+saml2_metadata = lazy_module("saml2.metadata")
+saml2_response = lazy_module("saml2.response")
 
 # Clock skew allowed either side of NotBefore / NotOnOrAfter (pysaml2's accepted_time_diff too).
 CLOCK_SKEW = timedelta(seconds=60)
@@ -150,14 +158,14 @@ def sp_config(
     }
     if idp is not None:
         settings["metadata"] = {"inline": [_idp_metadata_xml(idp)]}
-    config = SPConfig()
+    config = saml2_config.SPConfig()
     config.load(settings)
     return config
 
 
 def sp_metadata_xml(sp: ServiceProvider) -> str:
     """Our published SP metadata (unsigned; no key: we neither sign requests nor decrypt)."""
-    descriptor = entity_descriptor(sp_config(sp))
+    descriptor = saml2_metadata.entity_descriptor(sp_config(sp))
     # pysaml2 advertises every algorithm xmlsec1 knows, SHA-1 and MD5 among them: only ours.
     allowed = ALLOWED_SIGNATURE_METHODS | ALLOWED_DIGEST_METHODS
     if descriptor.extensions is not None:
@@ -178,7 +186,7 @@ def authn_request(config: SamlConfig, sp: ServiceProvider) -> AuthnRedirect:
     """The HTTP-Redirect AuthnRequest to the IdP (unsigned; no RelayState: the request id is the
     handle of the sign-in, and the browser-binding cookie ties it to this browser)."""
     idp = idp_metadata(config)
-    client = Saml2Client(config=sp_config(sp, idp))
+    client = saml2_client.Saml2Client(config=sp_config(sp, idp))
     request_id = new_request_id()
     _, request = client.create_authn_request(
         idp.sso_url,
@@ -218,7 +226,7 @@ def _pysaml2_reason(error: Exception) -> str:
     """A short sentence for what pysaml2 raised (its messages can quote the whole document)."""
     name = type(error).__name__
     text = str(error)
-    if isinstance(error, StatusError):
+    if isinstance(error, saml2_response.StatusError):
         return f"the IdP answered with an error status ({name})"
     if "AudienceRestrictions" in text:
         return "the assertion is for another audience (AudienceRestriction)"
@@ -326,7 +334,9 @@ def read_response(
     if in_response_to(root) != expected_request_id:
         raise SamlRefused("the response answers another request than the one consumed")
     idp = idp_metadata(config)
-    client = Saml2Client(config=sp_config(sp, idp, allow_unsolicited=expected_request_id is None))
+    client = saml2_client.Saml2Client(
+        config=sp_config(sp, idp, allow_unsolicited=expected_request_id is None)
+    )
     outstanding = {expected_request_id: "/"} if expected_request_id else {}
     try:
         response = client.parse_authn_request_response(
