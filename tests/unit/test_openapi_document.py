@@ -7,6 +7,7 @@ started: no server is needed."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -180,20 +181,32 @@ SUCCESS = re.compile(r"^(2\d\d|303)$")
 SPECIAL = {"public", "session", "member", "refused", "agent"}
 
 
-def _validator(document: dict[str, Any], schema: Any) -> Any:
-    # The document's components ride along, so "#/components/schemas/..." resolves.
-    root = {**schema, "components": document["components"]}
-    return jsonschema_rs.Draft202012Validator(root, validate_formats=True)
+def _validator(document: dict[str, Any], schema: Any, compiled: dict[str, Any]) -> Any:
+    # The document's components ride along, so "#/components/schemas/..." resolves. Compiling
+    # them is the cost, and most bodies share a schema (every problem is a ProblemOut): one
+    # validator per distinct schema, kept in `compiled` for one walk over one document.
+    key = json.dumps(schema, sort_keys=True)
+    if key not in compiled:
+        root = {**schema, "components": document["components"]}
+        compiled[key] = jsonschema_rs.Draft202012Validator(root, validate_formats=True)
+    return compiled[key]
 
 
-def _example_problems(document: dict[str, Any], where: str, content: dict[str, Any]) -> list[str]:
+def _example_problems(
+    document: dict[str, Any],
+    where: str,
+    content: dict[str, Any],
+    compiled: dict[str, Any] | None = None,
+) -> list[str]:
     """An example for each media type of one body, valid against its schema if it is JSON."""
+    compiled = {} if compiled is None else compiled
     found = []
     for media, body in content.items():
         if "example" not in body:
             found.append(f"{where} {media}: no example")
         elif media.endswith("json") and "schema" in body:
-            errors = list(_validator(document, body["schema"]).iter_errors(body["example"]))
+            validator = _validator(document, body["schema"], compiled)
+            errors = list(validator.iter_errors(body["example"]))
             found += [f"{where} {media}: example does not fit: {e.message}" for e in errors]
     return found
 
@@ -201,6 +214,7 @@ def _example_problems(document: dict[str, Any], where: str, content: dict[str, A
 def contract_problems(document: dict[str, Any]) -> list[str]:
     """Whatever an operation of `document` leaves out of its contract; none when it is whole."""
     found: list[str] = []
+    compiled: dict[str, Any] = {}
     tags = {tag["name"] for tag in document.get("tags", []) if tag.get("description")}
     schemes = set(document["components"].get("securitySchemes", {}))
     ids: dict[str, str] = {}
@@ -226,7 +240,7 @@ def contract_problems(document: dict[str, Any]) -> list[str]:
             found.append(f"{name}: security names an undeclared scheme")
         if "requestBody" in operation:
             found += _example_problems(
-                document, f"{name} request", operation["requestBody"]["content"]
+                document, f"{name} request", operation["requestBody"]["content"], compiled
             )
         responses = operation["responses"]
         if permission != "refused" and not any(SUCCESS.match(s) for s in responses):
@@ -241,7 +255,7 @@ def contract_problems(document: dict[str, Any]) -> list[str]:
                     found.append(f"{name} {status}: not a problem+json")
                 if problem is not None and problem.get("schema") != PROBLEM:
                     found.append(f"{name} {status}: not the problem schema")
-            found += _example_problems(document, f"{name} {status}", content)
+            found += _example_problems(document, f"{name} {status}", content, compiled)
         if security and "401" not in responses:
             found.append(f"{name}: takes a credential but documents no 401")
         if permission not in SPECIAL and "403" not in responses:
