@@ -210,17 +210,7 @@ async def _audit_account(
         await event("sso.email_changed", {"from": account.email_changed_from, "to": user.email})
     change = account.groups
     if change is not None and change.changed:
-        await event(
-            "member.roles_changed" if change.roles_changed else "member.groups_changed",
-            {
-                "source": "idp",
-                "before": change.roles_before,
-                "after": change.roles_after,
-                "member_groups_added": [str(g) for g in change.member_groups_added],
-                "member_groups_removed": [str(g) for g in change.member_groups_removed],
-                "kept_last_owner": change.kept_last_owner,
-            },
-        )
+        await event(change.action, change.audit_data())
 
 
 async def finish_sso_sign_in(

@@ -60,15 +60,8 @@ async def audit_group_changes(
             request,
             ctx,
             db,
-            "member.roles_changed" if change.roles_changed else "member.groups_changed",
+            change.action,
             target_type="member",
             target_id=str(member.user.id),
-            data={
-                "source": "idp",
-                "before": change.roles_before,
-                "after": change.roles_after,
-                "member_groups_added": [str(g) for g in change.member_groups_added],
-                "member_groups_removed": [str(g) for g in change.member_groups_removed],
-                "kept_last_owner": change.kept_last_owner,
-            },
+            data=change.audit_data(),
         )

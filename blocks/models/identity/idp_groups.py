@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete
 from sqlmodel import Field, SQLModel, col, select
@@ -157,6 +158,22 @@ class GroupChange:
         return (
             self.roles_changed or bool(self.member_groups_added) or bool(self.member_groups_removed)
         )
+
+    @property
+    def action(self) -> str:
+        """The audit action saying what changed: roles, or only member groups."""
+        return "member.roles_changed" if self.roles_changed else "member.groups_changed"
+
+    def audit_data(self) -> dict[str, Any]:
+        """The event's data, whichever way the provider's groups arrived (sign-in or SCIM)."""
+        return {
+            "source": "idp",
+            "before": self.roles_before,
+            "after": self.roles_after,
+            "member_groups_added": [str(g) for g in self.member_groups_added],
+            "member_groups_removed": [str(g) for g in self.member_groups_removed],
+            "kept_last_owner": self.kept_last_owner,
+        }
 
 
 async def apply_idp_groups(
