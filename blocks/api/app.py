@@ -40,6 +40,7 @@ from blocks.api.approvals.sla_reports import router as sla_reports_router
 from blocks.api.audit import checkpoints, privacy
 from blocks.api.audit import events as audit_events
 from blocks.api.audit import export as audit_export
+from blocks.api.console.routes import install_console
 from blocks.api.error_handlers import install_error_handlers
 from blocks.api.identity import (
     api_keys,
@@ -231,6 +232,7 @@ def create_app(
     app.include_router(agent_metrics.router)
     app.include_router(agent_session.router)
     app.include_router(agent_cards.router)
+    install_console(app)
     # The client address of a request is the peer's, or, when the peer is a configured trusted
     # proxy, the one it reports in X-Forwarded-For: a spoofed header from anyone else is ignored
     # (rate limits and audit events key on this address). Uvicorn's own proxy handling, which

@@ -8,13 +8,14 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blocks.api import rate_limit
+from blocks.api.console.errors import console_problem, is_console
 from blocks.api.errors import Problem, loggable_error, problem_response, validation_problem
 from blocks.api.outages import outage_problem
 
@@ -77,7 +78,14 @@ class UnexpectedErrors:
                 )
             if started:
                 return  # the response is under way; the connection ends here
-            await problem_response(Request(scope), problem)(scope, receive, send)
+            await answer_problem(Request(scope), problem)(scope, receive, send)
+
+
+def answer_problem(request: Request, problem: Problem) -> Response:
+    """problem+json, or on a console page the page (or sign-in redirect) that shows it."""
+    if is_console(request):
+        return console_problem(request, problem)
+    return problem_response(request, problem)
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -94,23 +102,23 @@ def allowed_methods(request: Request) -> list[str]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+    async def _problem(request: Request, exc: Problem) -> Response:
         if exc.status == 422:
-            return problem_response(request, await counted_invalid(request, exc))
-        return problem_response(request, exc)
+            return answer_problem(request, await counted_invalid(request, exc))
+        return answer_problem(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         problem = validation_problem(list(exc.errors()))
-        return problem_response(request, await counted_invalid(request, problem))
+        return answer_problem(request, await counted_invalid(request, problem))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         title = _TITLES.get(exc.status_code, "Error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request))
-        return problem_response(
+        return answer_problem(
             request,
             Problem(
                 exc.status_code,

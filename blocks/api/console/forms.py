@@ -1,0 +1,50 @@
+"""Reading console forms and turning refusals into what a page shows: a form's fields as strings,
+a pydantic ValidationError or an API Problem as messages per field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from blocks.api.errors import Problem
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The text fields of a posted form (urlencoded or multipart); files are read separately."""
+    form = await request.form()
+    return {name: value for name, value in form.items() if isinstance(value, str)}
+
+
+async def read_files(request: Request) -> list[UploadFile]:
+    form = await request.form()
+    return [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+
+
+@dataclass
+class FormErrors:
+    """What a page shows above and beside its form: one message, and messages by field."""
+
+    message: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.message is not None or bool(self.fields)
+
+
+def from_validation(error: ValidationError) -> FormErrors:
+    fields: dict[str, str] = {}
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "form"
+        fields.setdefault(name, item["msg"])
+    return FormErrors("check the fields marked below", fields)
+
+
+def from_problem(problem: Problem) -> FormErrors:
+    """The API's own words for a refusal: its detail, and its per-field errors when it has them."""
+    fields: dict[str, str] = {}
+    for item in problem.errors or []:
+        fields.setdefault(item.get("field", "form"), item.get("reason", ""))
+    return FormErrors(problem.detail, fields)
