@@ -10,9 +10,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
+from blocks.infra.content.rich_text import sanitize
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -26,6 +28,15 @@ environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def rich(text: str | None) -> Markup:
+    """Rich text (a comment, a step's description) sanitized again as it is shown: what was
+    stored before the allow-list changed, or reached the database another way, is still inert."""
+    return Markup(sanitize(text or ""))  # noqa: S704 - sanitized by nh3 just above
+
+
+environment.filters["rich"] = rich
 
 # The sections of the navigation and the permission each needs; a section the roles do not
 # open is not shown (its pages still refuse on their own: the permission table decides).
