@@ -185,6 +185,10 @@ async def running_stack(
 
     `extra_settings` are further Settings fields (e.g. `slack_signing_secret`); `publish=False`
     leaves the catalogue alone (a stack whose database is meant to be down)."""
+    port = free_port()
+    public_url = (extra_settings or {}).get(
+        "public_url", Settings.model_fields["public_url"].default
+    )
     settings = Settings(
         **{
             "env": "test",
@@ -196,11 +200,13 @@ async def running_stack(
             "audit_signing_key": SIGNING_KEY,
             "master_keys": MASTER_KEYS,
             **GENEROUS_RATE_LIMITS,
+            # A browser on the stack's own address posts its forms from there; tests that play a
+            # browser with headers (`cookie_headers`) name the configured public URL.
+            "allowed_origins": [public_url, f"http://127.0.0.1:{port}"],
             **(extra_settings or {}),
         }
     )
     app = create_app(settings, engine=engine, temporal=temporal)
-    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             app,

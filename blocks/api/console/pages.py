@@ -75,7 +75,11 @@ def render(
     )
     # The app's SecurityHeaders add the strict CSP (self only, no inline script or style),
     # nosniff, no framing and no-store to this answer like to every other.
-    return HTMLResponse(document, status_code=status)
+    response = HTMLResponse(document, status_code=status)
+    # Not the site-wide no-referrer: under it a browser sends `Origin: null` with a page's form
+    # POST, which the origin check refuses. same-origin still tells other sites nothing.
+    response.headers["referrer-policy"] = "same-origin"
+    return response
 
 
 def redirect(location: str) -> RedirectResponse:
