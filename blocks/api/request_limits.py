@@ -42,6 +42,9 @@ _SURROGATE_REASON = "must be valid Unicode: it holds a lone surrogate"
 # JSON's escapes of a NUL or of a UTF-16 surrogate: only a body with one of these is walked.
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_UPLOAD_PATH = re.compile(r"/attachments/?\Z")
+# What multipart framing (boundaries, part headers, a file name) may add to an upload's file.
+UPLOAD_FRAMING_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,13 @@ class Limits:
     max_body_bytes: int
     max_json_depth: int
     max_json_members: int
+    # An attachment upload's body (POST .../attachments): the file's limit plus its framing.
+    upload_body_bytes: int = 0
+
+    def for_scope(self, scope: Scope) -> int:
+        if scope["method"] == "POST" and _UPLOAD_PATH.search(scope["path"]):
+            return max(self.max_body_bytes, self.upload_body_bytes)
+        return self.max_body_bytes
 
 
 class RequestLimits:
@@ -63,9 +73,10 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        problem = nul_in_request(scope) or self._declared_too_large(scope)
+        limit = self.limits.for_scope(scope)
+        problem = nul_in_request(scope) or self._declared_too_large(scope, limit)
         if problem is None and scope["method"] not in _BODILESS:
-            body, problem = await self._read_body(receive)
+            body, problem = await self._read_body(receive, limit)
             problem = problem or check_body(_header(scope, b"content-type"), body, self.limits)
             receive = _replay(body, receive)
         if problem is not None:
@@ -78,16 +89,14 @@ class RequestLimits:
             return
         await self.app(scope, receive, send)
 
-    def _declared_too_large(self, scope: Scope) -> Problem | None:
+    def _declared_too_large(self, scope: Scope, limit: int) -> Problem | None:
         declared = _header(scope, b"content-length")
         # (Past 18 digits it is over any limit, and int() of thousands of digits would raise.)
-        if declared.isdigit() and (
-            len(declared) > 18 or int(declared) > self.limits.max_body_bytes
-        ):
-            return _too_large(self.limits.max_body_bytes)
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+            return _too_large(limit)
         return None
 
-    async def _read_body(self, receive: Receive) -> tuple[bytes, Problem | None]:
+    async def _read_body(self, receive: Receive, limit: int) -> tuple[bytes, Problem | None]:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -96,8 +105,8 @@ class RequestLimits:
                 break  # the client left; the route meets the disconnect when it reads
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
-            if size > self.limits.max_body_bytes:
-                return b"", _too_large(self.limits.max_body_bytes)
+            if size > limit:
+                return b"", _too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -331,5 +340,6 @@ def install_request_limits(app: FastAPI, settings: Settings) -> None:
             max_body_bytes=settings.max_body_bytes,
             max_json_depth=settings.max_json_depth,
             max_json_members=settings.max_json_members,
+            upload_body_bytes=settings.attachment_max_bytes + UPLOAD_FRAMING_BYTES,
         ),
     )

@@ -256,13 +256,27 @@ class RunCancelOut(BaseModel):
     reason: str
 
 
+# How many files one decision may name.
+MAX_DECISION_ATTACHMENTS = 20
+
+
 class DecisionIn(StrictModel):
     model_config = example(decision="approve", comment="Within the team budget")
 
     decision: Literal["approve", "reject"]
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Rich text (a small HTML subset); sanitized before it is stored",
+    )
     form: dict[str, Any] | None = Field(
         default=None, description="The step's decision form, when its workflow defines one"
+    )
+    attachment_ids: list[uuid.UUID] = Field(
+        default_factory=list,
+        max_length=MAX_DECISION_ATTACHMENTS,
+        description="Files of this run you uploaded (POST /v1/runs/{run_id}/attachments) that "
+        "the decision names; each one's id, name and SHA-256 go into the decision's audit event",
     )
 
 

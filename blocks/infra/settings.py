@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_json_depth: int = Field(default=32, ge=2, le=256)
     max_json_members: int = Field(default=10_000, ge=10, le=1_000_000)
+    # An attachment's largest size (api.approvals.attachments): its upload's body may be this
+    # much (plus the multipart framing) instead of max_body_bytes; a larger file is a 413.
+    attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     demo_org: bool = True
 
     # `key-id:base64(32 bytes)`, comma-separated; the first encrypts, all decrypt (rotation).

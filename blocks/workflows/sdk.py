@@ -10,6 +10,7 @@ run, so a replayed or retried activity never writes an event twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar
 
@@ -142,6 +143,12 @@ class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps, AgentSteps):
                 "policy": step.policy.describe(),
                 "workflow": self.run_input.workflow_name,
                 "workflow_version": self.VERSION,
+                # Only when files were named: events of decisions without any stay as they were.
+                **(
+                    {"attachments": [asdict(file) for file in request.attachments]}
+                    if request.attachments
+                    else {}
+                ),
             },
         )
         return DecisionResult(

@@ -44,6 +44,7 @@ _PARAM_SOURCES = {
     "token_id",
     "provider_id",
     "domain",
+    "attachment_id",
 }
 _SLACK_USER = "U0TENANTA"
 _SLACK_USERS = "/v1/integrations/slack/users/{slack_user_id}"
@@ -120,6 +121,12 @@ async def test_every_id_route_is_404_for_another_organization(
         await wait_for_status(
             http, run_id, org_a["operator"].headers, status="running", stage="awaiting_approval"
         )
+        attached = await http.post(
+            f"/v1/runs/{run_id}/attachments",
+            files={"file": ("notes.txt", b"Team lunch receipt", "text/plain")},
+            headers=org_a["operator"].headers,
+        )
+        assert attached.status_code == 201, attached.text
         delegated = await http.post(
             "/v1/delegations",
             json={
@@ -220,6 +227,7 @@ async def test_every_id_route_is_404_for_another_organization(
                 token_id=agent_token.id,
                 provider_id=provider.id,
                 domain=domain.domain,
+                attachment_id=attached.json()["id"],
             )
             body = {
                 k: v.format(user_id=org_a["operator"].user_id) if isinstance(v, str) else v
@@ -233,7 +241,13 @@ async def test_every_id_route_is_404_for_another_organization(
                 headers = (
                     cookie_b if template.startswith(_PERSONAL_PREFIX) else org_b[member].headers
                 )
-                response = await http.request(method, path, json=body or None, headers=headers)
+                # An upload is multipart: a valid file, so only the tenant check can refuse it.
+                upload = (
+                    {"files": {"file": ("b.txt", b"from B", "text/plain")}}
+                    if template.endswith("/attachments") and method == "POST"
+                    else {"json": body or None}
+                )
+                response = await http.request(method, path, headers=headers, **upload)
                 assert response.status_code == 404, (
                     f"{method} {path} as B's {member}: {response.text}"
                 )

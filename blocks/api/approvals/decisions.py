@@ -9,6 +9,7 @@ channel.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -24,10 +25,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from blocks.api.deps import forbidden, record_denial
-from blocks.api.errors import Problem, not_found, service_unavailable
+from blocks.api.errors import Problem, invalid_field, not_found, service_unavailable
 from blocks.api.schemas import DecisionOut
 from blocks.api.security_audit import request_origin
 from blocks.core.approvals.eligibility import (
+    AttachedFile,
     Decision,
     DecisionRequest,
     DecisionResult,
@@ -36,6 +38,8 @@ from blocks.core.approvals.eligibility import (
 from blocks.core.approvals.policy import policy_memberships
 from blocks.core.context import OrgContext
 from blocks.core.roles import Permission
+from blocks.infra.content.rich_text import sanitize
+from blocks.models.approvals.attachments import attachments_by_ids, mark_decided
 from blocks.models.approvals.delegations import active_delegators
 from blocks.models.approvals.groups import group_names_of
 from blocks.models.approvals.runs import get_run
@@ -62,8 +66,11 @@ async def submit_decision(
     channel: str,
     comment: str | None = None,
     form: dict[str, Any] | None = None,
+    attachment_ids: Sequence[uuid.UUID] = (),
 ) -> DecisionOut:
-    """Decide a step as `ctx`'s member; raises Problem for every refusal (403s audited)."""
+    """Decide a step as `ctx`'s member; raises Problem for every refusal (403s audited).
+
+    The comment is sanitized here, whatever the channel, before the workflow records it."""
     if not ctx.can(Permission.STEP_DECIDE):
         # The API route checked this already (a dependency); other channels rely on this check.
         await record_denial(request, ctx, f"missing permission {Permission.STEP_DECIDE.value}")
@@ -73,6 +80,9 @@ async def submit_decision(
         raise not_found("run")
     if ctx.user_id is None:
         raise forbidden("only a member can decide a step")
+    if comment is not None:
+        comment = sanitize(comment).strip() or None
+    files = await _attached_files(ctx, session, run.id, step_id, attachment_ids)
     handle = client.get_workflow_handle(run.workflow_id)
     delegators = tuple(await active_delegators(ctx, session))
     memberships = policy_memberships(
@@ -98,6 +108,7 @@ async def submit_decision(
                 form=form,
                 delegators=delegators,
                 origin=request_origin(request, ctx),
+                attachments=files,
             ),
         )
     except _Refused as refused:
@@ -131,6 +142,14 @@ async def submit_decision(
             f"you already decided {result.decision.value} on this step",
             code="already_decided",
         )
+    if files:
+        await mark_decided(
+            ctx,
+            session,
+            (uuid.UUID(file.id) for file in files),
+            step_id=result.step_id,
+            decision=decision.value,
+        )
     return DecisionOut(
         run_id=run.id,
         step_id=result.step_id,
@@ -138,6 +157,44 @@ async def submit_decision(
         decision=result.decision.value,
         decided_by=result.decided_by,
     )
+
+
+async def _attached_files(
+    ctx: OrgContext,
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    step_id: str,
+    attachment_ids: Sequence[uuid.UUID],
+) -> tuple[AttachedFile, ...]:
+    """The files a decision names: the run's, uploaded by the decider, named by no other step."""
+    wanted = list(dict.fromkeys(attachment_ids))
+    found = await attachments_by_ids(ctx, session, run_id, wanted)
+    files = []
+    for index, attachment_id in enumerate(wanted):
+        field = f"attachment_ids.{index}"
+        attachment = found.get(attachment_id)
+        if attachment is None:
+            raise invalid_field(field, "no attachment of this run has this id")
+        if attachment.uploaded_by != ctx.user_id:
+            raise invalid_field(field, "a decision names only files its decider uploaded")
+        if attachment.step_id is not None and attachment.step_id != step_id:
+            raise Problem(
+                409,
+                "Conflict",
+                f"{field}: the file is already named by the decision on step "
+                f"{attachment.step_id!r}",
+                code="attachment_used",
+            )
+        files.append(
+            AttachedFile(
+                id=str(attachment.id),
+                name=attachment.file_name,
+                sha256=attachment.sha256,
+                size=attachment.size_bytes,
+                media_type=attachment.media_type,
+            )
+        )
+    return tuple(files)
 
 
 class _Refused(Exception):

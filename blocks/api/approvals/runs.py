@@ -159,6 +159,7 @@ async def decide_step(
         channel="api",
         comment=body.comment,
         form=body.form,
+        attachment_ids=body.attachment_ids,
     )
 
 

@@ -119,6 +119,18 @@ class Delegator:
 
 
 @dataclass(frozen=True)
+class AttachedFile:
+    """A file the decider names in a decision (uploaded to the run), for its audit event: which
+    bytes were approved, by digest."""
+
+    id: str
+    name: str
+    sha256: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
 class DecisionRequest:
     """What an approver submits, with the identity the API resolved (never what the client says)."""
 
@@ -132,6 +144,8 @@ class DecisionRequest:
     delegators: tuple[Delegator, ...] = ()
     # Where the decision came from (email, address, user agent, credential), for its audit event.
     origin: RequestOrigin | None = None
+    # Files the decider attached (their own uploads to the run), listed in the audit event.
+    attachments: tuple[AttachedFile, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,9 @@ def sanitize(text: str) -> str:
         url_schemes=set(URL_SCHEMES),
         link_rel=LINK_REL,
         strip_comments=True,
+        # A relative or protocol-relative link ("/x", "//evil.example") points wherever the page
+        # that shows it lives: only absolute web and mail links are kept.
+        url_relative="deny",
     )
 
 
