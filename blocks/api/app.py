@@ -25,6 +25,7 @@ from blocks.api.agents.auth import warn_if_dev_mode
 from blocks.api.agents.relay import RelayHub
 from blocks.api.approvals import (
     approval_settings,
+    attachments,
     catalogue,
     codec,
     decision_links,
@@ -32,6 +33,7 @@ from blocks.api.approvals import (
     groups,
     inbox,
     run_cancel,
+    run_input,
     run_list,
     run_starts,
     runs,
@@ -208,6 +210,8 @@ def create_app(
     app.include_router(run_list.router)
     app.include_router(runs.router)
     app.include_router(run_cancel.router)
+    app.include_router(run_input.router)
+    app.include_router(attachments.router)
     app.include_router(codec.router)
     app.include_router(inbox.router)
     app.include_router(delegations.router)

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from blocks.api.deps import CanDecide, DbSession
 from blocks.api.reference import examples as ex
@@ -31,6 +31,7 @@ _ITEM = {
     "opened_at": ex.STARTED,
     "deadline": ex.DEADLINE,
     "votes_so_far": 0,
+    "requested_by": ex.OPERATOR_ID,
 }
 
 
@@ -45,6 +46,9 @@ class InboxItem(BaseModel):
     opened_at: datetime
     deadline: datetime | None
     votes_so_far: int
+    requested_by: str | None = Field(
+        default=None, description="The member who started the run; null when the system did"
+    )
 
 
 class InboxOut(BaseModel):
@@ -95,6 +99,7 @@ async def inbox(
                 opened_at=step.opened_at,
                 deadline=step.deadline,
                 votes_so_far=len(step.deciders),
+                requested_by=step.requested_by,
             )
             for step, title in zip(steps, titles, strict=True)
         ]

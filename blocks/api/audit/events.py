@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -10,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.errors import not_found
-from blocks.api.params import AfterSeq
+from blocks.api.params import AfterSeq, time_window
 from blocks.api.schemas import AuditEventListOut, AuditEventOut
 from blocks.core.context import OrgContext
 from blocks.models.approvals.runs import get_run
@@ -28,13 +29,31 @@ async def list_audit_events(
     ctx: CanReadAudit,
     session: DbSession,
     run_id: Annotated[uuid.UUID | None, Query()] = None,
+    action: Annotated[str | None, Query(max_length=100, description="e.g. step.decided")] = None,
+    actor_id: Annotated[str | None, Query(max_length=100)] = None,
+    occurred_from: Annotated[
+        datetime | None, Query(alias="from", description="Occurred at or after (RFC 3339)")
+    ] = None,
+    occurred_to: Annotated[
+        datetime | None, Query(alias="to", description="Occurred before (RFC 3339)")
+    ] = None,
     after_seq: AfterSeq = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditEventListOut:
+    """The events matching every filter given, in chain order; the same filters as the export."""
     if run_id is not None and await get_run(ctx, session, run_id) is None:
         raise not_found("run")
+    start, end = time_window(occurred_from, occurred_to)
     events = await list_events(
-        ctx, session, run_id=str(run_id) if run_id else None, after_seq=after_seq, limit=limit
+        ctx,
+        session,
+        run_id=str(run_id) if run_id else None,
+        action=action,
+        actor_id=actor_id,
+        occurred_from=start,
+        occurred_to=end,
+        after_seq=after_seq,
+        limit=limit,
     )
     return await _page(ctx, session, events, limit)
 

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from blocks.api.audit.events import list_audit_events
 from blocks.api.audit.export import run_custody, verify_audit
 from blocks.api.console import sla_page
-from blocks.api.console.forms import FormErrors, from_problem
+from blocks.api.console.forms import FormErrors, from_problem, moment_field, text_field
 from blocks.api.console.pages import redirect, render
 from blocks.api.console.time_text import utc, when
 from blocks.api.deps import CanReadAudit, DbSession
@@ -58,17 +58,36 @@ async def audit_page(
     ctx: CanReadAudit,
     session: DbSession,
     run_id: Annotated[str | None, Query(max_length=100)] = None,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+    actor_id: Annotated[str | None, Query(max_length=100)] = None,
+    occurred_from: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    occurred_to: Annotated[str | None, Query(alias="to", max_length=40)] = None,
     after_seq: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
 ) -> HTMLResponse:
     """The organization's audit events in chain order, `GET /v1/audit-events` a page at a time,
-    optionally one run's; and the export, as links to the API's own export route."""
-    run_text = (run_id or "").strip()
+    with its filters (run, action, actor, time window); and the export of the same selection,
+    as links to the API's own export route."""
+    filters = {
+        "run_id": text_field(run_id),
+        "action": text_field(action),
+        "actor_id": text_field(actor_id),
+        "from": text_field(occurred_from),
+        "to": text_field(occurred_to),
+    }
     listing: AuditEventListOut | None = None
     errors: FormErrors | None = None
     code = 200
     try:
         listing = await list_audit_events(
-            ctx=ctx, session=session, run_id=_run_id(run_text), after_seq=after_seq, limit=PAGE_SIZE
+            ctx=ctx,
+            session=session,
+            run_id=_run_id(filters["run_id"]),
+            action=filters["action"] or None,
+            actor_id=filters["actor_id"] or None,
+            occurred_from=moment_field("from", filters["from"]),
+            occurred_to=moment_field("to", filters["to"]),
+            after_seq=after_seq,
+            limit=PAGE_SIZE,
         )
     except Problem as problem:
         if problem.status not in (404, 422):
@@ -84,24 +103,27 @@ async def audit_page(
         }
         for event in (listing.events if listing else [])
     ]
-    here = {"run_id": run_text} if run_text else {}
+    here = {name: value for name, value in filters.items() if value}
     next_url = (
         f"{AUDIT}?{urlencode({**here, 'after_seq': listing.next_after_seq})}"
         if listing and listing.next_after_seq is not None
         else None
     )
+    exported = {} if errors else here
     return render(
         request,
         "audit.html",
         ctx=ctx,
         status=code,
-        run_id=run_text,
+        filters=filters,
+        filtered=bool(here),
+        run_id=filters["run_id"],
         rows=rows,
         errors=errors,
         next_url=next_url,
         first_url=f"{AUDIT}?{urlencode(here)}" if after_seq else None,
-        jsonl_url=export_url("jsonl", run_id=run_text if not errors else None),
-        csv_url=export_url("csv", run_id=run_text if not errors else None),
+        jsonl_url=export_url("jsonl", **exported),
+        csv_url=export_url("csv", **exported),
     )
 
 

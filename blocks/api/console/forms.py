@@ -4,12 +4,15 @@ a pydantic ValidationError or an API Problem as messages per field."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from fastapi import Request
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
-from blocks.api.errors import Problem
+from blocks.api.errors import Problem, invalid_field
+
+_MOMENT: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -48,3 +51,19 @@ def from_problem(problem: Problem) -> FormErrors:
     for item in problem.errors or []:
         fields.setdefault(item.get("field", "form"), item.get("reason", ""))
     return FormErrors(problem.detail, fields)
+
+
+def text_field(value: str | None) -> str:
+    """A filter's text as typed, trimmed; empty is no filter."""
+    return (value or "").strip()
+
+
+def moment_field(name: str, text: str) -> datetime | None:
+    """A filter's time as a datetime-local input sends it (`2026-12-02T14:05`; the API takes a
+    time without a zone as UTC); empty is no filter, anything else a 422 naming the field."""
+    if not text:
+        return None
+    try:
+        return _MOMENT.validate_python(text)
+    except ValidationError:
+        raise invalid_field(name, "not a date and time (YYYY-MM-DDTHH:MM)") from None

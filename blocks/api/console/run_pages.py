@@ -11,14 +11,20 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from blocks.api.approvals.catalogue import list_workflows
 from blocks.api.approvals.run_cancel import cancel_run
 from blocks.api.approvals.run_list import RunStatusFilter, list_runs
 from blocks.api.approvals.runs import read_run
 from blocks.api.console import run_start_pages
-from blocks.api.console.forms import FormErrors, from_problem, from_validation, read_form
+from blocks.api.console.forms import (
+    FormErrors,
+    from_problem,
+    from_validation,
+    moment_field,
+    read_form,
+)
 from blocks.api.console.pages import redirect, render
 from blocks.api.console.time_text import Deadline, deadline, utc, when
 from blocks.api.deps import CanCancelRuns, CanReadRuns, DbSession, TemporalClient
@@ -50,7 +56,6 @@ EVENT_NAMES = {
     "sla_breached": "SLA breached",
     "closed": "Closed",
 }
-_MOMENT: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
 def notice(request: Request) -> str | None:
@@ -99,16 +104,6 @@ def _text(value: str | None) -> str:
     return (value or "").strip()
 
 
-def _moment(name: str, text: str) -> datetime | None:
-    """A filter's time as the form sends it (`2026-12-02T14:05`, taken as UTC by the API)."""
-    if not text:
-        return None
-    try:
-        return _MOMENT.validate_python(text)
-    except ValidationError:
-        raise invalid_field(name, "not a date and time (YYYY-MM-DDTHH:MM)") from None
-
-
 def _member(name: str, text: str) -> uuid.UUID | None:
     if not text:
         return None
@@ -135,8 +130,8 @@ async def _listing(
         workflow=filters.workflow or None,
         requested_by=_member("requested_by", filters.requested_by),
         pending_approver=filters.pending_approver or None,
-        sla_deadline_before=_moment("sla_deadline_before", filters.sla_deadline_before),
-        sla_deadline_after=_moment("sla_deadline_after", filters.sla_deadline_after),
+        sla_deadline_before=moment_field("sla_deadline_before", filters.sla_deadline_before),
+        sla_deadline_after=moment_field("sla_deadline_after", filters.sla_deadline_after),
         limit=PAGE_SIZE,
         cursor=cursor or None,
     )

@@ -283,9 +283,15 @@ async def list_events(
     session: AsyncSession,
     *,
     run_id: str | None = None,
+    action: str | None = None,
+    actor_id: str | None = None,
+    occurred_from: datetime | None = None,
+    occurred_to: datetime | None = None,
     after_seq: int = 0,
     limit: int = 100,
 ) -> list[AuditEvent]:
+    """The organization's events after `after_seq` in chain order, those matching every filter
+    given (`occurred_from` inclusive, `occurred_to` exclusive)."""
     await bind_org(session, ctx.org_id)
     statement = (
         select(AuditEvent)
@@ -295,4 +301,12 @@ async def list_events(
     )
     if run_id is not None:
         statement = statement.where(AuditEvent.run_id == run_id)
+    if action is not None:
+        statement = statement.where(AuditEvent.action == action)
+    if actor_id is not None:
+        statement = statement.where(AuditEvent.actor_id == actor_id)
+    if occurred_from is not None:
+        statement = statement.where(AuditEvent.occurred_at >= occurred_from)
+    if occurred_to is not None:
+        statement = statement.where(AuditEvent.occurred_at < occurred_to)
     return list((await session.exec(statement)).all())
