@@ -91,6 +91,7 @@ EXPECTED: dict[tuple[str, str], Permission | str] = {
     ("POST", "/v1/runs/{run_id}/attachments"): P.RUN_READ,
     ("GET", "/v1/runs/{run_id}/attachments"): P.RUN_READ,
     ("GET", "/v1/runs/{run_id}/attachments/{attachment_id}"): P.RUN_READ,
+    ("GET", "/v1/runs/{run_id}/input"): P.RUN_READ,
     ("GET", "/v1/org/attachments"): P.ORG_READ,
     ("PUT", "/v1/org/attachments"): P.ORG_SECURITY,
     ("POST", "/v1/codec/decode"): P.RUN_DECODE,
@@ -227,6 +228,64 @@ _FILL = {
     "domain": "no-such-domain.example",
     "name": "no-such-agent",
 }
+# The console's pages (blocks/api/console), as a browser reaches them: with the session cookie.
+# Each page states the permission of the API route it calls (and that route checks it again).
+MEMBER = "member"  # any member of the session's organization, whatever the roles
+CONSOLE: dict[tuple[str, str], Permission | str] = {
+    ("GET", "/console"): PUBLIC,  # a redirect to the inbox
+    ("GET", "/console/sign-in"): PUBLIC,
+    ("POST", "/console/sign-in"): PUBLIC,  # the origin check, then the password
+    ("GET", "/console/sign-in/sso"): PUBLIC,
+    ("GET", "/console/sign-in/link"): PUBLIC,
+    ("POST", "/console/sign-in/link"): PUBLIC,
+    ("GET", "/console/two-factor"): PERSON,
+    ("POST", "/console/two-factor"): PERSON,
+    ("GET", "/console/orgs"): PERSON,
+    ("POST", "/console/orgs"): PERSON,
+    ("POST", "/console/sign-out"): PERSON,
+    ("GET", "/console/inbox"): P.STEP_DECIDE,
+    ("GET", "/console/runs"): P.RUN_READ,
+    ("GET", "/console/runs/{run_id}"): P.RUN_READ,
+    ("GET", "/console/runs/{run_id}/steps/{step_id}"): P.RUN_READ,
+    ("POST", "/console/runs/{run_id}/steps/{step_id}"): P.STEP_DECIDE,
+    ("GET", "/console/runs/new"): P.RUN_START,
+    ("POST", "/console/runs/new"): P.RUN_START,
+    ("POST", "/console/runs/{run_id}/cancel"): P.RUN_CANCEL,
+    # The upload route also needs run:start or step:decide, checked after the body.
+    ("POST", "/console/runs/{run_id}/attachments"): P.RUN_READ,
+    ("GET", "/console/audit"): P.AUDIT_READ,
+    ("GET", "/console/audit/export"): P.AUDIT_READ,
+    ("GET", "/console/audit/verify"): P.AUDIT_READ,
+    ("GET", "/console/audit/sla"): P.AUDIT_READ,
+    ("GET", "/console/runs/{run_id}/custody"): P.AUDIT_READ,
+    ("GET", "/console/admin"): MEMBER,  # lists the sections the roles open
+    ("GET", "/console/admin/members"): P.MEMBER_MANAGE,
+    ("POST", "/console/admin/members/{user_id}/roles"): P.MEMBER_MANAGE,
+    ("POST", "/console/admin/members/{user_id}/deactivate"): P.MEMBER_MANAGE,
+    ("POST", "/console/admin/members/{user_id}/reactivate"): P.MEMBER_MANAGE,
+    ("POST", "/console/admin/members/{user_id}/sessions/revoke"): P.ORG_SECURITY,
+    ("GET", "/console/admin/invites"): P.MEMBER_MANAGE,
+    ("POST", "/console/admin/invites"): P.MEMBER_MANAGE,
+    ("POST", "/console/admin/invites/{invite_id}/resend"): P.MEMBER_MANAGE,
+    ("POST", "/console/admin/invites/{invite_id}/revoke"): P.MEMBER_MANAGE,
+    ("GET", "/console/admin/groups"): P.MEMBER_MANAGE,
+    ("POST", "/console/admin/groups"): P.MEMBER_MANAGE,
+    ("POST", "/console/admin/groups/{group_id}/members"): P.MEMBER_MANAGE,
+    ("POST", "/console/admin/groups/{group_id}/members/{user_id}/remove"): P.MEMBER_MANAGE,
+    ("GET", "/console/admin/api-keys"): P.API_KEY_OWN,
+    ("POST", "/console/admin/api-keys"): P.API_KEY_OWN,
+    ("POST", "/console/admin/api-keys/{key_id}/revoke"): P.API_KEY_OWN,
+    ("GET", "/console/admin/security"): P.ORG_SECURITY,
+    ("POST", "/console/admin/security/two-factor"): P.ORG_SECURITY,
+    ("POST", "/console/admin/security/decision-links"): P.ORG_SECURITY,
+    ("POST", "/console/admin/security/approvals"): P.ORG_SECURITY,
+    # Lists integrations (integration:manage) and identity providers (org:security).
+    ("GET", "/console/admin/integrations"): P.INTEGRATION_MANAGE,
+    ("GET", "/console/admin/sessions"): MEMBER,  # the person's own sessions
+    ("POST", "/console/admin/sessions/others/revoke"): MEMBER,
+    ("POST", "/console/admin/sessions/{session_id}/revoke"): MEMBER,
+}
+
 # (member name in tests.support.make_org, roles)
 _ROLES: list[tuple[str, tuple[Role, ...]]] = [
     ("owner", (Role.OWNER,)),
@@ -239,7 +298,7 @@ _ROLES: list[tuple[str, tuple[Role, ...]]] = [
 ]
 
 
-def _route_table(stack: Stack) -> list[tuple[str, str]]:
+def _all_routes(stack: Stack) -> list[tuple[str, str]]:
     """Every (method, path) the app serves, hidden from the OpenAPI document or not."""
     return sorted(
         (method, route.path)
@@ -249,13 +308,23 @@ def _route_table(stack: Stack) -> list[tuple[str, str]]:
     )
 
 
+def _route_table(stack: Stack) -> list[tuple[str, str]]:
+    """The API's routes (the console's pages have a table of their own)."""
+    return [r for r in _all_routes(stack) if not _is_console(r[1])]
+
+
+def _is_console(path: str) -> bool:
+    return path == "/console" or path.startswith("/console/")
+
+
 def test_every_route_is_in_the_table() -> None:
     """A route added without a row here fails this test, so it cannot escape the matrix."""
     from blocks.infra.settings import Settings
 
-    routes = set(_route_table(Stack("", Settings(env="test"), None, None, None)))  # type: ignore[arg-type]
-    assert routes - EXPECTED.keys() == set(), "add these routes to EXPECTED"
-    assert EXPECTED.keys() - routes == set(), "these rows name routes that no longer exist"
+    routes = set(_all_routes(Stack("", Settings(env="test"), None, None, None)))  # type: ignore[arg-type]
+    expected = EXPECTED.keys() | CONSOLE.keys()
+    assert routes - expected == set(), "add these routes to EXPECTED (or CONSOLE)"
+    assert expected - routes == set(), "these rows name routes that no longer exist"
 
 
 async def _denials(engine: AsyncEngine, org: Org) -> int:
@@ -335,3 +404,73 @@ async def test_personal_routes_take_a_session_never_an_api_key(
             assert by_session.status_code not in (401, 403), (
                 f"{method} {template}: {by_session.status_code} {by_session.text}"
             )
+
+
+def _console_path(template: str) -> str:
+    return template.format(**_FILL)
+
+
+async def test_console_pages_are_allowed_or_refused_exactly_as_the_table_says(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    """Each role's session on every console page: allowed where the table's permission is
+    granted; else the 403 page (HTML, with the API's words) and an `access.denied` event."""
+    org = await make_org(engine)
+    pages = [r for r in CONSOLE if isinstance(CONSOLE[r], Permission) or CONSOLE[r] == MEMBER]
+    async with stack.http() as http:
+        for name, roles in _ROLES:
+            token = await start_test_session(engine, org[name].user_id, org.id)
+            headers = cookie_headers(stack.settings, token)
+            for method, template in pages:
+                permission = CONSOLE[(method, template)]
+                allowed = permission == MEMBER or (
+                    isinstance(permission, Permission) and has_permission(roles, permission)
+                )
+                before = await _denials(engine, org)
+                response = await http.request(
+                    method, _console_path(template), data={}, headers=headers
+                )
+                after = await _denials(engine, org)
+                where = f"{name}: {method} {template}"
+                assert not response.headers.get("location", "").startswith("/console/sign-in"), (
+                    f"{where}: the session was not taken"
+                )
+                if allowed:
+                    assert response.status_code != 403, f"{where}: {response.text[:500]}"
+                    assert after == before, f"{where} audited a denial it did not make"
+                else:
+                    assert response.status_code == 403, f"{where}: {response.status_code}"
+                    assert response.headers["content-type"].startswith("text/html")
+                    assert after == before + 1, f"{where}: refused without an audit event"
+
+
+async def test_console_pages_without_a_session_go_to_sign_in(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    """No session: every page but the public ones sends the browser to sign in (a 303, not the
+    API's 401); a person's own pages take a session that has no organization yet."""
+    org = await make_org(engine)
+    async with stack.http() as http:
+        for (method, template), permission in CONSOLE.items():
+            path = _console_path(template)
+            if permission == PUBLIC:
+                continue
+            response = await http.request(
+                method, path, data={}, headers={"Origin": stack.settings.public_url}
+            )
+            assert response.status_code == 303, f"{method} {template}: {response.status_code}"
+            assert response.headers["location"].startswith("/console/sign-in?next="), (
+                f"{method} {template}: {response.headers['location']}"
+            )
+            if permission == PERSON:
+                # A fresh session each time: signing out ends the one it uses.
+                token = await start_test_session(engine, org["nobody"].user_id, None)
+                by_session = await http.request(
+                    method, path, data={}, headers=cookie_headers(stack.settings, token)
+                )
+                assert by_session.status_code not in (401, 403), (
+                    f"{method} {template}: {by_session.status_code}"
+                )
+                assert not by_session.headers.get("location", "").startswith(
+                    "/console/sign-in?next="
+                )
