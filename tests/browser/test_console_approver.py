@@ -5,31 +5,16 @@ and the run completes; the inbox and step pages hold up at a phone's width; no C
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.infra.settings import Settings
 from tests.browser.console_browser import watched_page
 from tests.e2e.test_console_sign_in import STRONG, set_password
 from tests.support import Org, Stack, make_org, wait_for_status
 
 PHONE = {"width": 390, "height": 844}
-
-
-@contextmanager
-def origin_allowed(settings: Settings, origin: str) -> Iterator[None]:
-    """The browser's origin (the stack's loopback port) among those a cookie-signed form may
-    come from, for this test: the shared stack's public URL names another port."""
-    before = list(settings.allowed_origins)
-    settings.allowed_origins = [*(before or [settings.public_url]), origin]
-    try:
-        yield
-    finally:
-        settings.allowed_origins = before
 
 
 async def _purchase_at_director(http: httpx.AsyncClient, org: Org) -> str:
@@ -82,47 +67,46 @@ async def test_an_approver_signs_in_and_approves_from_the_inbox(
         run_id = await _purchase_at_director(http, org)
     title = "Sign off the purchase of 25000.00"
 
-    with origin_allowed(stack.settings, stack.base_url):
-        async with watched_page(console_browser, stack.base_url) as watched:
-            page = watched.page
-            await page.goto("/console/inbox")
-            await expect(page).to_have_url(f"{stack.base_url}/console/sign-in?next=/console/inbox")
-            await page.get_by_label("Email").fill(org["approver"].email)
-            await page.get_by_label("Password").fill(STRONG)
-            await page.get_by_role("button", name="Sign in").click()
+    async with watched_page(console_browser, stack.base_url) as watched:
+        page = watched.page
+        await page.goto("/console/inbox")
+        await expect(page).to_have_url(f"{stack.base_url}/console/sign-in?next=/console/inbox")
+        await page.get_by_label("Email").fill(org["approver"].email)
+        await page.get_by_label("Password").fill(STRONG)
+        await page.get_by_role("button", name="Sign in").click()
 
-            await expect(page).to_have_url(f"{stack.base_url}/console/inbox")
-            row = page.locator("table.inbox tbody tr", has_text=title)
-            await expect(row).to_have_count(1)
-            await expect(row.locator(".time-left")).to_have_text("in 1 d 23 h")
-            await expect(row).to_contain_text("purchase_approval")
-            await expect(row).to_contain_text(org["operator"].email)  # the requester
+        await expect(page).to_have_url(f"{stack.base_url}/console/inbox")
+        row = page.locator("table.inbox tbody tr", has_text=title)
+        await expect(row).to_have_count(1)
+        await expect(row.locator(".time-left")).to_have_text("in 1 d 23 h")
+        await expect(row).to_contain_text("purchase_approval")
+        await expect(row).to_contain_text(org["operator"].email)  # the requester
 
-            await page.set_viewport_size(PHONE)
-            await page.reload()
-            await expect(row.get_by_role("link", name=title)).to_be_visible()
-            await _fits_the_phone(page)
-            await row.get_by_role("link", name=title).click()
+        await page.set_viewport_size(PHONE)
+        await page.reload()
+        await expect(row.get_by_role("link", name=title)).to_be_visible()
+        await _fits_the_phone(page)
+        await row.get_by_role("link", name=title).click()
 
-            await expect(page).to_have_url(f"{stack.base_url}/console/runs/{run_id}/steps/director")
-            await expect(page.get_by_role("heading", level=1)).to_have_text(title)
-            approve = page.get_by_role("button", name="Approve")
-            reject = page.get_by_role("button", name="Reject")
-            for button in (approve, reject):
-                await expect(button).to_be_visible()
-                box = await button.bounding_box()
-                assert box is not None
-                assert box["x"] + box["width"] <= PHONE["width"]
-            await _fits_the_phone(page)
+        await expect(page).to_have_url(f"{stack.base_url}/console/runs/{run_id}/steps/director")
+        await expect(page.get_by_role("heading", level=1)).to_have_text(title)
+        approve = page.get_by_role("button", name="Approve")
+        reject = page.get_by_role("button", name="Reject")
+        for button in (approve, reject):
+            await expect(button).to_be_visible()
+            box = await button.bounding_box()
+            assert box is not None
+            assert box["x"] + box["width"] <= PHONE["width"]
+        await _fits_the_phone(page)
 
-            await page.get_by_label("Budget Code").fill("FI-2024")
-            await page.get_by_label("Comment").fill("Signed off for <em>FY26</em>")
-            await approve.click()
+        await page.get_by_label("Budget Code").fill("FI-2024")
+        await page.get_by_label("Comment").fill("Signed off for <em>FY26</em>")
+        await approve.click()
 
-            await expect(page).to_have_url(f"{stack.base_url}/console/inbox?done=approved")
-            await expect(page.get_by_role("status")).to_have_text("Your approval is recorded.")
-            await expect(page.locator("table.inbox tbody tr", has_text=title)).to_have_count(0)
-            watched.assert_clean()
+        await expect(page).to_have_url(f"{stack.base_url}/console/inbox?done=approved")
+        await expect(page.get_by_role("status")).to_have_text("Your approval is recorded.")
+        await expect(page.locator("table.inbox tbody tr", has_text=title)).to_have_count(0)
+        watched.assert_clean()
 
     async with stack.http() as http:
         done = await wait_for_status(http, run_id, org["operator"].headers, status="completed")

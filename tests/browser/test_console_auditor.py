@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,7 +16,6 @@ from playwright.async_api import Browser, Dialog, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.api.identity.sessions import SESSION_COOKIE
-from blocks.infra.settings import Settings
 from tests.browser.console_browser import Watched, watched_page
 from tests.support import (
     EXPENSE,
@@ -30,18 +27,6 @@ from tests.support import (
 )
 
 RUN_ACTIONS = ["run.started", "step.opened", "step.decided", "step.closed", "run.completed"]
-
-
-@contextmanager
-def _origin_allowed(settings: Settings, origin: str) -> Iterator[None]:
-    """The browser's origin (the shared stack's loopback port) among those a cookie-signed form
-    may come from, for one test: the stack's public URL names another port."""
-    before = list(settings.allowed_origins)
-    settings.allowed_origins = [*(before or [settings.public_url]), origin]
-    try:
-        yield
-    finally:
-        settings.allowed_origins = before
 
 
 async def _sign_in(watched: Watched, stack: Stack, engine: AsyncEngine, org: Org, who: str) -> None:
@@ -144,10 +129,9 @@ async def test_an_operator_starts_a_run_from_the_form_and_cancels_another(
     org = await make_org(engine)
     async with stack.http() as http:
         other = await _waiting_run(http, org)
-    with _origin_allowed(stack.settings, stack.base_url):
-        async with watched_page(console_browser, stack.base_url) as watched:
-            started = await _operate(watched, stack, engine, org, other)
-            watched.assert_clean()
+    async with watched_page(console_browser, stack.base_url) as watched:
+        started = await _operate(watched, stack, engine, org, other)
+        watched.assert_clean()
     async with stack.http() as http:
         await wait_for_status(http, other, org["operator"].headers, status="canceled")
         body = await wait_for_status(http, started, org["operator"].headers, status="running")
