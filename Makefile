@@ -61,8 +61,12 @@ tests/tools/oidc-provider/node_modules: tests/tools/oidc-provider/package-lock.j
 	npm ci --no-audit --no-fund --prefix tests/tools/oidc-provider
 	touch $@
 
+tests/tools/axe/node_modules: tests/tools/axe/package-lock.json
+	npm ci --no-audit --no-fund --prefix tests/tools/axe
+	touch $@
+
 test: lint system-packages
-	$(MAKE) tests/tools/oidc-provider/node_modules
+	$(MAKE) tests/tools/oidc-provider/node_modules tests/tools/axe/node_modules
 	$(BIN)/pytest
 
 # Known vulnerabilities of the locked dependencies (the test lock holds every runtime pin too).

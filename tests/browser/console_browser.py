@@ -13,6 +13,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Route
 
+from tests.browser.accessibility import accessibility_violations
+
 CHROMIUM = Path("/usr/bin/chromium")
 # Debian's chromium, not a browser build of Playwright's own (`playwright install` is never run).
 CHROMIUM_ARGS = [
@@ -42,6 +44,10 @@ class Watched:
     violations: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     outside: list[str] = field(default_factory=list)
+
+    async def accessibility_violations(self) -> list[str]:
+        """The WCAG 2.1 A/AA rules axe-core finds broken on the page as it is now."""
+        return await accessibility_violations(self.page)
 
     def assert_clean(self) -> None:
         assert self.violations == [], self.violations
