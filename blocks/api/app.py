@@ -46,7 +46,6 @@ from blocks.api.console.routes import install_console
 from blocks.api.error_handlers import install_error_handlers
 from blocks.api.identity import (
     api_keys,
-    domains,
     invite_acceptance,
     invites,
     link_pages,
@@ -55,17 +54,20 @@ from blocks.api.identity import (
     org_settings,
     orgs,
     password_reset,
-    scim_tokens,
     sign_in,
     signup,
-    sso_oidc,
-    sso_providers,
-    sso_saml,
-    sso_settings,
-    sso_start,
     two_factor,
 )
 from blocks.api.identity.sessions import codec_origins
+from blocks.api.identity.sso import (
+    domains,
+    enforcement,
+    oidc,
+    providers,
+    saml,
+    scim_tokens,
+    start,
+)
 from blocks.api.integrations.slack import router as slack_router
 from blocks.api.integrations.slack_interactions import router as slack_interactions_router
 from blocks.api.integrations.slack_links import router as slack_links_router
@@ -196,12 +198,12 @@ def create_app(
     app.include_router(invite_acceptance.router)
     app.include_router(link_pages.router)
     app.include_router(org_settings.router)
-    app.include_router(sso_providers.router)
-    app.include_router(sso_settings.router)
+    app.include_router(providers.router)
+    app.include_router(enforcement.router)
     app.include_router(domains.router)
-    app.include_router(sso_start.router)
-    app.include_router(sso_oidc.router)
-    app.include_router(sso_saml.router)
+    app.include_router(start.router)
+    app.include_router(oidc.router)
+    app.include_router(saml.router)
     app.include_router(scim_tokens.router)
     app.include_router(scim_router)
     app.include_router(catalogue.router)

@@ -601,7 +601,7 @@ async def test_enforcing_sso_needs_a_provider_and_a_way_back_in(sso_stack: SsoSt
         provider_id = created.json()["id"]
         provider = f"/v1/org/sso/providers/{provider_id}"
 
-        # A session that signed in through the provider (as sso_flow would start it), and one
+        # A session that signed in through the provider (as sso.flow would start it), and one
         # that did not.
         through = cookie_headers(
             sso_stack.settings,

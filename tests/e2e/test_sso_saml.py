@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from blocks.api.identity.sessions import SESSION_COOKIE
-from blocks.api.identity.sso_flow import SSO_BINDING_COOKIE
+from blocks.api.identity.sso.flow import SSO_BINDING_COOKIE
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import session_factory

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from blocks.api.identity.sso_oidc import pkce_verifier
+from blocks.api.identity.sso.oidc import pkce_verifier
 from blocks.infra.identity.oidc_profile import merged_claims, profile_from_claims
 from blocks.infra.identity.provider_config import OidcConfig
 

@@ -61,19 +61,19 @@ RULE_EXCEPTIONS: dict[tuple[str, str], str] = {
         "audits a refusal in the caller's organization: reads the context the resolver set "
         "(never client input), from inside the resolver's own rate-limit call"
     ),
-    ("blocks.api.identity.sso_flow", "cookies"): (
+    ("blocks.api.identity.sso.flow", "cookies"): (
         "reads only the single sign-on browser binding (`__Host-blocks_sso`), a random value that "
         "ties a sign-in to the browser that started it; it names no person or organization"
     ),
-    ("blocks.api.identity.sso_start", "org-parameter"): (
+    ("blocks.api.identity.sso.start", "org-parameter"): (
         "a sign-in URL names the organization by slug, as any public URL does: it lists the "
         "organization's enabled providers and starts a sign-in; nothing else is served"
     ),
-    ("blocks.api.identity.sso_oidc", "org-parameter"): (
+    ("blocks.api.identity.sso.oidc", "org-parameter"): (
         "the OIDC callback URL (registered at the provider) names the organization by slug; a "
         "session opens only for the person the provider's signed id_token proves"
     ),
-    ("blocks.api.identity.sso_saml", "org-parameter"): (
+    ("blocks.api.identity.sso.saml", "org-parameter"): (
         "the SAML ACS and SP metadata URLs name the organization by slug; a session opens only "
         "for the person the provider's signed assertion proves"
     ),

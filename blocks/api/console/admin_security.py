@@ -24,8 +24,8 @@ from blocks.api.console.time_text import when
 from blocks.api.deps import CanManageIntegrations, CanManageSecurity, DbSession
 from blocks.api.errors import Problem
 from blocks.api.identity.org_settings import SecurityIn, organization, security
-from blocks.api.identity.sso_providers import list_sso_providers
-from blocks.api.identity.sso_settings import read_sso_settings
+from blocks.api.identity.sso.enforcement import read_sso_settings
+from blocks.api.identity.sso.providers import list_sso_providers
 from blocks.api.integrations.slack import SlackInstallationOut, read_installation
 from blocks.api.llm.credentials import list_llm_credentials
 from blocks.core.context import OrgContext

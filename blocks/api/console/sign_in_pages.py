@@ -27,9 +27,10 @@ from blocks.api.console.sign_in_flow import (
 )
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
-from blocks.api.identity import sign_in, sso_start
+from blocks.api.identity import sign_in
 from blocks.api.identity.sessions import check_origin
 from blocks.api.identity.sign_in_support import EmailIn, TokenIn, auth_settings, email_link
+from blocks.api.identity.sso import start as sso_start
 
 router = APIRouter()
 router.include_router(session_pages.router)

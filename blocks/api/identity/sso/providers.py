@@ -4,7 +4,7 @@ URLs they give their IdP in return.
 The OIDC client secret is write-only: sealed as it arrives (models.identity.sso_providers) and
 never answered, logged or audited; answers say `client_secret_set` and its last four characters,
 audit events `client_secret_changed`. Every config passes the save-time checks of
-sso_provider_checks (a 422 naming `config.<field>` and why); the protocol is fixed at creation.
+provider_checks (a 422 naming `config.<field>` and why); the protocol is fixed at creation.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, SecretStr, StrictBool, StringConstraints,
 
 from blocks.api.deps import CanManageSecurity, DbSession, record_change
 from blocks.api.errors import PROBLEM_JSON, Problem, invalid_field, not_found
-from blocks.api.identity.sso_provider_checks import (
+from blocks.api.identity.sso.provider_checks import (
     audited_config,
     checked_config,
     merged_config,

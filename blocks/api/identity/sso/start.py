@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field
 
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
-from blocks.api.identity.sso_flow import find_org, load_target, org_probe
-from blocks.api.identity.sso_oidc import start_oidc
-from blocks.api.identity.sso_saml import start_saml
+from blocks.api.identity.sso.flow import find_org, load_target, org_probe
+from blocks.api.identity.sso.oidc import start_oidc
+from blocks.api.identity.sso.saml import start_saml
 from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example
 from blocks.infra.settings import Settings

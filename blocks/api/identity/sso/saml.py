@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
-from blocks.api.identity.sso_flow import (
+from blocks.api.identity.sso.flow import (
     SSO_REQUEST_LIFETIME,
     SsoTarget,
     bind_browser,
@@ -32,7 +32,7 @@ from blocks.api.identity.sso_flow import (
     load_target,
     refuse_sso,
 )
-from blocks.api.identity.sso_providers import provider_urls
+from blocks.api.identity.sso.providers import provider_urls
 from blocks.infra.identity.provider_config import SamlConfig, saml_config
 from blocks.infra.identity.saml import (
     MAX_RESPONSE_CHARS,

@@ -1,6 +1,6 @@
 """OpenID Connect single sign-on: the redirect to the provider, and the callback that proves the
 person (state, browser binding, RFC 9207 `iss`, code exchange with PKCE, id_token) before the
-shared sign-in (sso_flow.finish_sso_sign_in) opens their session.
+shared sign-in (flow.finish_sso_sign_in) opens their session.
 
 The PKCE verifier is never stored: it is an HMAC of the state under the browser's binding (the
 `__Host-blocks_sso` cookie), so only the browser that started a sign-in can finish it, and a
@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
-from blocks.api.identity.sso_flow import (
+from blocks.api.identity.sso.flow import (
     SSO_REQUEST_LIFETIME,
     SsoTarget,
     bind_browser,
