@@ -42,7 +42,8 @@ _SURROGATE_REASON = "must be valid Unicode: it holds a lone surrogate"
 # JSON's escapes of a NUL or of a UTF-16 surrogate: only a body with one of these is walked.
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_UPLOAD_PATH = re.compile(r"/attachments/?\Z")
+# An upload (POST .../attachments), or the console's decision form, which may carry one.
+_UPLOAD_PATH = re.compile(r"/attachments/?\Z|\A/console/runs/[^/]+/steps/[^/]+/?\Z")
 # What multipart framing (boundaries, part headers, a file name) may add to an upload's file.
 UPLOAD_FRAMING_BYTES = 64 * 1024
 

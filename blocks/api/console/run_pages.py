@@ -25,7 +25,9 @@ from blocks.api.console.forms import (
     moment_field,
     read_form,
 )
+from blocks.api.console.inbox_pages import member_names
 from blocks.api.console.pages import redirect, render
+from blocks.api.console.run_request import ACCEPT, run_files, run_request, upload_hint
 from blocks.api.console.time_text import Deadline, deadline, utc, when
 from blocks.api.deps import CanCancelRuns, CanReadRuns, DbSession, TemporalClient
 from blocks.api.errors import Problem, invalid_field
@@ -46,6 +48,7 @@ NOTICES = {
         "Cancellation requested: the steps that wait close as cancelled, then the run reads"
         " canceled."
     ),
+    "attached": "The file was attached to the run.",
 }
 # What each step event is called on the timeline (the API's names, without `step.`).
 EVENT_NAMES = {
@@ -274,7 +277,7 @@ def _facts(run: RunOut) -> list[tuple[str, Any]]:
     return facts
 
 
-async def _run_page(
+async def show_run(
     request: Request,
     ctx: OrgContext,
     session: DbSession,
@@ -282,11 +285,15 @@ async def _run_page(
     run_id: uuid.UUID,
     *,
     errors: FormErrors | None = None,
+    upload_errors: FormErrors | None = None,
     status: int = 200,
     reason: str = "",
 ) -> HTMLResponse:
+    """The run page; `errors` are the cancel form's, `upload_errors` the upload form's."""
     run = await read_run(run_id=run_id, ctx=ctx, session=session, client=client)
     now = datetime.now(UTC)
+    # Offered to the roles the API lets upload (run:start or step:decide); the API decides.
+    may_upload = ctx.can(Permission.RUN_START) or ctx.can(Permission.STEP_DECIDE)
     return render(
         request,
         "run.html",
@@ -303,6 +310,13 @@ async def _run_page(
         custody_url=f"{run_url(run.id)}/custody",
         errors=errors,
         reason=reason,
+        request_input=await run_request(ctx, session, client, run.id),
+        files=await run_files(ctx, session, run.id, await member_names(ctx, session)),
+        may_upload=may_upload,
+        upload_hint=await upload_hint(request, ctx, session) if may_upload else None,
+        upload_url=f"{run_url(run.id)}/attachments",
+        accept=ACCEPT,
+        upload_errors=upload_errors,
     )
 
 
@@ -316,7 +330,7 @@ async def run_page(
 ) -> HTMLResponse:
     """The run as `GET /v1/runs/{id}` reads it: status, workflow, result, and each step with
     its history (opened, reminders, escalations, votes with who and by which channel, breaches)."""
-    return await _run_page(request, ctx, session, client, run_id)
+    return await show_run(request, ctx, session, client, run_id)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=None)
@@ -335,7 +349,7 @@ async def cancel_page(
     try:
         body = RunCancelIn.model_validate({"reason": reason})
     except ValidationError as err:
-        return await _run_page(
+        return await show_run(
             request,
             reader,
             session,
@@ -351,7 +365,7 @@ async def cancel_page(
         )
     except Problem as problem:
         await session.rollback()
-        return await _run_page(
+        return await show_run(
             request,
             reader,
             session,

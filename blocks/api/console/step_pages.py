@@ -1,8 +1,10 @@
 """A step's console page: the request, prior votes, reminders and escalations, and the decision form.
 
 The page reads the run through the API's `read_run` (so a step's context shows only to whom may
-decide it now), the decision form's schema from the catalogue (`list_workflows`), and decides
-through the API's `decide_step`: every refusal is the API's, shown on the page with its status.
+decide it now), its input and files through `read_run_input` and `list_attachments`, the decision
+form's schema from the catalogue (`list_workflows`), and decides through the API's `decide_step`,
+after uploading a chosen file through `upload_attachment`: every refusal is the API's, shown on the
+page with its status.
 """
 
 from __future__ import annotations
@@ -21,10 +23,19 @@ from temporalio.client import Client
 
 from blocks.api.approvals.catalogue import list_workflows
 from blocks.api.approvals.runs import decide_step, read_run
+from blocks.api.console import attachment_pages
 from blocks.api.console.due_times import due, utc_text
 from blocks.api.console.forms import FormErrors, from_problem, from_validation, read_form
 from blocks.api.console.inbox_pages import member_names, name_of
 from blocks.api.console.pages import redirect, render
+from blocks.api.console.run_request import (
+    ACCEPT,
+    chosen_file,
+    run_files,
+    run_request,
+    upload,
+    upload_hint,
+)
 from blocks.api.console.schema_forms import form_fields, parse_form
 from blocks.api.deps import CanDecide, CanReadRuns, DbSession, TemporalClient
 from blocks.api.errors import Problem, not_found
@@ -34,6 +45,8 @@ from blocks.core.roles import Permission
 from blocks.models.approvals.runs import get_run
 
 router = APIRouter()
+# The run page's upload form (POST /runs/{run_id}/attachments).
+router.include_router(attachment_pages.router)
 
 _EVENTS = {
     "opened": "Opened",
@@ -155,6 +168,10 @@ async def _step_page(
         approvers=_approvers(step.approvers, names),
         context=_context(pending.context if pending else None),
         context_hidden=bool(pending and pending.context_hidden),
+        request_input=await run_request(ctx, session, client, run_id),
+        files=await run_files(ctx, session, run_id, names),
+        upload_hint=await upload_hint(request, ctx, session) if can_decide else None,
+        accept=ACCEPT,
         votes=[row for row in history if row.what == _EVENTS["decided"]],
         history=history,
         can_decide=can_decide,
@@ -186,9 +203,12 @@ async def step_decide(
     session: DbSession,
     client: TemporalClient,
 ) -> Response:
-    """Approve or reject through the API's `decide_step`; a refusal shows the page again with
-    the API's message (and the form as filled), at the refusal's status."""
+    """Approve or reject through the API's `decide_step`; a chosen file is first uploaded through
+    the API's `upload_attachment` and named by the decision. A refusal of either shows the page
+    again with the API's message (and the form as filled), at the refusal's status; a refused
+    upload decides nothing and stores nothing (the transaction is rolled back)."""
     values = await read_form(request)
+    chosen = await chosen_file(request)
     run = await get_run(ctx, session, run_id)
     schema = await _form_schema(ctx, session, run.workflow_name if run else None, step_id)
     try:
@@ -199,6 +219,10 @@ async def step_decide(
                 "form": parse_form(schema, values) if schema is not None else None,
             }
         )
+        if chosen is not None:
+            # Only once the decision itself reads well: a bad field uploads nothing.
+            attached = await upload(request, ctx, session, run_id, chosen)
+            body = body.model_copy(update={"attachment_ids": [attached.id]})
         out = await decide_step(run_id, step_id, body, request, ctx, session, client)
     except ValidationError as err:
         errors, status = from_validation(err), 422
