@@ -67,7 +67,7 @@ tests/tools/axe/node_modules: tests/tools/axe/package-lock.json
 
 test: lint system-packages
 	$(MAKE) tests/tools/oidc-provider/node_modules tests/tools/axe/node_modules
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 # Known vulnerabilities of the locked dependencies (the test lock holds every runtime pin too).
 # Fails on a vulnerability found; a vulnerability service out of reach is reported, not fatal

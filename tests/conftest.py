@@ -21,6 +21,29 @@ from blocks.testing import time_skipping_server_path
 from tests.mail import SmtpServer
 from tests.support import DATA_CONVERTER, Stack, free_port, running_stack
 
+# `make test` runs two test processes (pytest-xdist, `-n 2 --dist loadgroup`), each starting its
+# servers once. A file's tests stay together in one process (its module fixtures are made once);
+# the files that start `blocks dev` or several Blocks processes of their own also stay together,
+# one after another in one process, so two of them never load the two cores at once.
+PROCESS_HEAVY = frozenset(
+    {
+        "test_dev_command.py",
+        "test_dev_supervision.py",
+        "test_rotation_in_flight.py",
+        "test_workflow_upgrade.py",
+        "test_chaos_run_starts.py",
+        "test_worker_restart.py",
+        "test_audit_export_cli_revealed.py",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = "processes" if item.path.name in PROCESS_HEAVY else str(item.path)
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCredentials]:
