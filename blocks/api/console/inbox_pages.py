@@ -11,8 +11,8 @@ from fastapi.responses import HTMLResponse
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api.approvals.inbox import InboxItem, inbox
-from blocks.api.console.due_times import Due, due, utc_text
 from blocks.api.console.pages import render
+from blocks.api.console.time_text import Deadline, deadline, utc
 from blocks.api.deps import CanDecide, DbSession
 from blocks.api.identity.members import members
 from blocks.core.context import OrgContext
@@ -32,7 +32,7 @@ class InboxRow:
     item: InboxItem
     href: str
     opened: str
-    due: Due | None
+    due: Deadline | None
     requester: str
 
 
@@ -68,8 +68,8 @@ async def inbox_page(
         InboxRow(
             item=item,
             href=step_href(item.run_id, item.step_id),
-            opened=utc_text(item.opened_at),
-            due=due(item.deadline, now),
+            opened=utc(item.opened_at, ""),
+            due=deadline(item.deadline, now),
             requester=name_of(names, item.requested_by, nobody="the system"),
         )
         for item in out.items

@@ -24,7 +24,6 @@ from temporalio.client import Client
 from blocks.api.approvals.catalogue import list_workflows
 from blocks.api.approvals.runs import decide_step, read_run
 from blocks.api.console import attachment_pages
-from blocks.api.console.due_times import due, utc_text
 from blocks.api.console.forms import FormErrors, from_problem, from_validation, read_form
 from blocks.api.console.inbox_pages import member_names, name_of
 from blocks.api.console.pages import redirect, render
@@ -37,6 +36,7 @@ from blocks.api.console.run_request import (
     upload_hint,
 )
 from blocks.api.console.schema_forms import form_fields, parse_form
+from blocks.api.console.time_text import deadline, utc
 from blocks.api.deps import CanDecide, CanReadRuns, DbSession, TemporalClient
 from blocks.api.errors import Problem, not_found
 from blocks.api.schemas import DecisionIn, StepDetailOut, StepEventOut, StepOut
@@ -92,7 +92,7 @@ def _history(events: list[StepEventOut], names: dict[str, str]) -> list[HistoryR
             who = f"{who}, for {name_of(names, event.on_behalf_of)}"
         rows.append(
             HistoryRow(
-                at=utc_text(event.at),
+                at=utc(event.at, ""),
                 what=_EVENTS.get(event.event, event.event),
                 who=who,
                 decision=event.decision,
@@ -160,10 +160,10 @@ async def _step_page(
         step_id=step_id,
         title=step.title,
         state=step.state,
-        started=utc_text(run.created_at),
-        opened=utc_text(step.opened_at),
-        deadline_at=utc_text(step.deadline),
-        step_due=due(step.deadline, now) if step.state == "pending" else None,
+        started=utc(run.created_at, ""),
+        opened=utc(step.opened_at, ""),
+        deadline_at=utc(step.deadline, ""),
+        step_due=deadline(step.deadline, now) if step.state == "pending" else None,
         requester=name_of(names, run.requested_by, nobody="the system"),
         approvers=_approvers(step.approvers, names),
         context=_context(pending.context if pending else None),

@@ -1,5 +1,5 @@
-"""Times as the run and audit console pages show them: UTC text, with how long ago or ahead, and
-a deadline's "in 3 h" / "overdue by 2 h" with the class that colours it."""
+"""Times as every console page shows them: UTC text, with how long ago or ahead, and a deadline's
+"in 3 h 5 min" / "overdue by 2 h" with the class that colours it (.overdue red, .due-soon amber)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ class Deadline:
 
 
 def span(seconds: float) -> str:
+    """A duration to the minute, in its two largest units: "2 d 3 h", "3 h 5 min", "4 min"."""
     minutes = int(abs(seconds) // 60)
-    if minutes < 1:
-        return "under a minute"
-    if minutes < 120:
-        return f"{minutes} min"
-    hours = minutes // 60
-    if hours < 48:
-        return f"{hours} h"
-    return f"{hours // 24} d"
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{minutes} min" if minutes else "less than a minute"
 
 
 def _utc(moment: datetime) -> datetime:
