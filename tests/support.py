@@ -138,6 +138,12 @@ def cookie_headers(settings: Settings, token: str) -> dict[str, str]:
     return {"Cookie": f"{SESSION_COOKIE}={token}", "Origin": settings.public_url}
 
 
+async def signed_in_headers(stack: Stack, org: Org, who: str) -> dict[str, str]:
+    """A browser's headers for member `who` of `org`: a live session in it, this site's origin."""
+    token = await start_test_session(stack.engine, org[who].user_id, org.id)
+    return cookie_headers(stack.settings, token)
+
+
 @dataclass
 class Stack:
     base_url: str

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Route
 
+from blocks.api.identity.sessions import SESSION_COOKIE
 from tests.browser.accessibility import accessibility_violations
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,6 +45,23 @@ class Watched:
     violations: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     outside: list[str] = field(default_factory=list)
+
+    async def use_session(self, token: str) -> None:
+        """Carry a session as sign-in sets its cookie: by domain and path (chromium refuses a
+        Secure cookie given by an http:// URL, yet sends it to loopback over http)."""
+        await self.context.add_cookies(
+            [
+                {
+                    "name": SESSION_COOKIE,
+                    "value": token,
+                    "domain": "127.0.0.1",
+                    "path": "/",
+                    "secure": True,
+                    "httpOnly": True,
+                    "sameSite": "Lax",
+                }
+            ]
+        )
 
     async def accessibility_violations(self) -> list[str]:
         """The WCAG 2.1 A/AA rules axe-core finds broken on the page as it is now."""

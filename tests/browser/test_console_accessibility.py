@@ -7,7 +7,6 @@ from __future__ import annotations
 from playwright.async_api import Browser
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.api.identity.sessions import SESSION_COOKIE
 from tests.browser.console_browser import watched_page
 from tests.support import EXPENSE, Stack, make_org, start_test_session, wait_for_status
 
@@ -56,19 +55,7 @@ async def test_every_console_page_passes_axe_at_desktop_and_phone_widths(
         violations += await watched.accessibility_violations()
         for who, paths in pages.items():
             token = await start_test_session(engine, org[who].user_id, org.id)
-            await watched.context.add_cookies(
-                [
-                    {
-                        "name": SESSION_COOKIE,
-                        "value": token,
-                        "domain": "127.0.0.1",
-                        "path": "/",
-                        "secure": True,
-                        "httpOnly": True,
-                        "sameSite": "Lax",
-                    }
-                ]
-            )
+            await watched.use_session(token)
             for path in paths:
                 answer = await watched.page.goto(path)
                 assert answer is not None, path

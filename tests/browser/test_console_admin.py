@@ -11,7 +11,6 @@ from playwright.async_api import Browser, Dialog, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from blocks.api.identity.sessions import SESSION_COOKIE
 from blocks.infra.embedded.postgres import PostgresCredentials
 from tests.browser.console_browser import watched_page
 from tests.mail import SmtpServer
@@ -48,21 +47,7 @@ async def test_an_admin_invites_changes_a_role_and_makes_a_key_shown_once(
     token = await start_test_session(engine, org["admin"].user_id, org.id)
     async with watched_page(console_browser, stack.base_url) as watched:
         page = watched.page
-        await watched.context.add_cookies(
-            [
-                {
-                    "name": SESSION_COOKIE,
-                    "value": token,
-                    # By domain and path, as sign-in sets it: chromium refuses a Secure
-                    # cookie given by an http:// url, yet sends it to loopback over http.
-                    "domain": "127.0.0.1",
-                    "path": "/",
-                    "secure": True,
-                    "httpOnly": True,
-                    "sameSite": "Lax",
-                }
-            ]
-        )
+        await watched.use_session(token)
         page.on("dialog", _accept)
 
         # The index lists every section an admin's roles open; invite from its Invites page.

@@ -15,7 +15,6 @@ import httpx
 from playwright.async_api import Browser, Dialog, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.api.identity.sessions import SESSION_COOKIE
 from tests.browser.console_browser import Watched, watched_page
 from tests.support import (
     EXPENSE,
@@ -31,20 +30,7 @@ RUN_ACTIONS = ["run.started", "step.opened", "step.decided", "step.closed", "run
 
 async def _sign_in(watched: Watched, stack: Stack, engine: AsyncEngine, org: Org, who: str) -> None:
     token = await start_test_session(engine, org[who].user_id, org.id)
-    await watched.context.add_cookies(
-        [
-            {
-                "name": SESSION_COOKIE,
-                "value": token,
-                # What sign-in sets, for the API's host (as tests/browser/test_temporal_ui_codec.py).
-                "domain": "127.0.0.1",
-                "path": "/",
-                "secure": True,
-                "httpOnly": True,
-                "sameSite": "Lax",
-            }
-        ]
-    )
+    await watched.use_session(token)
 
 
 async def _waiting_run(http: httpx.AsyncClient, org: Org) -> str:

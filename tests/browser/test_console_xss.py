@@ -16,7 +16,6 @@ import httpx
 from playwright.async_api import Browser, Page
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.api.identity.sessions import SESSION_COOKIE
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import session_factory
@@ -190,19 +189,7 @@ async def test_the_xss_corpus_is_inert_on_every_console_page(
 
     token = await start_test_session(engine, org["viewer"].user_id, org.id)
     async with watched_page(console_browser, stack.base_url) as watched:
-        await watched.context.add_cookies(
-            [
-                {
-                    "name": SESSION_COOKIE,
-                    "value": token,
-                    "domain": "127.0.0.1",
-                    "path": "/",
-                    "secure": True,
-                    "httpOnly": True,
-                    "sameSite": "Lax",
-                }
-            ]
-        )
+        await watched.use_session(token)
         traps = Traps()
         await traps.install(watched.context, watched.page)
 

@@ -11,7 +11,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blocks.infra.db import bind_org, session_factory
-from tests.support import Org, Stack, audit_actions, cookie_headers, make_org, start_test_session
+from tests.support import (
+    Org,
+    Stack,
+    audit_actions,
+    make_org,
+    signed_in_headers,
+)
 
 ADMIN_ONLY = (
     ("/console/admin/members", "member:manage"),
@@ -21,11 +27,6 @@ ADMIN_ONLY = (
     ("/console/admin/integrations", "integration:manage"),
     ("/console/admin/api-keys?all=true", "api_key:manage"),
 )
-
-
-async def _browser(stack: Stack, engine: AsyncEngine, org: Org, who: str) -> dict[str, str]:
-    token = await start_test_session(engine, org[who].user_id, org.id)
-    return cookie_headers(stack.settings, token)
 
 
 async def _denials(engine: AsyncEngine, org: Org) -> list[tuple[str, str | None, str]]:
@@ -53,7 +54,7 @@ async def test_an_approver_gets_the_403_page_and_each_refusal_is_audited(
     stack: Stack, engine: AsyncEngine
 ) -> None:
     org = await make_org(engine)
-    headers = await _browser(stack, engine, org, "approver")
+    headers = await signed_in_headers(stack, org, "approver")
     async with stack.http() as http:
         for path, permission in ADMIN_ONLY:
             page = await http.get(path, headers=headers)
@@ -97,7 +98,7 @@ async def test_a_role_change_from_another_site_is_refused_and_audited(
 ) -> None:
     org = await make_org(engine)
     target = org["operator"].user_id
-    headers = await _browser(stack, engine, org, "admin")
+    headers = await signed_in_headers(stack, org, "admin")
     path = f"/console/admin/members/{target}/roles"
     async with stack.http() as http:
         forged = await http.post(
@@ -132,7 +133,7 @@ async def test_a_refused_change_shows_the_apis_message_and_changes_nothing(
 ) -> None:
     org = await make_org(engine)
     owner = org["owner"].user_id
-    headers = await _browser(stack, engine, org, "owner")
+    headers = await signed_in_headers(stack, org, "owner")
     async with stack.http() as http:
         demoted = await http.post(
             f"/console/admin/members/{owner}/roles", data={"roles": "admin"}, headers=headers
@@ -155,7 +156,7 @@ async def test_a_refused_change_shows_the_apis_message_and_changes_nothing(
         assert unknown.status_code == 422
         assert "roles.0" in unknown.text
         # A key with a role its maker does not hold: the API's message, and no key.
-        approver = await _browser(stack, engine, org, "approver")
+        approver = await signed_in_headers(stack, org, "approver")
         key = await http.post(
             "/console/admin/api-keys",
             data={"name": "too strong", "roles": "admin"},
@@ -176,8 +177,8 @@ async def test_an_admin_opens_every_section_and_its_forms_use_the_apis_rules(
     stack: Stack, engine: AsyncEngine
 ) -> None:
     org = await make_org(engine)
-    headers = await _browser(stack, engine, org, "admin")
-    other_session = await _browser(stack, engine, org, "admin")
+    headers = await signed_in_headers(stack, org, "admin")
+    other_session = await signed_in_headers(stack, org, "admin")
     sections = ("members", "invites", "groups", "api-keys", "security", "integrations", "sessions")
     async with stack.http() as http:
         index = await http.get("/console/admin", headers=headers)

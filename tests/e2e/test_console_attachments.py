@@ -17,19 +17,13 @@ from tests.support import (
     Org,
     Stack,
     audit_actions,
-    cookie_headers,
     make_org,
     run_sql,
-    start_test_session,
+    signed_in_headers,
     wait_for_audit,
     wait_for_status,
 )
 from tests.unit.test_file_types import PE, minimal_pdf
-
-
-async def _browser(stack: Stack, org: Org, who: str) -> dict[str, str]:
-    token = await start_test_session(stack.engine, org[who].user_id, org.id)
-    return cookie_headers(stack.settings, token)
 
 
 async def _start(http: httpx.AsyncClient, org: Org, workflow: str, params: Any) -> str:
@@ -73,8 +67,8 @@ async def test_the_pages_show_the_request_and_a_pdf_approved_there_is_in_the_log
     async with stack.http() as http:
         run_id = await _start(http, org, "expense_approval", EXPENSE)
         step_url = f"/console/runs/{run_id}/steps/approve"
-        approver = await _browser(stack, org, "approver")
-        operator = await _browser(stack, org, "operator")
+        approver = await signed_in_headers(stack, org, "approver")
+        operator = await signed_in_headers(stack, org, "operator")
 
         for url, who in ((step_url, approver), (f"/console/runs/{run_id}", operator)):
             page = await http.get(url, headers=who)
@@ -158,7 +152,7 @@ async def test_refused_uploads_from_the_console_change_nothing(stack: Stack) -> 
         run_id = await _start(http, org, "purchase_approval", purchase)
         step_url = f"/console/runs/{run_id}/steps/review"
         run_url = f"/console/runs/{run_id}"
-        approver = await _browser(stack, org, "approver2")
+        approver = await signed_in_headers(stack, org, "approver2")
 
         page = await http.get(step_url, headers=approver)
         assert page.status_code == 200, page.text
@@ -191,7 +185,7 @@ async def test_refused_uploads_from_the_console_change_nothing(stack: Stack) -> 
             assert "Annual licence" in refused.text  # the run page, shown again
 
         # An auditor reads the run but may not add to it: the API's 403, audited.
-        auditor = await _browser(stack, org, "auditor")
+        auditor = await signed_in_headers(stack, org, "auditor")
         assert 'id="upload-file"' not in (await http.get(run_url, headers=auditor)).text
         denied = await http.post(
             f"{run_url}/attachments",

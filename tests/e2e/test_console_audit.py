@@ -17,18 +17,12 @@ from tests.support import (
     Org,
     Stack,
     audit_actions,
-    cookie_headers,
     make_org,
-    start_test_session,
+    signed_in_headers,
     wait_for_status,
 )
 
 RUN_ACTIONS = ["run.started", "step.opened", "step.decided", "step.closed", "run.completed"]
-
-
-async def _browser(stack: Stack, engine: AsyncEngine, org: Org, who: str) -> dict[str, str]:
-    token = await start_test_session(engine, org[who].user_id, org.id)
-    return cookie_headers(stack.settings, token)
 
 
 async def _approved_run(http: httpx.AsyncClient, org: Org) -> str:
@@ -56,7 +50,7 @@ async def test_a_role_without_audit_read_gets_the_403_page_and_is_audited(
     stack: Stack, engine: AsyncEngine
 ) -> None:
     org = await make_org(engine)
-    operator = await _browser(stack, engine, org, "operator")
+    operator = await signed_in_headers(stack, org, "operator")
     paths = (
         "/console/audit",
         "/console/audit/verify",
@@ -81,7 +75,7 @@ async def test_events_custody_verification_export_and_sla(
     stack: Stack, engine: AsyncEngine
 ) -> None:
     org = await make_org(engine)
-    auditor = await _browser(stack, engine, org, "auditor")
+    auditor = await signed_in_headers(stack, org, "auditor")
     async with stack.http() as http:
         run_id = await _approved_run(http, org)
 

@@ -15,9 +15,8 @@ from tests.support import (
     Org,
     Stack,
     audit_actions,
-    cookie_headers,
     make_org,
-    start_test_session,
+    signed_in_headers,
     wait_for_status,
 )
 
@@ -36,11 +35,6 @@ async def _start(http: httpx.AsyncClient, org: Org, who: str, workflow: str, par
     return run_id
 
 
-async def _browser(stack: Stack, org: Org, who: str) -> dict[str, str]:
-    token = await start_test_session(stack.engine, org[who].user_id, org.id)
-    return cookie_headers(stack.settings, token)
-
-
 async def _decided(http: httpx.AsyncClient, org: Org, run_id: str) -> list[dict[str, Any]]:
     run = (await http.get(f"/v1/runs/{run_id}", headers=org["owner"].headers)).json()
     return [e for s in run["steps"] for e in s["history"] if e["event"] == "decided"]
@@ -53,8 +47,8 @@ async def test_refused_decisions_show_the_api_message_and_change_nothing(
     async with stack.http() as http:
         run_id = await _start(http, org, "operator_approver", "expense_approval", EXPENSE)
         page_url = f"/console/runs/{run_id}/steps/approve"
-        approver = await _browser(stack, org, "approver")
-        requester = await _browser(stack, org, "operator_approver")
+        approver = await signed_in_headers(stack, org, "approver")
+        requester = await signed_in_headers(stack, org, "operator_approver")
 
         page = await http.get(page_url, headers=approver)
         assert page.status_code == 200, page.text
@@ -99,7 +93,7 @@ async def test_refused_decisions_show_the_api_message_and_change_nothing(
         again = await http.post(page_url, data={"decision": "reject"}, headers=approver)
         assert again.status_code == 409
         assert "you already decided approve on this step" in again.text
-        other = await _browser(stack, org, "approver2")
+        other = await signed_in_headers(stack, org, "approver2")
         late = await http.post(page_url, data={"decision": "reject"}, headers=other)
         assert late.status_code == 409
         assert "the step is already closed" in late.text
@@ -140,7 +134,7 @@ async def test_the_decision_form_comes_from_the_step_schema(
             )
             assert voted.status_code == 200, voted.text
         await _wait_for_step(http, org, run_id, "director")
-        director = await _browser(stack, org, "approver")
+        director = await signed_in_headers(stack, org, "approver")
         page_url = f"/console/runs/{run_id}/steps/director"
 
         page = await http.get(page_url, headers=director)

@@ -16,17 +16,11 @@ from tests.support import (
     Org,
     Stack,
     audit_actions,
-    cookie_headers,
     make_org,
     row_counts,
-    start_test_session,
+    signed_in_headers,
     wait_for_status,
 )
-
-
-async def _browser(stack: Stack, engine: AsyncEngine, org: Org, who: str) -> dict[str, str]:
-    token = await start_test_session(engine, org[who].user_id, org.id)
-    return cookie_headers(stack.settings, token)
 
 
 async def _waiting_run(http: httpx.AsyncClient, org: Org) -> str:
@@ -47,7 +41,7 @@ async def test_a_role_without_run_read_gets_the_403_page_and_is_audited(
     stack: Stack, engine: AsyncEngine
 ) -> None:
     org = await make_org(engine)
-    nobody = await _browser(stack, engine, org, "nobody")
+    nobody = await signed_in_headers(stack, org, "nobody")
     async with stack.http() as http:
         for path in ("/console/runs", f"/console/runs/{uuid.uuid4()}", "/console/runs/new"):
             page = await http.get(path, headers=nobody)
@@ -70,7 +64,7 @@ async def test_the_list_and_the_run_page_show_the_run_and_its_step(
     stack: Stack, engine: AsyncEngine
 ) -> None:
     org = await make_org(engine)
-    operator = await _browser(stack, engine, org, "operator")
+    operator = await signed_in_headers(stack, org, "operator")
     async with stack.http() as http:
         run_id = await _waiting_run(http, org)
         page = await http.get(f"/console/runs/{run_id}", headers=operator)
@@ -106,7 +100,7 @@ async def test_starting_from_the_form_and_refusals_that_start_nothing(
     stack: Stack, engine: AsyncEngine
 ) -> None:
     org = await make_org(engine)
-    operator = await _browser(stack, engine, org, "operator")
+    operator = await signed_in_headers(stack, org, "operator")
     async with stack.http() as http:
         picker = await http.get("/console/runs/new", headers=operator)
         assert picker.status_code == 200
@@ -158,7 +152,7 @@ async def test_cancel_from_the_run_page_and_from_another_origin(
     stack: Stack, engine: AsyncEngine
 ) -> None:
     org = await make_org(engine)
-    operator = await _browser(stack, engine, org, "operator")
+    operator = await signed_in_headers(stack, org, "operator")
     async with stack.http() as http:
         run_id = await _waiting_run(http, org)
         cancel = f"/console/runs/{run_id}/cancel"
@@ -169,7 +163,7 @@ async def test_cancel_from_the_run_page_and_from_another_origin(
         )
         assert forged.status_code == 403
         assert forged.headers["content-type"].startswith("text/html")
-        approver = await _browser(stack, engine, org, "approver")
+        approver = await signed_in_headers(stack, org, "approver")
         not_theirs = await http.post(cancel, data={"reason": "no"}, headers=approver)
         assert not_theirs.status_code == 403
         assert "your roles do not grant run:cancel" in not_theirs.text
