@@ -71,6 +71,7 @@ from blocks.api.identity.sso import (
 from blocks.api.integrations.slack import router as slack_router
 from blocks.api.integrations.slack_interactions import router as slack_interactions_router
 from blocks.api.integrations.slack_links import router as slack_links_router
+from blocks.api.integrations.webhooks import router as webhooks_router
 from blocks.api.llm import credentials as llm_credentials
 from blocks.api.llm import retention as llm_retention
 from blocks.api.llm import usage as llm_usage
@@ -227,6 +228,7 @@ def create_app(
     app.include_router(slack_router)
     app.include_router(slack_interactions_router)
     app.include_router(slack_links_router)
+    app.include_router(webhooks_router)
     app.include_router(llm_credentials.router)
     app.include_router(llm_usage.router)
     app.include_router(llm_retention.settings_router)

@@ -17,6 +17,7 @@ from blocks.models.agents.tokens import issue_agent_token
 from blocks.models.identity.domains import claim_domain
 from blocks.models.identity.invites import create_invite
 from blocks.models.identity.sso_providers import Protocol, create_provider
+from blocks.models.integrations.webhooks import create_destination
 from blocks.models.llm.credentials import create_credential
 from tests.e2e.agent_stack import SKILLS, card
 from tests.support import (
@@ -45,6 +46,7 @@ _PARAM_SOURCES = {
     "provider_id",
     "domain",
     "attachment_id",
+    "destination_id",
 }
 _SLACK_USER = "U0TENANTA"
 _SLACK_USERS = "/v1/integrations/slack/users/{slack_user_id}"
@@ -60,6 +62,7 @@ _BODIES = {
     "/v1/agents/{agent_id}": {"public": True},
     "/v1/agents/{agent_id}/tokens": {"name": "not yours"},
     "/v1/org/sso/providers/{provider_id}": {"enabled": False},
+    "/v1/integrations/webhooks/{destination_id}": {"enabled": False},
 }
 # B's members that hold the route's permission, where that is not owner (+ approver for POSTs).
 _MEMBERS = {
@@ -73,6 +76,7 @@ _MEMBERS = {
     "/v1/agents/{agent_id}/tokens": ("owner", "admin"),
     "/v1/agents/{agent_id}/tokens/{token_id}/rotate": ("owner", "admin"),
     "/v1/org/domains/{domain}/verify": ("owner", "admin"),
+    "/v1/integrations/webhooks/{destination_id}/rotate-secret": ("owner", "admin"),
 }
 # The person's own routes take a session cookie, not an API key: B's owner signs in for them.
 _PERSONAL_PREFIX = "/v1/me/"
@@ -190,6 +194,14 @@ async def test_every_id_route_is_404_for_another_organization(
                 secret="client-secret-of-tenant-a",
             )
             domain = await claim_domain(ctx_a, session, f"{org_a.slug}.example")
+        async with session_factory(engine)() as session, session.begin():
+            destination, _ = await create_destination(
+                ctx_a,
+                session,
+                url="https://8.8.8.8/tenant-a",
+                description="tenant A's hook",
+                event_types=["audit.*"],
+            )
         session_a = await start_test_session(engine, org_a["operator"].user_id, org_a.id)
         async with session_factory(engine)() as session, session.begin():
             session_id = (
@@ -207,6 +219,7 @@ async def test_every_id_route_is_404_for_another_organization(
             "Team lunch",
             org_a.slug,
             invited,
+            destination.url,
         ]
 
         for method, template in routes:
@@ -228,6 +241,7 @@ async def test_every_id_route_is_404_for_another_organization(
                 provider_id=provider.id,
                 domain=domain.domain,
                 attachment_id=attached.json()["id"],
+                destination_id=destination.id,
             )
             body = {
                 k: v.format(user_id=org_a["operator"].user_id) if isinstance(v, str) else v
