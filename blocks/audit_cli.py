@@ -1,7 +1,9 @@
 """`blocks audit verify FILE`: check an audit export offline, with no server and no database.
 
 An export with content revealed (`blocks audit export --content revealed`, or the API's
-`content=revealed`) has each revealed field checked against what the chain sealed, too.
+`content=revealed`) has each revealed field checked against what the chain sealed, too. With
+`--against CHECKPOINT_FILE` (checkpoints kept outside Blocks, by a witness or a SIEM) the export
+must also extend each of them (`audit.consistency`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from rich.console import Console
 from rich.table import Table
 
 from blocks.core.audit.chain_verifier import VerificationReport
+from blocks.core.audit.consistency import (
+    ConsistencyReport,
+    UnusableInput,
+    Witness,
+    check_consistency,
+    read_witness,
+)
 from blocks.core.audit.verify import verify_export
 
 audit_app = typer.Typer(
@@ -111,9 +120,22 @@ def verify(
             "the export's header lists (get it from GET /v1/audit/public-key, out of band)",
         ),
     ] = None,
+    against: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--against",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="checkpoints kept outside Blocks (the API's JSON for one, a list of them, or "
+            "export checkpoint lines; an earlier export or a SIEM's copy of the events also "
+            "names a rewritten event): the export must extend them; repeatable",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Verify a JSON Lines audit export offline: exit 0 if intact, 1 if not."""
+    """Verify a JSON Lines audit export offline: exit 0 if intact (and consistent with every
+    --against checkpoint), 1 if not, 2 if the input cannot be checked."""
     console = Console()
     if public_key is not None:
         try:
@@ -122,10 +144,68 @@ def verify(
         except (binascii.Error, ValueError) as err:
             console.print(f"[red]--public-key is not a base64 Ed25519 public key: {err}[/]")
             raise typer.Exit(2) from err
+    witnesses = _witnesses(console, against or [])
     with file.open("rb") as handle:
         report = verify_export(handle, public_key=public_key)
+    consistency: ConsistencyReport | None = None
+    if witnesses:
+        checkpoints = [cp for w in witnesses for cp in w.checkpoints]
+        copies = [w.chain for w in witnesses if w.chain]
+        try:
+            with file.open("rb") as handle:
+                consistency = check_consistency(
+                    handle, checkpoints, copies=copies, public_key=public_key
+                )
+        except UnusableInput as err:
+            console.print(f"[red]The consistency check cannot run: {err}[/]", highlight=False)
+            raise typer.Exit(2) from err
     if as_json:
-        console.print_json(json.dumps(report.as_dict()))
+        out = report.as_dict()
+        if consistency is not None:
+            out["consistency"] = consistency.as_dict()
+        console.print_json(json.dumps(out))
     else:
         _summary(console, file, report, pinned=public_key is not None)
-    raise typer.Exit(0 if report.ok else 1)
+        if consistency is not None:
+            _consistency_summary(console, consistency)
+    consistent = consistency is None or consistency.ok
+    raise typer.Exit(0 if report.ok and consistent else 1)
+
+
+def _witnesses(console: Console, paths: list[Path]) -> list[Witness]:
+    witnesses: list[Witness] = []
+    for path in paths:
+        try:
+            witnesses.append(read_witness(path.read_text(encoding="utf-8"), str(path)))
+        except (UnusableInput, UnicodeDecodeError) as err:
+            console.print(f"[red]--against {path}: {err}[/]", highlight=False)
+            raise typer.Exit(2) from err
+    if paths and not any(w.checkpoints for w in witnesses):
+        console.print("[red]--against: no signed checkpoint in the files given[/]")
+        raise typer.Exit(2)
+    return witnesses
+
+
+def _consistency_summary(console: Console, report: ConsistencyReport) -> None:
+    for w in report.witnesses:
+        verdict = "[green]extended[/]" if w.matches else "[red]not matched[/]"
+        console.print(f"witnessed seq {w.seq} signed at {w.signed_at}: {verdict}", soft_wrap=True)
+    problem = report.problem
+    if problem is None:
+        console.print(
+            "[bold green]CONSISTENT[/]: the chain recomputed from this export's events reaches "
+            "every witnessed checkpoint's signed hash; this export extends them."
+        )
+        return
+    where = f"seq {problem.seq}" if problem.seq is not None else "no single event"
+    span = (
+        f", first rewritten event in seqs {problem.first_seq} to {problem.last_seq}"
+        if problem.first_seq is not None and problem.seq is None
+        else ""
+    )
+    # One plain line, like TAMPERED's, that scripts grep.
+    console.print(
+        f"[bold red]INCONSISTENT[/]: {problem.kind} at {where}, event id {problem.id or '-'}{span}",
+        soft_wrap=True,
+    )
+    console.print(problem.message, soft_wrap=True, highlight=False)

@@ -50,7 +50,7 @@ class VerificationReport:
         return asdict(self)
 
 
-def _verify_signature(public_key_b64: str, message: bytes, signature_b64: str) -> bool:
+def verify_signature(public_key_b64: str, message: bytes, signature_b64: str) -> bool:
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64, validate=True))
         key.verify(base64.b64decode(signature_b64, validate=True), message)
@@ -266,7 +266,7 @@ class ChainVerifier:
             except (ValueError, TypeError):
                 bad = f"{where}: signed_at is not an ISO 8601 time with a zone"
             else:
-                if not _verify_signature(key, message, cp.signature):
+                if not verify_signature(key, message, cp.signature):
                     bad = f"{where}: the signature does not verify"
                 elif cp.seq < 0 or (cp.seq == 0 and cp.hash != GENESIS_HASH):
                     bad = f"{where} names no event of the chain"
