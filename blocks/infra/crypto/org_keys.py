@@ -41,6 +41,16 @@ class OrgDataKey:
     def __post_init__(self) -> None:
         object.__setattr__(self, "cipher", AESGCM(self.secret))
 
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        """nonce + AES-GCM ciphertext of `plaintext`, bound to `aad` (what the row is for): the
+        form every sealed column of an organization's data has."""
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + self.cipher.encrypt(nonce, plaintext, aad)
+
+    def open_sealed(self, sealed: bytes, aad: bytes) -> bytes:
+        """What `seal` sealed under the same `aad` (cryptography's InvalidTag otherwise)."""
+        return self.cipher.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad)
+
 
 def _wrap_aad(master_key_id: str, org_id: uuid.UUID, key_id: uuid.UUID) -> bytes:
     return f"blocks.org-key.v1|{master_key_id}|{org_id}|{key_id}".encode()

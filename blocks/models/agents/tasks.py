@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from blocks.models.keys.org_keys import live_org_key, org_key_by_id, process_org
 NOTIFY_CHANNEL = "blocks_agent_tasks"
 # How long a delivery waits for the agent's acknowledgement before it is sent again.
 ACK_SECONDS = 10.0
-_NONCE_BYTES = 12
 _LISTEN_RETRY_SECONDS = 2.0
 _log = logging.getLogger("blocks.agents")
 
@@ -110,15 +108,14 @@ def _aad(org_id: uuid.UUID, task_id: uuid.UUID, part: str) -> bytes:
 
 
 def _seal(key: OrgDataKey, task_id: uuid.UUID, part: str, value: dict[str, Any]) -> bytes:
-    nonce = os.urandom(_NONCE_BYTES)
     plain = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    return nonce + key.cipher.encrypt(nonce, plain, _aad(key.org_id, task_id, part))
+    return key.seal(plain, _aad(key.org_id, task_id, part))
 
 
 def open_sealed(key: OrgDataKey, task_id: uuid.UUID, part: str, sealed: bytes) -> dict[str, Any]:
     """A task's sealed input (`part` "input") or answer ("answer"), opened."""
     aad = _aad(key.org_id, task_id, part)
-    opened = json.loads(key.cipher.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad))
+    opened = json.loads(key.open_sealed(sealed, aad))
     return opened if isinstance(opened, dict) else {}
 
 

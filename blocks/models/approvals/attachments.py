@@ -10,7 +10,6 @@ SHA-256 for the audit log.
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -27,8 +26,6 @@ from blocks.infra.content.file_types import ALL_KINDS, DetectedFile, FileKind
 from blocks.infra.db import bind_org
 from blocks.models.base import new_id, org_fk_column, timestamp_column, user_fk_column, utcnow
 from blocks.models.keys.org_keys import live_org_key, org_key_by_id
-
-_NONCE_BYTES = 12
 
 
 class Attachment(SQLModel, table=True):
@@ -97,9 +94,8 @@ async def add_attachment(
         uploaded_by=uploaded_by,
     )
     key = await live_org_key(session, ctx.org_id)
-    nonce = os.urandom(_NONCE_BYTES)
     attachment.key_id = key.key_id
-    attachment.sealed = nonce + key.cipher.encrypt(nonce, content, _aad(attachment))
+    attachment.sealed = key.seal(content, _aad(attachment))
     session.add(attachment)
     await session.flush()
     return attachment
@@ -177,7 +173,7 @@ async def open_attachment(ctx: OrgContext, session: AsyncSession, attachment: At
     key = await org_key_by_id(session, ctx.org_id, attachment.key_id)
     sealed = attachment.sealed
     try:
-        return key.cipher.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _aad(attachment))
+        return key.open_sealed(sealed, _aad(attachment))
     except InvalidTag as error:
         raise AttachmentUnavailable(
             f"attachment {attachment.id} does not open (it was altered or moved)"

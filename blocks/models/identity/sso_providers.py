@@ -3,7 +3,6 @@ client secret sealed under the organization's data key (write-only: only sign-in
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -21,8 +20,6 @@ from blocks.infra.crypto.org_keys import OrgDataKey
 from blocks.infra.db import bind_org
 from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
 from blocks.models.keys.org_keys import live_org_key, org_key_by_id
-
-_NONCE_BYTES = 12
 
 
 class Protocol(StrEnum):
@@ -79,10 +76,8 @@ def seal_secret(key: OrgDataKey, provider: IdentityProvider, secret: str | None)
     if secret is None:
         provider.secret_key_id = provider.secret_sealed = provider.secret_last4 = None
         return
-    nonce = os.urandom(_NONCE_BYTES)
-    sealed = key.cipher.encrypt(nonce, secret.encode(), _aad(provider.org_id, provider.id))
     provider.secret_key_id = key.key_id
-    provider.secret_sealed = nonce + sealed
+    provider.secret_sealed = key.seal(secret.encode(), _aad(provider.org_id, provider.id))
     provider.secret_last4 = secret[-4:] if len(secret) >= 12 else None
 
 
@@ -192,9 +187,7 @@ async def open_client_secret(
     key = await org_key_by_id(db, ctx.org_id, provider.secret_key_id)
     sealed = provider.secret_sealed
     try:
-        opened = key.cipher.decrypt(
-            sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _aad(provider.org_id, provider.id)
-        )
+        opened = key.open_sealed(sealed, _aad(provider.org_id, provider.id))
     except InvalidTag as error:
         raise ProviderSecretUnavailable(
             f"the client secret of identity provider {provider.name!r} does not open; set it again"

@@ -11,7 +11,6 @@ signing. After a rotation the previous secret stays sealed beside the new one un
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -46,7 +45,6 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 DEFAULT_OVERLAP = timedelta(hours=24)
 MAX_OVERLAP = timedelta(hours=168)
-_NONCE_BYTES = 12
 _CURRENT = "current"
 _PREVIOUS = "previous"
 
@@ -143,10 +141,8 @@ def _aad(org_id: uuid.UUID, destination_id: uuid.UUID) -> bytes:
 
 
 def _seal_current(key: OrgDataKey, destination: WebhookDestination, secret: str) -> None:
-    nonce = os.urandom(_NONCE_BYTES)
-    sealed = key.cipher.encrypt(nonce, secret.encode(), _aad(destination.org_id, destination.id))
     destination.secret_key_id = key.key_id
-    destination.secret_sealed = nonce + sealed
+    destination.secret_sealed = key.seal(secret.encode(), _aad(destination.org_id, destination.id))
     destination.secret_last4 = secret[-4:]
 
 
@@ -319,7 +315,7 @@ async def _open(
     key = await org_key_by_id(session, destination.org_id, key_id)
     aad = _aad(destination.org_id, destination.id)
     try:
-        opened = key.cipher.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad)
+        opened = key.open_sealed(sealed, aad)
     except InvalidTag as error:  # altered, or copied from another row
         raise DestinationSecretUnavailable(
             f"the {slot} signing secret of webhook destination {destination.id} does not open "

@@ -9,7 +9,6 @@ the row keeps its last four characters to tell keys apart.
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import datetime
 
@@ -26,7 +25,6 @@ from blocks.infra.db import bind_org
 from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
 from blocks.models.keys.org_keys import live_org_key, org_key_by_id
 
-_NONCE_BYTES = 12
 # Shorter keys (a local server's placeholder such as "ollama") would be half shown by four.
 _SHOW_LAST4_FROM = 12
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -83,10 +81,8 @@ def _aad(org_id: uuid.UUID, credential_id: uuid.UUID) -> bytes:
 
 
 def _seal(key: OrgDataKey, credential: LlmCredential, api_key: str) -> None:
-    nonce = os.urandom(_NONCE_BYTES)
-    sealed = key.cipher.encrypt(nonce, api_key.encode(), _aad(credential.org_id, credential.id))
     credential.key_key_id = key.key_id
-    credential.key_sealed = nonce + sealed
+    credential.key_sealed = key.seal(api_key.encode(), _aad(credential.org_id, credential.id))
     credential.key_last4 = last_four(api_key)
 
 
@@ -215,9 +211,7 @@ async def open_api_key(ctx: OrgContext, session: AsyncSession, credential: LlmCr
     key = await org_key_by_id(session, ctx.org_id, credential.key_key_id)
     sealed = credential.key_sealed
     try:
-        opened = key.cipher.decrypt(
-            sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _aad(credential.org_id, credential.id)
-        )
+        opened = key.open_sealed(sealed, _aad(credential.org_id, credential.id))
     except InvalidTag as error:  # altered, or copied from another row
         raise CredentialKeyUnavailable(
             f"the key of LLM credential {credential.name!r} does not open (it was altered or "

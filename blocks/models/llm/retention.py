@@ -12,7 +12,6 @@ a transcript moved to another row does not open), and shredded with the organiza
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,8 +25,6 @@ from blocks.infra.db import bind_org
 from blocks.models.base import org_fk_column, timestamp_column, utcnow
 from blocks.models.keys.org_keys import live_org_key, org_key_by_id
 from blocks.models.llm.usage import LlmUsage
-
-_NONCE_BYTES = 12
 
 
 @dataclass(frozen=True)
@@ -91,8 +88,7 @@ def _aad(org_id: uuid.UUID, run_id: str, step: str, call_id: str, part: str) -> 
 
 
 def _seal(key: OrgDataKey, plaintext: str, aad: bytes) -> bytes:
-    nonce = os.urandom(_NONCE_BYTES)
-    return nonce + key.cipher.encrypt(nonce, plaintext.encode(), aad)
+    return key.seal(plaintext.encode(), aad)
 
 
 async def seal_transcript(
@@ -153,7 +149,7 @@ def _opened(key: OrgDataKey, row: LlmUsage) -> RetainedCall:
         if sealed is None:
             return None
         aad = _aad(row.org_id, row.run_id, row.step, row.call_id, part)
-        return key.cipher.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad).decode()
+        return key.open_sealed(sealed, aad).decode()
 
     prompt = open_part(row.prompt_sealed, "prompt")
     return RetainedCall(
