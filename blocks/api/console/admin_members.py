@@ -4,6 +4,7 @@ roles, deactivating, reactivating and ending a member's sessions, through the AP
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -87,43 +88,65 @@ async def change_roles_page(
     return back_to(PAGE, done)
 
 
-@router.post(f"{PAGE}/{{user_id}}/deactivate", response_model=None)
-async def deactivate_page(
-    user_id: uuid.UUID, request: Request, ctx: CanManageMembers, session: DbSession
+async def _act_on(
+    request: Request,
+    ctx: OrgContext,
+    session: DbSession,
+    user_id: uuid.UUID,
+    action: Callable[[], Awaitable[object]],
+    done: str,
 ) -> HTMLResponse | RedirectResponse:
+    """One button on a member's row: the API route's call, then the list with its notice, or
+    the list again with the API's refusal (the change undone)."""
     try:
-        await deactivate(user_id=user_id, request=request, ctx=ctx, session=session)
+        await action()
     except Problem as problem:
         errors = await refused(session, problem)
         return await _page(
             request, ctx, session, errors=errors, target=user_id, status=problem.status
         )
-    return back_to(PAGE, "deactivated")
+    return back_to(PAGE, done)
+
+
+@router.post(f"{PAGE}/{{user_id}}/deactivate", response_model=None)
+async def deactivate_page(
+    user_id: uuid.UUID, request: Request, ctx: CanManageMembers, session: DbSession
+) -> HTMLResponse | RedirectResponse:
+    return await _act_on(
+        request,
+        ctx,
+        session,
+        user_id,
+        lambda: deactivate(user_id=user_id, request=request, ctx=ctx, session=session),
+        "deactivated",
+    )
 
 
 @router.post(f"{PAGE}/{{user_id}}/reactivate", response_model=None)
 async def reactivate_page(
     user_id: uuid.UUID, request: Request, ctx: CanManageMembers, session: DbSession
 ) -> HTMLResponse | RedirectResponse:
-    try:
-        await reactivate(user_id=user_id, request=request, ctx=ctx, session=session)
-    except Problem as problem:
-        errors = await refused(session, problem)
-        return await _page(
-            request, ctx, session, errors=errors, target=user_id, status=problem.status
-        )
-    return back_to(PAGE, "reactivated")
+    return await _act_on(
+        request,
+        ctx,
+        session,
+        user_id,
+        lambda: reactivate(user_id=user_id, request=request, ctx=ctx, session=session),
+        "reactivated",
+    )
 
 
 @router.post(f"{PAGE}/{{user_id}}/sessions/revoke", response_model=None)
 async def revoke_sessions_page(
     user_id: uuid.UUID, request: Request, ctx: CanManageSecurity, session: DbSession
 ) -> HTMLResponse | RedirectResponse:
-    try:
-        await revoke_sessions_of_member(user_id=user_id, request=request, ctx=ctx, session=session)
-    except Problem as problem:
-        errors = await refused(session, problem)
-        return await _page(
-            request, ctx, session, errors=errors, target=user_id, status=problem.status
-        )
-    return back_to(PAGE, "sessions")
+    return await _act_on(
+        request,
+        ctx,
+        session,
+        user_id,
+        lambda: revoke_sessions_of_member(
+            user_id=user_id, request=request, ctx=ctx, session=session
+        ),
+        "sessions",
+    )

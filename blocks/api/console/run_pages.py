@@ -24,6 +24,7 @@ from blocks.api.console.forms import (
     from_validation,
     moment_field,
     read_form,
+    text_field,
 )
 from blocks.api.console.inbox_pages import member_names
 from blocks.api.console.pages import redirect, render
@@ -103,10 +104,6 @@ class RunFilters:
         return urlencode(pairs)
 
 
-def _text(value: str | None) -> str:
-    return (value or "").strip()
-
-
 def _member(name: str, text: str) -> uuid.UUID | None:
     if not text:
         return None
@@ -158,17 +155,17 @@ async def runs_page(
     the filter form is no filter, a bad one is shown beside the form with the API's reason."""
     filters = RunFilters(
         status=tuple(dict.fromkeys(s for s in status or [] if s)),
-        workflow=_text(workflow),
-        requested_by=_text(requested_by),
-        pending_approver=_text(pending_approver),
-        sla_deadline_after=_text(sla_deadline_after),
-        sla_deadline_before=_text(sla_deadline_before),
+        workflow=text_field(workflow),
+        requested_by=text_field(requested_by),
+        pending_approver=text_field(pending_approver),
+        sla_deadline_after=text_field(sla_deadline_after),
+        sla_deadline_before=text_field(sla_deadline_before),
     )
     listing: RunListOut | None = None
     errors: FormErrors | None = None
     code = 200
     try:
-        listing = await _listing(ctx, client, filters, _text(cursor))
+        listing = await _listing(ctx, client, filters, text_field(cursor))
     except Problem as problem:
         if problem.status != 422:
             raise
