@@ -8,13 +8,13 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from blocks.api.console import (
-    admin_pages,
     audit_pages,
     inbox_pages,
     run_pages,
     sign_in_pages,
     step_pages,
 )
+from blocks.api.console.admin import pages as admin_pages
 from blocks.api.console.errors import CONSOLE_PREFIX
 from blocks.api.console.pages import STATIC, redirect
 

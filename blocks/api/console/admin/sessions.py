@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from blocks.api.console.admin_common import ADMIN, back_to, notice, refused
+from blocks.api.console.admin.common import ADMIN, back_to, notice, refused
 from blocks.api.console.forms import FormErrors
 from blocks.api.console.pages import render
 from blocks.api.console.time_text import when

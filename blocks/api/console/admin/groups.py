@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from blocks.api.approvals.groups import GroupIn, add_member, create, groups, remove_member
-from blocks.api.console.admin_common import ADMIN, back_to, notice, refused
+from blocks.api.console.admin.common import ADMIN, back_to, notice, refused
 from blocks.api.console.forms import FormErrors, from_validation, read_form
 from blocks.api.console.pages import render
 from blocks.api.deps import CanManageMembers, DbSession

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
-from blocks.api.console.admin_common import ADMIN, back_to, form_list, notice, refused
+from blocks.api.console.admin.common import ADMIN, back_to, form_list, notice, refused
 from blocks.api.console.forms import FormErrors, from_validation, read_form
 from blocks.api.console.pages import render
 from blocks.api.console.time_text import when

@@ -17,7 +17,7 @@ from blocks.api.approvals.approval_settings import (
     set_approval_settings,
 )
 from blocks.api.approvals.decision_links import LinkPolicyIn, set_policy
-from blocks.api.console.admin_common import ADMIN, as_bool, back_to, notice, refused
+from blocks.api.console.admin.common import ADMIN, as_bool, back_to, notice, refused
 from blocks.api.console.forms import FormErrors, from_validation, read_form
 from blocks.api.console.pages import render
 from blocks.api.console.time_text import when

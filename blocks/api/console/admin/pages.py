@@ -5,29 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from blocks.api.console import (
-    admin_groups,
-    admin_invites,
-    admin_keys,
-    admin_members,
-    admin_security,
-    admin_sessions,
-)
-from blocks.api.console.admin_common import ADMIN
+from blocks.api.console.admin import groups, invites, keys, members, security, sessions
+from blocks.api.console.admin.common import ADMIN
 from blocks.api.console.errors import CONSOLE_PREFIX
 from blocks.api.console.pages import render
 from blocks.api.deps import OrgCtx
 from blocks.core.roles import Permission
 
 router = APIRouter()
-for _module in (
-    admin_members,
-    admin_invites,
-    admin_groups,
-    admin_keys,
-    admin_security,
-    admin_sessions,
-):
+for _module in (members, invites, groups, keys, security, sessions):
     router.include_router(_module.router)
 
 # The sections and the permission whose pages each opens; the pages refuse on their own

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
-from blocks.api.console.admin_common import ADMIN, ROLE_NAMES, back_to, form_list, notice, refused
+from blocks.api.console.admin.common import ADMIN, ROLE_NAMES, back_to, form_list, notice, refused
 from blocks.api.console.forms import FormErrors, from_validation
 from blocks.api.console.pages import render
 from blocks.api.deps import CanManageMembers, CanManageSecurity, DbSession
