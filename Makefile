@@ -20,9 +20,9 @@ UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-v
 # Debian packages the test suite drives for real (nginx in front of the API, for TLS termination
 # and forwarded addresses; chromium, which Playwright drives to test /docs in a browser; xmlsec1,
 # which checks SAML signatures; npm, which installs the OpenID Provider of the SSO tests),
-# installed when missing.
-SYSTEM_PACKAGES := nginx-light chromium xmlsec1 npm
-SYSTEM_COMMANDS := nginx chromium xmlsec1 npm
+# installed when missing: each command's package alone (a machine whose Node.js came from
+# elsewhere has npm already, and Debian's npm package would conflict with it).
+SYSTEM_PACKAGES := nginx:nginx-light chromium:chromium xmlsec1:xmlsec1 npm:npm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,10 +50,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 
 system-packages:
-	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null 2>&1 || \
-		[ -x /usr/sbin/$$c ] || missing=1; done; \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do c=$${pair%%:*}; \
+		command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $${pair#*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
 # The OpenID Provider the single sign-on tests run (the `oidc-provider` npm package, from its lock).
