@@ -97,7 +97,14 @@ class Settings(BaseSettings):
     # publishes and verifies with. Required in production (the signing key stays on the worker);
     # derived from the signing key elsewhere.
     audit_public_keys: str | None = None
-    audit_checkpoint_minutes: int = Field(default=15, ge=1)
+    # A checkpoint is signed this often for every organization with new events, and pushed to its
+    # SIEM streams and witnesses: a rewrite after the last checkpoint that left is then caught.
+    audit_checkpoint_minutes: int = Field(default=1, ge=1)
+    # How often the worker's dispatcher looks for destinations with events or checkpoints to
+    # send (webhooks, SIEM streams, witnesses), and how long a destination's receiver may fail
+    # before it is disabled and the organization's owners and admins are told.
+    event_dispatch_seconds: float = Field(default=2.0, ge=0.1, le=300.0)
+    destination_disable_after_hours: float = Field(default=72.0, ge=0.01, le=24.0 * 30)
     # A run left `starting` this long (a crash between its row and its workflow) is settled by the
     # worker's reconciler: confirmed if its workflow exists, else closed as abandoned. Far above
     # the API's 10 s wait for Temporal to take a start, so no start in flight is judged.

@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field, StringConstraints, WithJsonSchema, field_
 from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
-from blocks.models.integrations.webhooks import DEFAULT_OVERLAP, EVENT_TYPES, MAX_OVERLAP
+from blocks.core.integrations.events import EVENT_TYPES
+from blocks.models.integrations.webhooks import DEFAULT_OVERLAP, MAX_OVERLAP
 
 DESTINATION_ID = "7b1e4c2a-5d3f-4e8a-9b6c-0d2f4a6c8e10"
 DELIVERY_ID = "8c2f5d3b-6e4a-4f9b-8c7d-1e3a5b7d9f21"

@@ -37,14 +37,16 @@ from blocks.infra.integrations.outbound_http import (
     check_outbound_url,
 )
 from blocks.models.base import utcnow
-from blocks.models.integrations.webhooks import (
+from blocks.models.integrations.webhook_deliveries import (
     DeliveryCursorUnknown,
     WebhookDelivery,
+    list_deliveries,
+)
+from blocks.models.integrations.webhooks import (
     WebhookDestination,
     create_destination,
     delete_destination,
     get_destination,
-    list_deliveries,
     list_destinations,
     rotate_secret,
     update_destination,

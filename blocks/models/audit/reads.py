@@ -163,6 +163,41 @@ _STORED_EVENT = select(
 )
 
 
+async def stored_events_after(
+    ctx: OrgContext, session: AsyncSession, after_seq: int, limit: int
+) -> list[tuple[Any, ...]]:
+    """Up to `limit` events with seq > `after_seq`, in seq order, as `stored_event_lines` takes
+    them (what a SIEM stream sends: each event exactly as the export writes it)."""
+    await bind_org(session, ctx.org_id)
+    statement = (
+        _STORED_EVENT.where(_EVENTS.c.org_id == ctx.org_id, _EVENTS.c.seq > after_seq)
+        .order_by(_EVENTS.c.seq)
+        .limit(limit)
+    )
+    return [tuple(row) for row in (await session.exec(statement)).all()]  # type: ignore[call-overload]
+
+
+async def checkpoints_signed_after(
+    ctx: OrgContext,
+    session: AsyncSession,
+    after: datetime | None,
+    *,
+    up_to_seq: int | None,
+    limit: int,
+) -> list[tuple[datetime, SignedCheckpoint]]:
+    """Up to `limit` checkpoints signed after `after` (all if None) covering no event beyond
+    `up_to_seq` (any if None), in signing order, each with its signing time (a stream's cursor)."""
+    await bind_org(session, ctx.org_id)
+    statement = select(_CHECKPOINTS).where(_CHECKPOINTS.c.org_id == ctx.org_id)
+    if after is not None:
+        statement = statement.where(_CHECKPOINTS.c.signed_at > after)
+    if up_to_seq is not None:
+        statement = statement.where(_CHECKPOINTS.c.seq <= up_to_seq)
+    statement = statement.order_by(_CHECKPOINTS.c.signed_at, _CHECKPOINTS.c.id).limit(limit)
+    rows = (await session.exec(statement)).mappings().all()  # type: ignore[call-overload]
+    return [(row["signed_at"], _signed(row)) for row in rows]
+
+
 def _link(row: Mapping[str, Any]) -> Link:
     return hashed_payload(dict(row)), row["prev_hash"], row["hash"]
 

@@ -1,5 +1,5 @@
 """Outbound webhook destinations (URL, event types, signing secrets sealed, rotation with an
-overlap window) and their delivery log.
+overlap window) and where each one's stream stands.
 
 A Standard Webhooks secret is an HMAC key: the signer needs it in clear, so it cannot be kept
 hashed. It is sealed here as it is made (AES-256-GCM under the organization's live data key,
@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Column, Index, LargeBinary, String, tuple_
+from sqlalchemy import Column, Index, LargeBinary, String
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,24 +25,10 @@ from blocks.core.context import OrgContext
 from blocks.infra.crypto.org_keys import OrgDataKey
 from blocks.infra.db import bind_org
 from blocks.infra.integrations.webhooks import new_signing_secret
+from blocks.models.audit.reads import chain_head
 from blocks.models.base import new_id, org_fk_column, timestamp_column, utcnow
 from blocks.models.keys.org_keys import live_org_key, org_key_by_id
 
-# Every audit event of the organization, whatever its action.
-ALL_AUDIT_EVENTS = "audit.*"
-# The event types a destination may ask for: what runs and steps do, and every audit event.
-EVENT_TYPES: tuple[str, ...] = (
-    "run.started",
-    "run.completed",
-    "run.failed",
-    "run.cancelled",
-    "step.opened",
-    "step.decided",
-    "step.reminded",
-    "step.escalated",
-    "step.sla_breached",
-    ALL_AUDIT_EVENTS,
-)
 DEFAULT_OVERLAP = timedelta(hours=24)
 MAX_OVERLAP = timedelta(hours=168)
 _CURRENT = "current"
@@ -50,20 +36,15 @@ _PREVIOUS = "previous"
 
 
 class Kind(StrEnum):
-    WEBHOOK = "webhook"
+    WEBHOOK = "webhook"  # the event types it asks for, one signed message per event
+    SIEM = "siem"  # every audit event in chain order, in batches, with the checkpoints
+    WITNESS = "witness"  # every signed checkpoint, nothing else
 
 
 class DisabledReason(StrEnum):
     GONE = "gone"  # the receiver answered 410 Gone
     FAILING = "failing"  # deliveries failed for days
     ADMIN = "admin"  # switched off by an admin
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    GONE = "gone"
 
 
 class WebhookDestination(SQLModel, table=True):
@@ -94,32 +75,21 @@ class WebhookDestination(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     rotated_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
     deleted_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    # Where its stream stands (migration 0024): the last audit seq handed over, the signing time
+    # of the last checkpoint sent, and how its receiver is doing.
+    sent_seq: int = 0
+    sent_checkpoint_at: datetime | None = Field(
+        default=None, sa_column=timestamp_column(nullable=True)
+    )
+    last_success_at: datetime | None = Field(
+        default=None, sa_column=timestamp_column(nullable=True)
+    )
+    failing_since: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    last_error: str | None = Field(default=None, max_length=300)
 
     def __repr__(self) -> str:
         # Never the sealed secrets, even in a traceback's locals.
         return f"WebhookDestination(id={self.id}, url={self.url!r}, enabled={self.enabled})"
-
-
-class WebhookDelivery(SQLModel, table=True):
-    __tablename__ = "webhook_deliveries"
-
-    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
-    org_id: uuid.UUID = Field(sa_column=org_fk_column(index=False))
-    destination_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
-    message_id: str = Field(max_length=64)  # the webhook-id header, the same on every attempt
-    event_type: str = Field(max_length=100)
-    event_seq: int | None = None  # the audit event's seq, when the event is one
-    status: str = Field(default=DeliveryStatus.PENDING.value, max_length=16)
-    attempts: int = 0
-    last_status_code: int | None = None
-    last_latency_ms: int | None = None
-    last_attempt_at: datetime | None = Field(
-        default=None, sa_column=timestamp_column(nullable=True)
-    )
-    next_attempt_at: datetime | None = Field(
-        default=None, sa_column=timestamp_column(nullable=True)
-    )
-    created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
 
 class DestinationNotFound(LookupError):
@@ -128,10 +98,6 @@ class DestinationNotFound(LookupError):
 
 class DestinationSecretUnavailable(LookupError):
     """A sealed secret does not open (its data key destroyed, or the row altered)."""
-
-
-class DeliveryCursorUnknown(LookupError):
-    """The page cursor names no delivery of this destination."""
 
 
 def _aad(org_id: uuid.UUID, destination_id: uuid.UUID) -> bytes:
@@ -166,9 +132,16 @@ async def create_destination(
     description: str,
     event_types: list[str],
     kind: Kind = Kind.WEBHOOK,
+    from_seq: int | None = None,
 ) -> tuple[WebhookDestination, str]:
-    """A new destination with a fresh signing secret sealed; the secret is returned once here."""
+    """A new destination with a fresh signing secret sealed; the secret is returned once here.
+
+    A webhook gets the events that happen from now on; a SIEM stream starts at `from_seq`
+    (default 1: the whole chain, so the SIEM can verify it from genesis); a witness gets the
+    checkpoints signed from now on."""
     await bind_org(session, ctx.org_id)
+    head_seq, _ = await chain_head(ctx, session)
+    start = head_seq if kind is not Kind.SIEM else max((from_seq or 1) - 1, 0)
     destination = WebhookDestination(
         org_id=ctx.org_id,
         kind=kind.value,
@@ -176,6 +149,8 @@ async def create_destination(
         description=description,
         event_types=event_types,
         created_by=ctx.user_id,
+        sent_seq=start,
+        sent_checkpoint_at=utcnow() if kind is Kind.WITNESS else None,
     )
     secret = new_signing_secret()
     _seal_current(await live_org_key(session, ctx.org_id), destination, secret)
@@ -232,9 +207,14 @@ async def update_destination(
         destination.description = description
     if event_types is not None:
         destination.event_types = event_types
-    if enabled is True:
+    if enabled is True and not destination.enabled:
         destination.enabled = True
         destination.disabled_reason = destination.disabled_at = None
+        destination.failing_since = None
+        if destination.kind == Kind.WEBHOOK:
+            # A webhook is not sent what happened while it was off (the log keeps it); a stream
+            # resumes where it stopped, so the SIEM sees no gap.
+            destination.sent_seq, _ = await chain_head(ctx, session)
     elif enabled is False and destination.enabled:
         _disable(destination, DisabledReason.ADMIN, now)
     _forget_expired_previous(destination, now)
@@ -361,35 +341,3 @@ async def live_secrets(
             )
         )
     return secrets
-
-
-async def list_deliveries(
-    ctx: OrgContext,
-    session: AsyncSession,
-    destination_id: uuid.UUID,
-    *,
-    limit: int,
-    after: uuid.UUID | None = None,
-) -> list[WebhookDelivery]:
-    """A page of the destination's delivery log, newest first; `after` is the last delivery of
-    the page before (DeliveryCursorUnknown if it is not one of this destination's)."""
-    await bind_org(session, ctx.org_id)
-    mine = (
-        WebhookDelivery.org_id == ctx.org_id,
-        WebhookDelivery.destination_id == destination_id,
-    )
-    statement = select(WebhookDelivery).where(*mine)
-    if after is not None:
-        cursor = (
-            await session.exec(select(WebhookDelivery).where(*mine, WebhookDelivery.id == after))
-        ).first()
-        if cursor is None:
-            raise DeliveryCursorUnknown(str(after))
-        statement = statement.where(
-            tuple_(col(WebhookDelivery.created_at), col(WebhookDelivery.id))
-            < tuple_(cursor.created_at, cursor.id)
-        )
-    statement = statement.order_by(
-        col(WebhookDelivery.created_at).desc(), col(WebhookDelivery.id).desc()
-    ).limit(limit)
-    return list((await session.exec(statement)).all())
