@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -39,6 +38,14 @@ from blocks.core.integrations.events import (
     siem_body,
     wanted,
     webhook_body,
+)
+from blocks.core.integrations.streams import (
+    WEBHOOK_DELIVERY_WORKFLOW,
+    AttemptRequest,
+    AttemptResult,
+    DeliveryRequest,
+    StreamRequest,
+    StreamStep,
 )
 from blocks.infra.integrations.email import Mailer
 from blocks.infra.integrations.outbound_addresses import OutboundPolicy
@@ -71,40 +78,9 @@ from blocks.models.integrations.webhooks import (
 )
 
 _log = logging.getLogger("blocks.webhooks")
-WEBHOOK_DELIVERY_WORKFLOW = "blocks.webhook_delivery"
 EVENTS_PER_PASS = 500  # audit events read per pass (a webhook's fan-out, a SIEM's batch)
 CHECKPOINTS_PER_PASS = 100
 STARTS_PER_PASS = 200  # delivery workflows started per pass
-
-
-@dataclass(frozen=True)
-class StreamRequest:
-    org_id: str
-    destination_id: str
-
-
-@dataclass(frozen=True)
-class StreamStep:
-    more: bool  # there is more to send now: the workflow takes another pass at once
-
-
-@dataclass(frozen=True)
-class DeliveryRequest:
-    org_id: str
-    delivery_id: str
-
-
-@dataclass(frozen=True)
-class AttemptRequest:
-    org_id: str
-    delivery_id: str
-    index: int  # which attempt of RETRY_SCHEDULE this is (0: the first)
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    status: str  # the delivery's status after this attempt
-    next_delay_seconds: float | None  # wait this long, then attempt again; None: done
 
 
 def _system(org_id: str) -> OrgContext:

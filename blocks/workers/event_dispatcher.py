@@ -19,8 +19,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from blocks.activities.webhooks import StreamRequest
-from blocks.workflows.event_stream import EVENT_STREAM_WORKFLOW, stream_workflow_id
+from blocks.core.integrations.streams import (
+    EVENT_STREAM_WORKFLOW,
+    StreamRequest,
+    stream_workflow_id,
+)
 
 _log = logging.getLogger("blocks.events")
 _BATCH = 1000

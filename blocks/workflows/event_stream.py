@@ -19,16 +19,17 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-with workflow.unsafe.imports_passed_through():
-    from blocks.activities.webhooks import (
-        WEBHOOK_DELIVERY_WORKFLOW,
-        AttemptRequest,
-        DeliveryRequest,
-        EventStreamActivities,
-        StreamRequest,
-    )
+from blocks.core.integrations.streams import (
+    EVENT_STREAM_WORKFLOW,
+    WEBHOOK_DELIVERY_WORKFLOW,
+    AttemptRequest,
+    DeliveryRequest,
+    StreamRequest,
+)
 
-EVENT_STREAM_WORKFLOW = "blocks.event_stream"
+with workflow.unsafe.imports_passed_through():
+    from blocks.activities.webhooks import EventStreamActivities
+
 _PASSES_PER_RUN = 100  # then continue as new: a stream's history stays small
 # A receiver down: try again after 5 s, doubling up to every 5 minutes, for as long as it takes
 # (the destination is disabled after days of failures, which ends the stream).
@@ -42,10 +43,6 @@ _STREAM_RETRY = RetryPolicy(
 _ATTEMPT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
-
-
-def stream_workflow_id(destination_id: str) -> str:
-    return f"blocks-event-stream-{destination_id}"
 
 
 @workflow.defn(name=EVENT_STREAM_WORKFLOW)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import timedelta
 
 from sqlalchemy import text
@@ -17,6 +18,11 @@ from blocks.models.agents.tokens import issue_agent_token
 from blocks.models.identity.domains import claim_domain
 from blocks.models.identity.invites import create_invite
 from blocks.models.identity.sso_providers import Protocol, create_provider
+from blocks.models.integrations.webhook_deliveries import (
+    NewMessage,
+    add_deliveries,
+    list_deliveries,
+)
 from blocks.models.integrations.webhooks import create_destination
 from blocks.models.llm.credentials import create_credential
 from tests.e2e.agent_stack import SKILLS, card
@@ -47,6 +53,7 @@ _PARAM_SOURCES = {
     "domain",
     "attachment_id",
     "destination_id",
+    "delivery_id",
 }
 _SLACK_USER = "U0TENANTA"
 _SLACK_USERS = "/v1/integrations/slack/users/{slack_user_id}"
@@ -63,6 +70,7 @@ _BODIES = {
     "/v1/agents/{agent_id}/tokens": {"name": "not yours"},
     "/v1/org/sso/providers/{provider_id}": {"enabled": False},
     "/v1/integrations/webhooks/{destination_id}": {"enabled": False},
+    "/v1/integrations/webhooks/{destination_id}/replay": {"from_seq": 1},
 }
 # B's members that hold the route's permission, where that is not owner (+ approver for POSTs).
 _MEMBERS = {
@@ -77,6 +85,11 @@ _MEMBERS = {
     "/v1/agents/{agent_id}/tokens/{token_id}/rotate": ("owner", "admin"),
     "/v1/org/domains/{domain}/verify": ("owner", "admin"),
     "/v1/integrations/webhooks/{destination_id}/rotate-secret": ("owner", "admin"),
+    "/v1/integrations/webhooks/{destination_id}/replay": ("owner", "admin"),
+    "/v1/integrations/webhooks/{destination_id}/deliveries/{delivery_id}/redeliver": (
+        "owner",
+        "admin",
+    ),
 }
 # The person's own routes take a session cookie, not an API key: B's owner signs in for them.
 _PERSONAL_PREFIX = "/v1/me/"
@@ -202,6 +215,9 @@ async def test_every_id_route_is_404_for_another_organization(
                 description="tenant A's hook",
                 event_types=["audit.*"],
             )
+            event = NewMessage(event_id=uuid.uuid4(), event_seq=1, event_type="run.started")
+            await add_deliveries(ctx_a, session, destination.id, [event])
+            delivery_id = (await list_deliveries(ctx_a, session, destination.id, limit=1))[0].id
         session_a = await start_test_session(engine, org_a["operator"].user_id, org_a.id)
         async with session_factory(engine)() as session, session.begin():
             session_id = (
@@ -242,6 +258,7 @@ async def test_every_id_route_is_404_for_another_organization(
                 domain=domain.domain,
                 attachment_id=attached.json()["id"],
                 destination_id=destination.id,
+                delivery_id=delivery_id,
             )
             body = {
                 k: v.format(user_id=org_a["operator"].user_id) if isinstance(v, str) else v

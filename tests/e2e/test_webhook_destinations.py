@@ -234,7 +234,17 @@ async def test_bad_urls_and_event_types_are_refused_naming_the_field_and_leave_n
         for event_types in (["run.started", "run.exploded"], [], ["audit"], ["step.*"]):
             refused = await http.post(HOOKS, json=_body(event_types=event_types), headers=admin)
             assert _field(refused) == ["event_types"], event_types
-        assert _field(await http.post(HOOKS, json=_body(kind="siem"), headers=admin)) == ["kind"]
+        assert _field(await http.post(HOOKS, json=_body(kind="syslog"), headers=admin)) == ["kind"]
+        # A stream is sent every event: naming types, or a start seq for a witness, is refused.
+        siem_with_types = await http.post(HOOKS, json=_body(kind="siem"), headers=admin)
+        assert _field(siem_with_types) == ["event_types"]
+        assert "every event" in siem_with_types.json()["detail"]
+        webhook_without = {"url": _body()["url"]}
+        assert _field(await http.post(HOOKS, json=webhook_without, headers=admin)) == [
+            "event_types"
+        ]
+        witness_from = {"url": _body()["url"], "kind": "witness", "from_seq": 3}
+        assert _field(await http.post(HOOKS, json=witness_from, headers=admin)) == ["from_seq"]
         assert (await http.get(HOOKS, headers=admin)).json() == []
         assert await _rows(engine, org) == []
 

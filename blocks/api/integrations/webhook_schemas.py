@@ -8,11 +8,18 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
 from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example
 from blocks.api.schemas import StrictModel
+from blocks.core.audit.event_hash import MAX_SAFE_INT
 from blocks.core.integrations.events import EVENT_TYPES
 from blocks.models.integrations.webhooks import DEFAULT_OVERLAP, MAX_OVERLAP
 
@@ -49,15 +56,48 @@ class DestinationIn(StrictModel):
 
     url: Url = Field(description="Where events are POSTed: https, a public address")
     description: Description = ""
-    event_types: list[EventType] = Field(
-        min_length=1, max_length=len(EVENT_TYPES), description=_EVENT_TYPES_HELP
+    event_types: list[EventType] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(EVENT_TYPES),
+        description=f"A webhook's (required for one): {_EVENT_TYPES_HELP}. A `siem` stream gets"
+        " every audit event and a `witness` every checkpoint: leave it out for them",
     )
-    kind: Literal["webhook"] = "webhook"
+    kind: Literal["webhook", "siem", "witness"] = Field(
+        default="webhook",
+        description="`webhook`: one signed message per event of the types asked for; `siem`: "
+        "every audit event in chain order, in batches, exactly as hashed, with the signed "
+        "checkpoints covering them; `witness`: every signed checkpoint",
+    )
+    from_seq: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SAFE_INT,
+        description="A `siem` stream's first event (default 1: the whole chain)",
+    )
 
     @field_validator("event_types")
     @classmethod
-    def _known(cls, values: list[str]) -> list[str]:
-        return _known_event_types(values) or []
+    def _known(cls, values: list[str] | None) -> list[str] | None:
+        return _known_event_types(values)
+
+    def kind_problem(self) -> tuple[str, str] | None:
+        """(field, reason) when a field does not fit the kind; None when all fit."""
+        if self.kind == "webhook" and self.event_types is None:
+            return "event_types", "a webhook names the event types it wants"
+        if self.kind != "webhook" and self.event_types is not None:
+            return "event_types", f"a {self.kind} destination is sent every event: leave it out"
+        if self.kind != "siem" and self.from_seq is not None:
+            return "from_seq", "only a siem stream starts at a sequence number"
+        return None
+
+
+class ReplayIn(StrictModel):
+    model_config = example(from_seq=1)
+
+    from_seq: int = Field(
+        ge=1, le=MAX_SAFE_INT, description="Send every audit event again from this seq on"
+    )
 
 
 class DestinationPatch(StrictModel):
@@ -104,6 +144,10 @@ _OUT_EXAMPLE: dict[str, Any] = {
     "created_at": ex.CREATED,
     "updated_at": ex.CREATED,
     "rotated_at": None,
+    "sent_seq": 42,
+    "last_success_at": ex.DECIDED,
+    "failing_since": None,
+    "last_error": None,
 }
 
 
@@ -128,6 +172,16 @@ class DestinationOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     rotated_at: datetime | None
+    sent_seq: int = Field(
+        description="The last audit seq handed over: fanned out into deliveries (webhook), "
+        "acknowledged by the receiver (siem)"
+    )
+    last_success_at: datetime | None = Field(description="When the receiver last took a message")
+    failing_since: datetime | None = Field(
+        description="Since when every message failed (null: the last one went through); "
+        "after days of failures the destination is disabled (`failing`) and admins are told"
+    )
+    last_error: str | None = Field(description="Why the last message failed; never its body")
 
 
 class DestinationWithSecretOut(DestinationOut):
@@ -148,6 +202,8 @@ class DeliveryOut(BaseModel):
         attempts=1,
         last_status_code=200,
         last_latency_ms=87,
+        last_error=None,
+        redeliveries=0,
         last_attempt_at=ex.DECIDED,
         next_attempt_at=None,
         created_at=ex.DECIDED,
@@ -157,10 +213,15 @@ class DeliveryOut(BaseModel):
     message_id: str = Field(description="The `webhook-id` header, the same on every attempt")
     event_type: str
     event_seq: int | None = Field(description="The audit event's seq, when the event is one")
-    status: str = Field(description="`pending`, `delivered`, `failed` or `gone`")
+    status: str = Field(
+        description="`pending`, `delivered`, `failed` (every attempt of the schedule failed), "
+        "`gone` (the receiver answered 410) or `skipped` (the destination was off)"
+    )
     attempts: int
     last_status_code: int | None
     last_latency_ms: int | None
+    last_error: str | None = Field(description="Why the last attempt failed; never the body")
+    redeliveries: int = Field(description="How often it was redelivered by hand")
     last_attempt_at: datetime | None
     next_attempt_at: datetime | None
     created_at: datetime

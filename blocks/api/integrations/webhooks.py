@@ -18,9 +18,10 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from blocks.api.deps import CanManageIntegrations, DbSession, record_change
-from blocks.api.errors import invalid_field, not_found
+from blocks.api.deps import CanManageIntegrations, DbSession, TemporalClient, record_change
+from blocks.api.errors import Problem, invalid_field, not_found
 from blocks.api.integrations.webhook_schemas import (
     DeliveryListOut,
     DeliveryOut,
@@ -28,26 +29,36 @@ from blocks.api.integrations.webhook_schemas import (
     DestinationOut,
     DestinationPatch,
     DestinationWithSecretOut,
+    ReplayIn,
     RotateIn,
 )
 from blocks.core.context import OrgContext
+from blocks.core.integrations.events import ALL_AUDIT_EVENTS
+from blocks.core.integrations.streams import WEBHOOK_DELIVERY_WORKFLOW, DeliveryRequest
 from blocks.infra.integrations.outbound_http import (
     OutboundPolicy,
     OutboundURLRefused,
     check_outbound_url,
 )
+from blocks.models.audit.reads import chain_head
 from blocks.models.base import utcnow
 from blocks.models.integrations.webhook_deliveries import (
     DeliveryCursorUnknown,
+    DeliveryStatus,
     WebhookDelivery,
+    get_delivery,
     list_deliveries,
+    mark_started,
+    restart_delivery,
 )
 from blocks.models.integrations.webhooks import (
+    Kind,
     WebhookDestination,
     create_destination,
     delete_destination,
     get_destination,
     list_destinations,
+    replay_from,
     rotate_secret,
     update_destination,
 )
@@ -78,6 +89,10 @@ def _fields(destination: WebhookDestination) -> dict[str, Any]:
         "created_at": destination.created_at,
         "updated_at": destination.updated_at,
         "rotated_at": destination.rotated_at,
+        "sent_seq": destination.sent_seq,
+        "last_success_at": destination.last_success_at,
+        "failing_since": destination.failing_since,
+        "last_error": destination.last_error,
     }
 
 
@@ -151,9 +166,17 @@ async def add_webhook_destination(
     """Store where events go and which; the answer carries the signing secret, this once. The URL
     must be https on a public address (or a host:port allowed by the operator's
     BLOCKS_OUTBOUND_ALLOW_PRIVATE), else 422 naming `url` and why."""
+    if (misfit := body.kind_problem()) is not None:
+        raise invalid_field(*misfit)
     url = await _checked_url(request, body.url)
     destination, secret = await create_destination(
-        ctx, session, url=url, description=body.description, event_types=body.event_types
+        ctx,
+        session,
+        url=url,
+        description=body.description,
+        event_types=body.event_types or [ALL_AUDIT_EVENTS],
+        kind=Kind(body.kind),
+        from_seq=body.from_seq,
     )
     await _audit(request, ctx, session, "created", destination)
     return DestinationWithSecretOut(**_fields(destination), secret=secret)
@@ -281,3 +304,84 @@ async def list_webhook_deliveries(
         deliveries=[_delivery_out(d) for d in page],
         next_cursor=page[-1].id if len(page) == limit else None,
     )
+
+
+@router.post(
+    "/{destination_id}/deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    response_model=DeliveryOut,
+    summary="Redeliver a webhook message",
+)
+async def redeliver_webhook_message(
+    destination_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    request: Request,
+    ctx: CanManageIntegrations,
+    session: DbSession,
+    client: TemporalClient,
+) -> DeliveryOut:
+    """Send a message again along the whole retry schedule, under the same `webhook-id` (the
+    receiver drops it if it already has it). 409 while it is still being delivered; 422 while
+    the destination is off (enable it first)."""
+    destination = await _destination_or_404(ctx, session, destination_id)
+    delivery = await get_delivery(ctx, session, delivery_id, for_update=True)
+    if delivery is None or delivery.destination_id != destination.id:
+        raise not_found("delivery")
+    if not destination.enabled:
+        raise invalid_field("destination_id", "the destination is disabled: enable it first")
+    if delivery.status == DeliveryStatus.PENDING:
+        raise Problem(
+            409, "Conflict", "the message is still being delivered", code="delivery_pending"
+        )
+    delivery = await restart_delivery(ctx, session, delivery)
+    await _audit(
+        request,
+        ctx,
+        session,
+        "redelivered",
+        destination,
+        delivery_id=str(delivery.id),
+        message_id=delivery.message_id,
+    )
+    # Committed first: the workflow's first attempt reads the row as pending. Should the start
+    # fail, the row stays unstarted and the destination's next pass starts it.
+    await session.commit()
+    await client.start_workflow(
+        WEBHOOK_DELIVERY_WORKFLOW,
+        DeliveryRequest(str(ctx.org_id), str(delivery.id)),
+        id=delivery.workflow_id(),
+        task_queue=request.app.state.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    await mark_started(ctx, session, [delivery.id])
+    return _delivery_out(delivery)
+
+
+@router.post(
+    "/{destination_id}/replay",
+    response_model=DestinationOut,
+    summary="Replay a SIEM stream from a sequence number",
+)
+async def replay_stream(
+    destination_id: uuid.UUID,
+    body: ReplayIn,
+    request: Request,
+    ctx: CanManageIntegrations,
+    session: DbSession,
+) -> DestinationOut:
+    """Move a `siem` stream back (or forward) so that it sends every audit event from `from_seq`
+    on, in chain order, with the checkpoints covering them: a SIEM that lost data after an outage
+    asks for it again. 422 for another kind, or a seq beyond the chain's head."""
+    destination = await _destination_or_404(ctx, session, destination_id, for_update=True)
+    if destination.kind != Kind.SIEM:
+        raise invalid_field("destination_id", "only a siem stream replays")
+    head_seq, _ = await chain_head(ctx, session)
+    if body.from_seq > head_seq + 1:
+        raise invalid_field("from_seq", f"is beyond the chain's head (seq {head_seq})")
+    previous = destination.sent_seq
+    destination = await replay_from(ctx, session, destination, body.from_seq)
+    await _audit(
+        request, ctx, session, "replayed", destination, from_seq=body.from_seq, was=previous
+    )
+    return _out(destination)

@@ -341,3 +341,17 @@ async def live_secrets(
             )
         )
     return secrets
+
+
+async def replay_from(
+    ctx: OrgContext, session: AsyncSession, destination: WebhookDestination, from_seq: int
+) -> WebhookDestination:
+    """Point a SIEM stream at `from_seq`: every event from there on is sent again, with the
+    checkpoints covering them (all checkpoints are looked at again; the SIEM drops repeats)."""
+    await bind_org(session, ctx.org_id)
+    destination.sent_seq = from_seq - 1
+    destination.sent_checkpoint_at = None
+    destination.updated_at = utcnow()
+    session.add(destination)
+    await session.flush()
+    return destination
