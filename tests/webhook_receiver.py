@@ -100,9 +100,14 @@ class WebhookReceiver:
 
 
 @asynccontextmanager
-async def running_receiver(*secrets: str) -> AsyncIterator[WebhookReceiver]:
-    """A receiver accepting signatures under any of `secrets`, serving until the block ends."""
-    receiver = WebhookReceiver(secrets=secrets, port=free_port())
+async def running_receiver(
+    *secrets: str, again: WebhookReceiver | None = None
+) -> AsyncIterator[WebhookReceiver]:
+    """A receiver accepting signatures under any of `secrets`, serving until the block ends;
+    `again` serves that receiver once more on its port (a receiver back after an outage, what
+    it received before kept)."""
+    receiver = again or WebhookReceiver(secrets=secrets, port=free_port())
+    receiver._released = asyncio.Event()
     server = uvicorn.Server(
         uvicorn.Config(
             receiver.app(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -38,8 +39,12 @@ class EventDispatcher:
         *,
         task_queue: str,
         interval_seconds: float,
+        only_orgs: set[uuid.UUID] | None = None,
     ) -> None:
+        """`only_orgs`: wake only these organizations' streams (None: all), for a worker that
+        serves some organizations alone (tests scope theirs this way)."""
         self._sessions = sessions
+        self._only_orgs = only_orgs
         self._client = client
         self._task_queue = task_queue
         self._interval = interval_seconds
@@ -57,6 +62,8 @@ class EventDispatcher:
         """Start the stream of each destination behind; returns how many were behind."""
         async with self._sessions() as session, session.begin():
             rows = (await session.exec(_BEHIND.bindparams(limit=_BATCH))).all()  # type: ignore[call-overload]
+        if self._only_orgs is not None:
+            rows = [row for row in rows if row[0] in self._only_orgs]
         for org_id, destination_id in rows:
             await self._client.start_workflow(
                 EVENT_STREAM_WORKFLOW,

@@ -3,124 +3,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
-from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from blocks.core.audit.chain import GENESIS_HASH, chain_hash
-from blocks.core.audit.records import ActorType, AuditRecord
-from blocks.core.context import AuthMethod, OrgContext, OrgId
-from blocks.infra.db import session_factory
 from blocks.infra.embedded.postgres import PostgresCredentials
-from blocks.models.audit.events import append_events, hashed_payload
-from tests.support import Org, Stack, make_org
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _append(engine: AsyncEngine, org: Org, *actions: str) -> None:
-    ctx = OrgContext(org_id=OrgId(org.id), user_id=None, roles=(), auth=AuthMethod.SYSTEM)
-    records = [
-        AuditRecord(
-            action=action,
-            actor_type=ActorType.SYSTEM,
-            target_type="invoice",
-            target_id=f"inv-{action}",
-            data={"amount": "120.00"},
-        )
-        for action in actions
-    ]
-    async with session_factory(engine)() as session, session.begin():
-        await append_events(ctx, session, records)
-
-
-async def _checkpoint(stack: Stack, org: Org) -> dict[str, Any]:
-    """Sign the chain head now, as the API returns it: what a witness receives and keeps."""
-    async with stack.http() as http:
-        made = await http.post("/v1/audit/checkpoints", headers=org["admin"].headers)
-    assert made.status_code == 201, made.text
-    return dict(made.json())
-
-
-async def _export(stack: Stack, org: Org, path: Path) -> Path:
-    async with (
-        stack.http() as http,
-        http.stream("GET", "/v1/audit/export", headers=org["auditor"].headers) as response,
-    ):
-        assert response.status_code == 200
-        with path.open("wb") as handle:
-            async for chunk in response.aiter_bytes():
-                handle.write(chunk)
-    return path
-
-
-async def _verify(path: Path, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "blocks.cli",
-        "audit",
-        "verify",
-        str(path),
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        # A wide terminal: the verdict lines are asserted whole.
-        env={**os.environ, "COLUMNS": "400"},
-    )
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
-
-
-async def _rewrite_and_rehash(postgres: PostgresCredentials, org: Org, seq: int) -> str:
-    """What a superuser who knows the scheme does: change event `seq`, recompute every later
-    hash and the chain head, and delete the checkpoints that would give it away. Returns the
-    rewritten event's id."""
-
-    def run() -> str:
-        with psycopg.connect(postgres.url(superuser=True), row_factory=dict_row) as conn:
-            conn.execute("SET session_replication_role = replica")
-            rows = conn.execute(
-                "SELECT * FROM audit_events WHERE org_id = %s ORDER BY seq", (org.id,)
-            ).fetchall()
-            prev = GENESIS_HASH
-            for row in rows:
-                if row["seq"] == seq:
-                    row["target_id"] = "inv-forged"
-                row["hash"] = chain_hash(prev, hashed_payload(row))
-                conn.execute(
-                    "UPDATE audit_events SET target_id = %s, prev_hash = %s, hash = %s "
-                    "WHERE id = %s",
-                    (row["target_id"], prev, row["hash"], row["id"]),
-                )
-                prev = row["hash"]
-            conn.execute("UPDATE audit_chain_heads SET hash = %s WHERE org_id = %s", (prev, org.id))
-            conn.execute("DELETE FROM audit_checkpoints WHERE org_id = %s", (org.id,))
-            return str(next(r["id"] for r in rows if r["seq"] == seq))
-
-    return await asyncio.to_thread(run)
+from tests.e2e.audit_tools import append, checkpoint, export, rewrite_and_rehash, verify
+from tests.support import Stack, make_org
 
 
 async def test_a_rehashed_rewrite_before_a_witnessed_checkpoint_is_caught(
     stack: Stack, engine: AsyncEngine, postgres: PostgresCredentials, tmp_path: Path
 ) -> None:
     org = await make_org(engine)
-    await _append(engine, org, "witness.a", "witness.b", "witness.c")
-    first = await _checkpoint(stack, org)
-    await _append(engine, org, "witness.target")
-    second = await _checkpoint(stack, org)
+    await append(engine, org, "witness.a", "witness.b", "witness.c")
+    first = await checkpoint(stack, org)
+    await append(engine, org, "witness.target")
+    second = await checkpoint(stack, org)
     assert second["seq"] == first["seq"] + 1  # signing appends nothing: one event in between
-    await _append(engine, org, "witness.d", "witness.e", "witness.f")
-    last = await _checkpoint(stack, org)
+    await append(engine, org, "witness.d", "witness.e", "witness.f")
+    last = await checkpoint(stack, org)
     # The witness keeps what it received, outside Blocks: every checkpoint, or just the latest.
     every = tmp_path / "witness-all.json"
     every.write_text(json.dumps([first, second, last]))
@@ -128,24 +31,24 @@ async def test_a_rehashed_rewrite_before_a_witnessed_checkpoint_is_caught(
     latest.write_text(json.dumps(last))
 
     # An honest later export, with events after the checkpoints, extends them all.
-    await _append(engine, org, "witness.g", "witness.h")
-    honest = await _export(stack, org, tmp_path / "honest.jsonl")
-    code, output = await _verify(honest, "--against", str(every), "--against", str(latest))
+    await append(engine, org, "witness.g", "witness.h")
+    honest = await export(stack, org, tmp_path / "honest.jsonl")
+    code, output = await verify(honest, "--against", str(every), "--against", str(latest))
     assert code == 0, output
     assert "CONSISTENT" in output
     assert "INCONSISTENT" not in output
 
     target = second["seq"]
-    target_id = await _rewrite_and_rehash(postgres, org, target)
-    rewritten = await _export(stack, org, tmp_path / "rewritten.jsonl")
+    target_id = await rewrite_and_rehash(postgres, org, target)
+    rewritten = await export(stack, org, tmp_path / "rewritten.jsonl")
 
     # What the issue measured: on its own the rewritten export holds together.
-    code, output = await _verify(rewritten)
+    code, output = await verify(rewritten)
     assert code == 0, output
     assert "INTACT" in output
 
     # Against the latest head alone: caught, but a head cannot say which event.
-    code, output = await _verify(rewritten, "--against", str(latest))
+    code, output = await verify(rewritten, "--against", str(latest))
     assert code == 1, output
     assert (
         f"INCONSISTENT: diverged at no single event, event id -, first rewritten event in seqs "
@@ -155,11 +58,11 @@ async def test_a_rehashed_rewrite_before_a_witnessed_checkpoint_is_caught(
 
     # With that head and a copy of the events kept outside (the earlier export, as a SIEM
     # would hold them), the rewritten event itself is named.
-    code, output = await _verify(rewritten, "--against", str(latest), "--against", str(honest))
+    code, output = await verify(rewritten, "--against", str(latest), "--against", str(honest))
     assert code == 1, output
     assert f"INCONSISTENT: changed at seq {target}, event id {target_id}" in output, output
 
     # Against every checkpoint the witness kept: the rewritten event itself is named.
-    code, output = await _verify(rewritten, "--against", str(every))
+    code, output = await verify(rewritten, "--against", str(every))
     assert code == 1, output
     assert f"INCONSISTENT: changed at seq {target}, event id {target_id}" in output, output
