@@ -17,6 +17,8 @@ receiver's body) and the status 'skipped' (the destination was disabled or delet
 `blocks_event_destinations_behind(limit)`: the one cross-tenant read of the dispatcher that
 wakes streams: ids of enabled destinations whose organization has audit events or checkpoints
 they have not been handed, and nothing else of theirs (SECURITY DEFINER, as 0013/0014).
+`blocks_orgs_with_unsigned_events(limit)`: ids of organizations whose chain head is past their
+last checkpoint, so the every-minute checkpoint round visits only those.
 
 Revision ID: 0024
 Revises: 0023
@@ -110,11 +112,38 @@ def upgrade() -> None:
         $$;
         REVOKE ALL ON FUNCTION blocks_event_destinations_behind(int) FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION blocks_event_destinations_behind(int) TO blocks_app;
+
+        CREATE FUNCTION blocks_orgs_with_unsigned_events(p_limit int)
+        RETURNS TABLE (org_id uuid)
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+        BEGIN
+            PERFORM set_config('app.pre_tenant_lookup', 'on', true);
+            RETURN QUERY
+                SELECT h.org_id FROM public.audit_chain_heads h
+                WHERE h.seq > COALESCE(
+                    (SELECT max(c.seq) FROM public.audit_checkpoints c
+                     WHERE c.org_id = h.org_id), 0)
+                ORDER BY h.org_id
+                LIMIT p_limit;
+            PERFORM set_config('app.pre_tenant_lookup', '', true);
+        END;
+        $$;
+        DO $$
+        BEGIN
+            EXECUTE format(
+                'ALTER FUNCTION blocks_orgs_with_unsigned_events(int) OWNER TO %s',
+                {_OWNER.format("audit_chain_heads")}
+            );
+        END
+        $$;
+        REVOKE ALL ON FUNCTION blocks_orgs_with_unsigned_events(int) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION blocks_orgs_with_unsigned_events(int) TO blocks_app;
         """  # noqa: S608 (only the module's own constant is interpolated)
     )
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION blocks_orgs_with_unsigned_events(int);")
     op.execute("DROP FUNCTION blocks_event_destinations_behind(int);")
     for table in _LOOKUP_TABLES:
         op.execute(f"DROP POLICY {table}_stream_lookup ON {table};")

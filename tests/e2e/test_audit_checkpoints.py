@@ -92,10 +92,18 @@ async def test_the_scheduled_workflow_signs_only_organizations_with_new_events(
 ) -> None:
     org, quiet = await make_org(engine), await make_org(engine)
     async with stack.http() as http:
-        await http.post(
+        started = await http.post(
             "/v1/runs",
             json={"workflow": "expense_approval", "input": EXPENSE},
             headers=org["operator"].headers,
+        )
+        # The run appends nothing more once its step waits: no event lands between two rounds.
+        await wait_for_status(
+            http,
+            started.json()["id"],
+            org["operator"].headers,
+            status="running",
+            stage="awaiting_approval",
         )
 
         async def round_of_checkpoints() -> int:
