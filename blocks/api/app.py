@@ -45,6 +45,7 @@ from blocks.api.audit import export as audit_export
 from blocks.api.console.routes import install_console
 from blocks.api.error_handlers import install_error_handlers
 from blocks.api.identity import (
+    access_reviews,
     api_keys,
     invite_acceptance,
     invites,
@@ -199,6 +200,7 @@ def create_app(
     app.include_router(invite_acceptance.router)
     app.include_router(link_pages.router)
     app.include_router(org_settings.router)
+    app.include_router(access_reviews.router)
     app.include_router(providers.router)
     app.include_router(enforcement.router)
     app.include_router(domains.router)

@@ -23,6 +23,7 @@ from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from blocks import __version__
+from blocks.activities.access_review import AccessReviewActivities
 from blocks.activities.agents import AgentActivities
 from blocks.activities.approvers import ApproverActivities, PostgresMemberDirectory
 from blocks.activities.audit import AuditActivities
@@ -31,10 +32,11 @@ from blocks.activities.email_notices import EmailNoticeSender
 from blocks.activities.llm import LlmActivities
 from blocks.activities.notifications import NoticeSender, NotificationActivities
 from blocks.activities.slack_notices import SlackSender
+from blocks.activities.webhooks import EventStreamActivities
 from blocks.core.approvals.catalogue import CatalogueEntry
 from blocks.infra.crypto.field_crypto import install_master_keys, load_master_keys
 from blocks.infra.crypto.org_keys import install_org_keys
-from blocks.infra.crypto.signing import CheckpointSigner, load_signer
+from blocks.infra.crypto.signing import CheckpointSigner, load_public_keys, load_signer
 from blocks.infra.db import create_engine, session_factory
 from blocks.infra.integrations.email import Mailer
 from blocks.infra.integrations.outbound_http import OutboundPolicy
@@ -43,6 +45,7 @@ from blocks.infra.temporal.client import connect
 from blocks.models.approvals.catalogue import mark_seen, publish
 from blocks.models.keys.master_keys import check_master_keys
 from blocks.models.keys.org_keys import DatabaseOrgKeys
+from blocks.workers.event_dispatcher import EventDispatcher
 from blocks.workers.run_key_sweeper import RunKeySweeper
 from blocks.workers.run_start_reconciler import RunStartReconciler
 from blocks.workers.workflow_modules import SYSTEM_WORKFLOWS, load_author_code
@@ -96,6 +99,9 @@ def build_worker(
     max_cached_workflows: int = WORKER_CACHE_DEFAULT,
     max_concurrent_workflow_tasks: int = WORKER_TASKS_DEFAULT,
     outbound_policy: OutboundPolicy | None = None,
+    public_keys: dict[str, str] | None = None,
+    mailer: Mailer | None = None,
+    destination_disable_after: timedelta = timedelta(hours=72),
 ) -> Worker:
     sessions = session_factory(engine)
     audit = AuditActivities(sessions, delivers_notices=bool(notice_senders))
@@ -104,6 +110,16 @@ def build_worker(
     approvers = ApproverActivities(PostgresMemberDirectory(sessions))
     llm = LlmActivities(sessions, outbound_policy)
     agents = AgentActivities(sessions)
+    access_reviews = AccessReviewActivities(sessions)
+    events = EventStreamActivities(
+        sessions,
+        policy=outbound_policy or OutboundPolicy(),
+        # What SIEMs and witnesses are told checks the checkpoints they are sent.
+        public_keys=public_keys or {signer.key_id: signer.public().b64()},
+        task_queue=task_queue,
+        disable_after=destination_disable_after,
+        mailer=mailer,
+    )
     return Worker(
         client,
         task_queue=task_queue,
@@ -119,6 +135,13 @@ def build_worker(
             agents.dispatch,
             agents.answer,
             agents.cancel,
+            access_reviews.list_items,
+            access_reviews.revoke,
+            access_reviews.record_report,
+            access_reviews.open_scheduled,
+            access_reviews.settle_started,
+            events.advance_stream,
+            events.attempt_delivery,
             *author_activities,
         ],
         workflow_runner=SANDBOX,
@@ -214,6 +237,9 @@ async def run_worker(settings: Settings) -> None:
             max_cached_workflows=settings.worker_max_cached_workflows,
             max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
             outbound_policy=OutboundPolicy.from_settings(settings),
+            public_keys=load_public_keys(settings).by_id(),
+            mailer=Mailer(settings) if settings.smtp_host is not None else None,
+            destination_disable_after=timedelta(hours=settings.destination_disable_after_hours),
         )
         publisher = CataloguePublisher(
             session_factory(engine),
@@ -233,9 +259,16 @@ async def run_worker(settings: Settings) -> None:
             grace_seconds=settings.run_key_grace_seconds,
             interval_seconds=settings.run_key_sweep_seconds,
         )
+        dispatcher = EventDispatcher(
+            session_factory(engine),
+            client,
+            task_queue=settings.task_queue,
+            interval_seconds=settings.event_dispatch_seconds,
+        )
         async with asyncio.TaskGroup() as tasks:
             background = [
                 tasks.create_task(reconciler.run_forever()),
+                tasks.create_task(dispatcher.run_forever()),
                 tasks.create_task(publisher.run_forever()),
                 tasks.create_task(sweeper.run_forever()),
             ]

@@ -19,12 +19,21 @@ from typing import Any
 
 from temporalio import activity
 
+from blocks.workflows.access_review import AccessReviewWorkflow, ScheduledAccessReviewWorkflow
 from blocks.workflows.catalogue import workflow_name
 from blocks.workflows.checkpoints import AuditCheckpointWorkflow, OrgCheckpointWorkflow
+from blocks.workflows.event_stream import EventStreamWorkflow, WebhookDeliveryWorkflow
 from blocks.workflows.sdk import BlocksWorkflow
 
 # Blocks' own workflows, served by every worker; organizations cannot start them.
-SYSTEM_WORKFLOWS: tuple[type, ...] = (AuditCheckpointWorkflow, OrgCheckpointWorkflow)
+SYSTEM_WORKFLOWS: tuple[type, ...] = (
+    AuditCheckpointWorkflow,
+    OrgCheckpointWorkflow,
+    AccessReviewWorkflow,
+    ScheduledAccessReviewWorkflow,
+    EventStreamWorkflow,
+    WebhookDeliveryWorkflow,
+)
 
 
 class WorkflowLoadError(Exception):

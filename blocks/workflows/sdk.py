@@ -92,6 +92,10 @@ class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps, AgentSteps):
     DESCRIPTION: ClassVar[str] = ""
     INPUT: ClassVar[type[BaseModel] | None] = None
     FORMS: ClassVar[Mapping[str, type[BaseModel]]] = {}
+    # The steps of a run are links of one chain: one person approves at most one of them (four
+    # eyes). True makes each step an item of its own that one person may approve with the others
+    # (a review's items).
+    INDEPENDENT_STEPS: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._input: RunInput | None = None
@@ -122,7 +126,7 @@ class BlocksWorkflow(StepTimers, StepApprovers, LlmSteps, AgentSteps):
             by_delegate=request.actor_user_id if acting.on_behalf_of else None,
         )
         step.record(vote)
-        if request.decision is Decision.APPROVE:
+        if request.decision is Decision.APPROVE and not self.INDEPENDENT_STEPS:
             # Both count as having approved in this chain: the seat's owner and whoever acted.
             self._approved_in_chain.update({acting.user_id, request.actor_user_id})
         self._audit(

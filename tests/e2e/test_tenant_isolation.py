@@ -54,6 +54,7 @@ _PARAM_SOURCES = {
     "attachment_id",
     "destination_id",
     "delivery_id",
+    "review_id",
 }
 _SLACK_USER = "U0TENANTA"
 _SLACK_USERS = "/v1/integrations/slack/users/{slack_user_id}"
@@ -138,6 +139,9 @@ async def test_every_id_route_is_404_for_another_organization(
         await wait_for_status(
             http, run_id, org_a["operator"].headers, status="running", stage="awaiting_approval"
         )
+        review = await http.post("/v1/access-reviews", headers=org_a["owner"].headers)
+        assert review.status_code == 201, review.text
+        review_id = review.json()["id"]
         attached = await http.post(
             f"/v1/runs/{run_id}/attachments",
             files={"file": ("notes.txt", b"Team lunch receipt", "text/plain")},
@@ -259,6 +263,7 @@ async def test_every_id_route_is_404_for_another_organization(
                 attachment_id=attached.json()["id"],
                 destination_id=destination.id,
                 delivery_id=delivery_id,
+                review_id=review_id,
             )
             body = {
                 k: v.format(user_id=org_a["operator"].user_id) if isinstance(v, str) else v
