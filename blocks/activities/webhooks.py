@@ -264,7 +264,8 @@ class EventStreamActivities:
                     )
                 )
             ).one()
-            body = webhook_body(hashed_payload(event.model_dump()), delivery.event_type)
+            shown = {**hashed_payload(event.model_dump()), "hash": event.hash}
+            body = webhook_body(shown, delivery.event_type)
             secrets = await live_secrets(ctx, session, destination.id, utcnow())
             url, msg_id = destination.url, delivery.message_id
         outcome = await deliver(url, msg_id=msg_id, body=body, secrets=secrets, policy=self._policy)

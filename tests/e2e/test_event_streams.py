@@ -188,6 +188,10 @@ async def test_a_webhook_is_sent_each_run_event_it_asked_for_signed_and_can_be_r
         assert all(received.verified for received, _ in messages)
         ids = [received.headers["webhook-id"] for received, _ in messages]
         assert len(set(ids)) == len(ids)
+        # Each names its event in the chain: seq and hash as the log holds them.
+        audit = await http.get(f"/v1/runs/{run_id}/audit-events", headers=org["auditor"].headers)
+        hashes = {e["seq"]: e["hash"] for e in audit.json()["events"]}
+        assert all(body["data"]["hash"] == hashes[body["data"]["seq"]] for _, body in messages)
         # Content stays sealed inside Blocks: the comment is not in what left.
         assert not any(b"a sealed comment" in received.body for received, _ in messages)
 
