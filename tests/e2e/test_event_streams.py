@@ -43,6 +43,7 @@ from tests.support import (
     free_port,
     make_org,
     running_stack,
+    signed_in_headers,
     wait_for_status,
 )
 from tests.webhook_receiver import Received, WebhookReceiver, running_receiver
@@ -302,6 +303,15 @@ async def test_a_siem_stream_survives_an_outage_in_order_without_gaps_and_verifi
         state = (await http.get(url, headers=org["admin"].headers)).json()
         assert state["enabled"] is True  # an outage holds the stream, it does not end it
         assert state["last_error"]
+        # The console's integrations page shows it too, escaped, with no secret.
+        page = await http.get(
+            "/console/admin/integrations",
+            headers=await signed_in_headers(streams.stack, org, "admin"),
+        )
+        assert page.status_code == 200
+        assert "failing since" in page.text
+        assert siem.url in page.text
+        assert "whsec_" not in page.text
         await append(engine, org, "ledger.after")
 
         # It comes back: the stream resumes at the first event it had not taken.

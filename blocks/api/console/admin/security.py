@@ -27,6 +27,7 @@ from blocks.api.identity.org_settings import SecurityIn, organization, security
 from blocks.api.identity.sso.enforcement import read_sso_settings
 from blocks.api.identity.sso.providers import list_sso_providers
 from blocks.api.integrations.slack import SlackInstallationOut, read_installation
+from blocks.api.integrations.webhooks import list_webhook_destinations
 from blocks.api.llm.credentials import list_llm_credentials
 from blocks.core.context import OrgContext
 
@@ -137,5 +138,6 @@ async def integrations_page(
         slack=slack,
         credentials=await list_llm_credentials(ctx=ctx, session=session),
         providers=await list_sso_providers(request=request, ctx=security_ctx, session=session),
+        destinations=await list_webhook_destinations(ctx=ctx, session=session),
         when=when,
     )
