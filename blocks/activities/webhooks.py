@@ -326,8 +326,11 @@ class EventStreamActivities:
         outcome: DeliveryOutcome,
     ) -> bool:
         """Note the failure; disable the destination on a 410 or after days of failures.
-        Returns whether it was disabled now (the caller tells the admins after committing)."""
-        now = utcnow()
+        Returns whether it was disabled now (the caller tells the admins after committing).
+
+        Measured on Temporal's clock, the one the retry schedule's timers run on (the wall
+        clock's in production; on a time-skipping server the wall clock would never reach it)."""
+        now = activity.info().current_attempt_scheduled_time
         destination.failing_since = destination.failing_since or now
         destination.last_error = outcome.reason[:300]
         session.add(destination)
