@@ -32,13 +32,13 @@ from blocks.api.approvals import (
     delegations,
     groups,
     inbox,
-    run_cancel,
-    run_input,
-    run_list,
-    run_starts,
-    runs,
 )
-from blocks.api.approvals.sla_reports import router as sla_reports_router
+from blocks.api.approvals.runs import cancel as run_cancel
+from blocks.api.approvals.runs import detail as runs
+from blocks.api.approvals.runs import listing as run_list
+from blocks.api.approvals.runs import run_input
+from blocks.api.approvals.runs import starts as run_starts
+from blocks.api.approvals.sla.reports import router as sla_reports_router
 from blocks.api.audit import checkpoints, privacy
 from blocks.api.audit import events as audit_events
 from blocks.api.audit import export as audit_export

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from blocks.api.approvals.run_starts import start_fingerprint
+from blocks.api.approvals.runs.starts import start_fingerprint
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, session_factory
 from blocks.infra.embedded.postgres import PostgresCredentials

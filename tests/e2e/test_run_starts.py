@@ -10,7 +10,7 @@ from starlette.requests import Request
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from blocks.api.approvals.run_starts import _start_workflow, start_fingerprint
+from blocks.api.approvals.runs.starts import _start_workflow, start_fingerprint
 from blocks.core.approvals import search_attributes as sa
 from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.infra.db import bind_org, session_factory

@@ -13,8 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from blocks.api.approvals import sla_pages
-from blocks.api.approvals.sla_reports import (
+from blocks.api.approvals.sla import pages as sla_pages
+from blocks.api.approvals.sla.reports import (
     FiltersOut,
     SlaReportOut,
     StepRowOut,

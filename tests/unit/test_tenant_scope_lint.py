@@ -494,7 +494,7 @@ def test_every_pre_tenant_allowance_is_still_needed() -> None:
 
 # --- each check shown to fail on a deliberate violation -------------------------------------
 
-API = "blocks.api.approvals.runs"
+API = "blocks.api.approvals.runs.detail"
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from blocks.api.approvals.catalogue import list_workflows
-from blocks.api.approvals.run_cancel import cancel_run
-from blocks.api.approvals.run_list import RunStatusFilter, list_runs
-from blocks.api.approvals.runs import read_run
+from blocks.api.approvals.runs.cancel import cancel_run
+from blocks.api.approvals.runs.detail import read_run
+from blocks.api.approvals.runs.listing import RunStatusFilter, list_runs
 from blocks.api.console import run_start_pages
 from blocks.api.console.forms import (
     FormErrors,

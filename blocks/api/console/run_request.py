@@ -19,7 +19,7 @@ from blocks.api.approvals.attachments import (
     list_attachments,
     upload_attachment,
 )
-from blocks.api.approvals.run_input import read_run_input
+from blocks.api.approvals.runs.run_input import read_run_input
 from blocks.api.console.forms import read_files
 from blocks.api.console.time_text import utc
 from blocks.api.deps import require

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from blocks.api.approvals.catalogue import WorkflowOut, list_workflows
-from blocks.api.approvals.run_starts import start_run
+from blocks.api.approvals.runs.starts import start_run
 from blocks.api.console.forms import FormErrors, from_problem, from_validation, read_form
 from blocks.api.console.pages import redirect, render
 from blocks.api.console.schema_forms import form_fields, parse_form

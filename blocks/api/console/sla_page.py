@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import TypeAdapter, ValidationError
 
-from blocks.api.approvals.sla_reports import (
+from blocks.api.approvals.sla.reports import (
     MAX_LIMIT,
     SlaReportOut,
     StepRowOut,

@@ -22,7 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
 from blocks.api.approvals.catalogue import list_workflows
-from blocks.api.approvals.runs import decide_step, read_run
+from blocks.api.approvals.runs.detail import decide_step, read_run
 from blocks.api.console import attachment_pages
 from blocks.api.console.forms import FormErrors, from_problem, from_validation, read_form
 from blocks.api.console.inbox_pages import member_names, name_of

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from temporalio.client import WorkflowExecutionStatus as Status
 from temporalio.service import RPCError, RPCStatusCode
 
-from blocks.api.approvals.runs import status_name
+from blocks.api.approvals.runs.detail import status_name
 from blocks.api.deps import CanCancelRuns, DbSession, TemporalClient
 from blocks.api.errors import PROBLEM_JSON, Problem, not_found
 from blocks.api.reference import examples as ex

@@ -32,7 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from blocks.api.approvals.approver_checks import check_named_approvers
 from blocks.api.approvals.catalogue import startable_workflow
-from blocks.api.approvals.runs import current_run_out, run_out
+from blocks.api.approvals.runs.detail import current_run_out, run_out
 from blocks.api.deps import CanStartRuns, DbSession, TemporalClient
 from blocks.api.errors import Problem, service_unavailable
 from blocks.api.schemas import RunOut, StartRunIn

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowExecutionStatus as Status
 from temporalio.service import RPCError, RPCStatusCode
 
 from blocks.api.approvals.decisions import submit_decision
-from blocks.api.approvals.run_history import run_events, step_histories
+from blocks.api.approvals.runs.history import run_events, step_histories
 from blocks.api.deps import (
     CanDecide,
     CanReadRuns,

@@ -5,7 +5,7 @@ after the fact whether each step was decided within its SLA, who decided it, and
 and escalations it took. The CSV columns are `core.approvals.sla_csv.CSV_COLUMNS`; its cells that
 a spreadsheet would run as a formula start with an apostrophe.
 
-JSON comes a page of rows at a time (`limit`, `cursor`: `api.approvals.sla_pages`), each page with
+JSON comes a page of rows at a time (`limit`, `cursor`: `api.approvals.sla.pages`), each page with
 the summaries of the whole filtered window; the CSV streams every row. Each row is built once
 (`core.sla.StepRow`) and written once: a page's body is written by pydantic straight from those
 rows (`_PAGE`), the models below describing that body for the OpenAPI document.
@@ -23,7 +23,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, TypeAdapter
 
-from blocks.api.approvals import sla_pages
+from blocks.api.approvals.sla import pages as sla_pages
 from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.errors import invalid_field
 from blocks.api.params import time_window

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Query
 from temporalio.client import WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
-from blocks.api.approvals.runs import status_name
+from blocks.api.approvals.runs.detail import status_name
 from blocks.api.deps import CanReadRuns, TemporalClient
 from blocks.api.errors import invalid_field
 from blocks.api.schemas import RunListOut, RunSummaryOut
