@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from blocks.api.console.sign_in_flow import HOME, console_next
+from blocks.api.console.sign_in.flow import HOME, console_next
 from blocks.api.console.time_text import deadline, span, utc, when
 
 NOW = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)

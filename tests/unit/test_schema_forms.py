@@ -9,7 +9,7 @@ from jinja2 import Environment
 from pydantic import BaseModel, EmailStr, Field
 
 from blocks.api.console.pages import environment
-from blocks.api.console.schema_forms import FIELD_PREFIX, form_fields, parse_form
+from blocks.api.console.runs.schema_forms import FIELD_PREFIX, form_fields, parse_form
 from blocks.workflows.catalogue import schema_errors
 
 

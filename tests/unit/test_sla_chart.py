@@ -8,8 +8,7 @@ from xml.etree.ElementTree import Element
 
 from defusedxml.ElementTree import fromstring
 
-from blocks.api.console.pages import environment
-from blocks.api.console.sla_chart import (
+from blocks.api.console.audit.sla_chart import (
     PLOT_HEIGHT,
     TOP,
     UNKNOWN_WORKFLOW,
@@ -18,6 +17,7 @@ from blocks.api.console.sla_chart import (
     week_of,
     weekly_counts,
 )
+from blocks.api.console.pages import environment
 
 SVG = "{http://www.w3.org/2000/svg}"
 MONDAY = datetime(2026, 11, 30, 9, tzinfo=UTC)

@@ -77,11 +77,11 @@ RULE_EXCEPTIONS: dict[tuple[str, str], str] = {
         "the SAML ACS and SP metadata URLs name the organization by slug; a session opens only "
         "for the person the provider's signed assertion proves"
     ),
-    ("blocks.api.console.session_pages", "org-key"): (
+    ("blocks.api.console.sign_in.sessions", "org-key"): (
         "the console's organization picker posts the chosen id to the picker's own route function "
         "(sign_in.pick_organization), which accepts it only among the person's active memberships"
     ),
-    ("blocks.api.console.sign_in_pages", "org-parameter"): (
+    ("blocks.api.console.sign_in.pages", "org-parameter"): (
         "the console's single sign-on form names the organization by slug, as the public SSO URL "
         "does (GET /v1/sso/{org_slug}); it only leads to that organization's sign-in"
     ),

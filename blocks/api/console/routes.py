@@ -7,16 +7,14 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from blocks.api.console import (
-    audit_pages,
-    inbox_pages,
-    run_pages,
-    sign_in_pages,
-    step_pages,
-)
 from blocks.api.console.admin import pages as admin_pages
+from blocks.api.console.audit import pages as audit_pages
 from blocks.api.console.errors import CONSOLE_PREFIX
 from blocks.api.console.pages import STATIC, redirect
+from blocks.api.console.runs import inbox as inbox_pages
+from blocks.api.console.runs import pages as run_pages
+from blocks.api.console.runs import steps as step_pages
+from blocks.api.console.sign_in import pages as sign_in_pages
 
 
 async def console_home() -> RedirectResponse:

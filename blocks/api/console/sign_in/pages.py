@@ -16,10 +16,10 @@ from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
-from blocks.api.console import session_pages
 from blocks.api.console.forms import FormErrors, from_problem, from_validation, read_form
 from blocks.api.console.pages import redirect, render
-from blocks.api.console.sign_in_flow import (
+from blocks.api.console.sign_in import sessions as session_pages
+from blocks.api.console.sign_in.flow import (
     after_identity,
     console_next,
     with_next,

@@ -14,8 +14,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from blocks.api.console.forms import from_problem
 from blocks.api.console.pages import redirect
-from blocks.api.console.run_pages import run_url, show_run
-from blocks.api.console.run_request import chosen_file, upload
+from blocks.api.console.runs.pages import run_url, show_run
+from blocks.api.console.runs.request import chosen_file, upload
 from blocks.api.deps import CanReadRuns, DbSession, TemporalClient
 from blocks.api.errors import Problem, invalid_field
 

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from blocks.api.audit.events import list_audit_events
 from blocks.api.audit.export import run_custody, verify_audit
-from blocks.api.console import sla_page
+from blocks.api.console.audit import sla as sla_page
 from blocks.api.console.forms import FormErrors, from_problem, moment_field, text_field
 from blocks.api.console.pages import redirect, render
 from blocks.api.console.time_text import utc, when

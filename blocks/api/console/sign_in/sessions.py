@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from blocks.api.console.forms import FormErrors, from_problem, from_validation, read_form
 from blocks.api.console.pages import redirect, render
-from blocks.api.console.sign_in_flow import (
+from blocks.api.console.sign_in.flow import (
     after_identity,
     carry_cookies,
     console_next,

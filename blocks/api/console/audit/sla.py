@@ -18,9 +18,9 @@ from blocks.api.approvals.sla.reports import (
     StepRowOut,
     sla_compliance_report,
 )
+from blocks.api.console.audit.sla_chart import charts, week_of, weekly_counts
 from blocks.api.console.forms import FormErrors, from_problem
 from blocks.api.console.pages import render
-from blocks.api.console.sla_chart import charts, week_of, weekly_counts
 from blocks.api.console.time_text import utc
 from blocks.api.deps import CanReadAudit, DbSession
 from blocks.api.errors import Problem, invalid_field

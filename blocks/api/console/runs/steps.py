@@ -23,11 +23,11 @@ from temporalio.client import Client
 
 from blocks.api.approvals.catalogue import list_workflows
 from blocks.api.approvals.runs.detail import decide_step, read_run
-from blocks.api.console import attachment_pages
 from blocks.api.console.forms import FormErrors, from_problem, from_validation, read_form
-from blocks.api.console.inbox_pages import member_names, name_of
 from blocks.api.console.pages import redirect, render
-from blocks.api.console.run_request import (
+from blocks.api.console.runs import attachments as attachment_pages
+from blocks.api.console.runs.inbox import member_names, name_of
+from blocks.api.console.runs.request import (
     ACCEPT,
     chosen_file,
     run_files,
@@ -35,7 +35,7 @@ from blocks.api.console.run_request import (
     upload,
     upload_hint,
 )
-from blocks.api.console.schema_forms import form_fields, parse_form
+from blocks.api.console.runs.schema_forms import form_fields, parse_form
 from blocks.api.console.time_text import deadline, utc
 from blocks.api.deps import CanDecide, CanReadRuns, DbSession, TemporalClient
 from blocks.api.errors import Problem, not_found

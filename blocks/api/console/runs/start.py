@@ -14,7 +14,7 @@ from blocks.api.approvals.catalogue import WorkflowOut, list_workflows
 from blocks.api.approvals.runs.starts import start_run
 from blocks.api.console.forms import FormErrors, from_problem, from_validation, read_form
 from blocks.api.console.pages import redirect, render
-from blocks.api.console.schema_forms import form_fields, parse_form
+from blocks.api.console.runs.schema_forms import form_fields, parse_form
 from blocks.api.deps import CanReadRuns, CanStartRuns, DbSession, TemporalClient
 from blocks.api.errors import Problem
 from blocks.api.schemas import StartRunIn

@@ -17,7 +17,6 @@ from blocks.api.approvals.catalogue import list_workflows
 from blocks.api.approvals.runs.cancel import cancel_run
 from blocks.api.approvals.runs.detail import read_run
 from blocks.api.approvals.runs.listing import RunStatusFilter, list_runs
-from blocks.api.console import run_start_pages
 from blocks.api.console.forms import (
     FormErrors,
     from_problem,
@@ -26,9 +25,10 @@ from blocks.api.console.forms import (
     read_form,
     text_field,
 )
-from blocks.api.console.inbox_pages import member_names
 from blocks.api.console.pages import redirect, render
-from blocks.api.console.run_request import ACCEPT, run_files, run_request, upload_hint
+from blocks.api.console.runs import start as run_start_pages
+from blocks.api.console.runs.inbox import member_names
+from blocks.api.console.runs.request import ACCEPT, run_files, run_request, upload_hint
 from blocks.api.console.time_text import Deadline, deadline, utc, when
 from blocks.api.deps import CanCancelRuns, CanReadRuns, DbSession, TemporalClient
 from blocks.api.errors import Problem, invalid_field
