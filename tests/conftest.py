@@ -34,6 +34,8 @@ PROCESS_HEAVY = frozenset(
         "test_chaos_run_starts.py",
         "test_worker_restart.py",
         "test_audit_export_cli_revealed.py",
+        # An API and a worker of its own, each timed to serve within a bound.
+        "test_process_memory.py",
     }
 )
 
