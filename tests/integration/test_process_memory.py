@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -97,7 +99,9 @@ async def until(
         try:
             if await check():
                 return
-        except httpx.TransportError:
+        # Not answering yet: a refused connection, or the frontend cancelling a call under load
+        # (seen once in CI as RPCError "operation was canceled" while the worker was starting).
+        except (httpx.TransportError, RPCError):
             pass
         assert time.monotonic() < deadline, f"not {what} within {READY_WITHIN:.0f} s"
         await asyncio.sleep(0.2)
@@ -131,7 +135,8 @@ async def test_the_api_and_the_worker_load_only_their_own_side(
 
     async def polled() -> bool:
         described = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue))
+            DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue)),
+            timeout=timedelta(seconds=10),
         )
         return len(described.pollers) > 0
 
