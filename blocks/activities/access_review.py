@@ -40,8 +40,8 @@ from blocks.models.approvals.runs import (
     workflow_id_for,
 )
 from blocks.models.audit.events import append_events
-from blocks.models.identity.access_review_items import apply_revocation, list_review_items
-from blocks.models.identity.access_reviews import (
+from blocks.models.identity.access_reviews.items import apply_revocation, list_review_items
+from blocks.models.identity.access_reviews.reviews import (
     create_review,
     get_settings,
     recorded_event_data,

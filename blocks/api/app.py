@@ -45,20 +45,17 @@ from blocks.api.audit import export as audit_export
 from blocks.api.console.routes import install_console
 from blocks.api.error_handlers import install_error_handlers
 from blocks.api.identity import (
-    access_reviews,
     api_keys,
     invite_acceptance,
     invites,
-    link_pages,
     me,
     members,
     org_settings,
     orgs,
-    password_reset,
-    sign_in,
-    signup,
     two_factor,
 )
+from blocks.api.identity.access_reviews.routes import router as access_reviews_router
+from blocks.api.identity.auth import link_pages, password_reset, sign_in, signup
 from blocks.api.identity.sessions import codec_origins
 from blocks.api.identity.sso import (
     domains,
@@ -200,7 +197,7 @@ def create_app(
     app.include_router(invite_acceptance.router)
     app.include_router(link_pages.router)
     app.include_router(org_settings.router)
-    app.include_router(access_reviews.router)
+    app.include_router(access_reviews_router)
     app.include_router(providers.router)
     app.include_router(enforcement.router)
     app.include_router(domains.router)

@@ -25,14 +25,14 @@ from blocks.infra.db import create_engine, session_factory
 from blocks.infra.identity.provider_config import Domain
 from blocks.infra.settings import get_settings
 from blocks.models.audit.events import append_events
-from blocks.models.identity.domains import (
+from blocks.models.identity.orgs import get_org_by_slug
+from blocks.models.identity.sso.domains import (
     DomainVerifiedElsewhere,
     OrgDomain,
     claim_domain,
     get_domain,
     mark_verified,
 )
-from blocks.models.identity.orgs import get_org_by_slug
 
 app = typer.Typer()
 domains_app = typer.Typer(help="Email domains organizations own (verified by DNS or by you).")

@@ -20,8 +20,8 @@ from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
 from blocks.infra.embedded.postgres import PostgresCredentials
-from blocks.models.identity.domains import claim_domain, mark_verified
-from blocks.models.identity.idp_groups import replace_mappings
+from blocks.models.identity.sso.domains import claim_domain, mark_verified
+from blocks.models.identity.sso.idp_groups import replace_mappings
 from tests.e2e.scim_stack import issue_scim_token, scim_headers, scim_stack
 from tests.support import Org, Stack, cookie_headers, make_org, start_test_session
 

@@ -18,7 +18,7 @@ from blocks.core.roles import Role
 from blocks.infra.crypto.passwords import hash_password
 from blocks.infra.db import session_factory
 from blocks.models.identity.orgs import User, add_member
-from blocks.models.identity.sso_providers import Protocol, create_provider
+from blocks.models.identity.sso.providers import Protocol, create_provider
 from blocks.models.identity.two_factor import begin_setup, confirm_setup
 from tests.support import (
     Org,

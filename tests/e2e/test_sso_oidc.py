@@ -21,12 +21,12 @@ from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import session_factory
 from blocks.infra.embedded.postgres import PostgresCredentials
-from blocks.models.identity.domains import claim_domain, mark_verified
-from blocks.models.identity.idp_groups import replace_mappings
 from blocks.models.identity.members import get_member
 from blocks.models.identity.orgs import add_member, find_user_by_email
-from blocks.models.identity.sso_accounts import ExternalIdentity
-from blocks.models.identity.sso_providers import Protocol, create_provider
+from blocks.models.identity.sso.accounts import ExternalIdentity
+from blocks.models.identity.sso.domains import claim_domain, mark_verified
+from blocks.models.identity.sso.idp_groups import replace_mappings
+from blocks.models.identity.sso.providers import Protocol, create_provider
 from tests.e2e.oidc_stack import (
     Browser,
     OpenIdProvider,

@@ -26,8 +26,8 @@ from blocks.core.context import AuthMethod, OrgContext, OrgId
 from blocks.core.roles import Role
 from blocks.infra.db import session_factory
 from blocks.infra.embedded.postgres import PostgresCredentials
-from blocks.models.identity.domains import claim_domain, mark_verified
-from blocks.models.identity.sso_providers import Protocol, create_provider
+from blocks.models.identity.sso.domains import claim_domain, mark_verified
+from blocks.models.identity.sso.providers import Protocol, create_provider
 from tests.saml_idp import MFA_CONTEXT, LocalIdp, make_key_pair
 from tests.support import Org, Stack, audit_actions, make_org, running_stack
 

@@ -15,9 +15,9 @@ from blocks.core.roles import Role
 from blocks.infra.db import bind_org, session_factory
 from blocks.models.agents.registry import create_agent
 from blocks.models.agents.tokens import issue_agent_token
-from blocks.models.identity.domains import claim_domain
 from blocks.models.identity.invites import create_invite
-from blocks.models.identity.sso_providers import Protocol, create_provider
+from blocks.models.identity.sso.domains import claim_domain
+from blocks.models.identity.sso.providers import Protocol, create_provider
 from blocks.models.integrations.webhook_deliveries import (
     NewMessage,
     add_deliveries,

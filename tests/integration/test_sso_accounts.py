@@ -17,16 +17,16 @@ from blocks.core.roles import Role
 from blocks.infra.db import session_factory
 from blocks.infra.identity.provider_config import OidcConfig
 from blocks.models.approvals.groups import create_group, list_groups
-from blocks.models.identity.domains import claim_domain, mark_verified
-from blocks.models.identity.idp_groups import replace_mappings
 from blocks.models.identity.members import deactivate_member, get_member
-from blocks.models.identity.sso_accounts import (
+from blocks.models.identity.sso.accounts import (
     AccountRefused,
     ExternalProfile,
     erase_provider_copies,
     resolve_account,
 )
-from blocks.models.identity.sso_providers import IdentityProvider, Protocol, create_provider
+from blocks.models.identity.sso.domains import claim_domain, mark_verified
+from blocks.models.identity.sso.idp_groups import replace_mappings
+from blocks.models.identity.sso.providers import IdentityProvider, Protocol, create_provider
 from tests.support import Org, make_org
 
 POLICY = OidcConfig(issuer="https://idp.example.com", client_id="blocks", jit_provisioning=True)

@@ -53,7 +53,7 @@ CONTEXT_RESOLVERS: dict[str, str] = {
 
 # One rule waived in one module, each for the reason given.
 RULE_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("blocks.api.identity.sign_in", "org-parameter"): (
+    ("blocks.api.identity.auth.sign_in", "org-parameter"): (
         "the organization picker (POST /v1/auth/org) is how a session gets its organization: "
         "the chosen id is accepted only among the person's own active memberships"
     ),
@@ -288,7 +288,7 @@ PRE_TENANT: dict[str, str] = {
     "blocks.models.approvals.decision_links.open_link": "a decision-link token -> the link",
     "blocks.models.integrations.slack.org_for_slack_team": "a signed Slack team -> its org",
     "blocks.models.agents.tokens.check_agent_token": "an agent token -> its principal",
-    "blocks.models.identity.scim.resolve_scim_token": "a SCIM token -> its OrgContext",
+    "blocks.models.identity.scim.tables.resolve_scim_token": "a SCIM token -> its OrgContext",
     # The public agent card: an organization's slug and an agent's name, from a public URL;
     # only a card marked public is read, under that organization's binding.
     "blocks.models.agents.registry.public_agent": "a public agent card by slug and name",

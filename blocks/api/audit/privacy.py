@@ -24,7 +24,7 @@ from blocks.api.security_audit import request_audit_fields
 from blocks.core.audit.records import AuditRecord
 from blocks.models.audit.events import append_events
 from blocks.models.audit.personal_data import erase_subject, holds_personal_data_of
-from blocks.models.identity.sso_accounts import erase_provider_copies
+from blocks.models.identity.sso.accounts import erase_provider_copies
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 

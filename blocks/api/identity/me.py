@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person
 from blocks.api.errors import Problem, invalid_field, not_found
+from blocks.api.identity.auth.support import Accepted
 from blocks.api.identity.email_field import EmailAddress
 from blocks.api.identity.sessions import SignedIn
-from blocks.api.identity.sign_in_support import Accepted
 from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example

@@ -10,8 +10,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blocks.api.deps import record_change
 from blocks.core.context import OrgContext
-from blocks.models.identity.idp_groups import GroupChange
 from blocks.models.identity.members import Member, Revoked
+from blocks.models.identity.sso.idp_groups import GroupChange
 
 
 def revoked_data(revoked: Revoked | None) -> dict[str, int]:

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, unauthorized
 from blocks.core.context import OrgContext
-from blocks.models.identity.scim import resolve_scim_token
+from blocks.models.identity.scim.tables import resolve_scim_token
 
 
 def _bearer(request: Request) -> str | None:

@@ -27,8 +27,7 @@ from blocks.api.scim.protocol import (
     weak_etag,
 )
 from blocks.core.context import OrgContext
-from blocks.models.identity.scim import ScimGroup, ScimUser
-from blocks.models.identity.scim_groups import (
+from blocks.models.identity.scim.groups import (
     create_group,
     delete_group,
     get_group,
@@ -37,7 +36,8 @@ from blocks.models.identity.scim_groups import (
     members_of_groups,
     update_group,
 )
-from blocks.models.identity.scim_provisioning import ScimConflict, UnknownScimUser
+from blocks.models.identity.scim.provisioning import ScimConflict, UnknownScimUser
+from blocks.models.identity.scim.tables import ScimGroup, ScimUser
 
 router = APIRouter(prefix=SCIM_PATH, route_class=ScimRoute, include_in_schema=False)
 

@@ -1,6 +1,6 @@
 """SCIM Users (RFC 7644 §3): create, read, list, replace, patch and delete the organization's
 provisioned people. Shapes, filters and patches are scim2-models'; what a write does to the
-person and their membership is blocks.models.identity.scim_provisioning's."""
+person and their membership is blocks.models.identity.scim.provisioning's."""
 
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ from blocks.api.scim.protocol import (
     weak_etag,
 )
 from blocks.core.context import OrgContext
-from blocks.models.identity.scim import ScimGroup, ScimUser
-from blocks.models.identity.scim_provisioning import (
+from blocks.models.identity.scim.provisioning import (
     LastOwner,
     Provisioned,
     ScimConflict,
@@ -43,6 +42,7 @@ from blocks.models.identity.scim_provisioning import (
     list_users,
     update_user,
 )
+from blocks.models.identity.scim.tables import ScimGroup, ScimUser
 
 router = APIRouter(prefix=SCIM_PATH, route_class=ScimRoute, include_in_schema=False)
 

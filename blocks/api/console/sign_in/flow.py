@@ -15,9 +15,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.api.console.errors import CONSOLE_PREFIX
 from blocks.api.console.pages import redirect
 from blocks.api.errors import Problem
-from blocks.api.identity import sign_in
+from blocks.api.identity.auth import sign_in
+from blocks.api.identity.auth.support import SignInOut, auth_settings
 from blocks.api.identity.sessions import SESSION_COOKIE, SignedIn
-from blocks.api.identity.sign_in_support import SignInOut, auth_settings
 from blocks.core.identity.redirects import safe_next
 from blocks.models.identity.orgs import User
 from blocks.models.identity.sessions import find_live_session

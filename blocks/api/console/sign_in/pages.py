@@ -1,7 +1,7 @@
 """Console sign-in: password, emailed link, second factor, the organization picker and SSO buttons.
 
-Each form calls the JSON API's own route function (blocks.api.identity.sign_in and
-sign_in_support), so every limit, refusal and audit event is the API's; a refusal is shown in the
+Each form calls the JSON API's own route function (blocks.api.identity.auth.sign_in and
+.support), so every limit, refusal and audit event is the API's; a refusal is shown in the
 API's words with its status. The forms posted before a session exists check their origin here
 (a cross-site sign-in form is refused 403 and audited); the others pass it through `Person`.
 """
@@ -27,9 +27,9 @@ from blocks.api.console.sign_in.flow import (
 )
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
-from blocks.api.identity import sign_in
+from blocks.api.identity.auth import sign_in
+from blocks.api.identity.auth.support import EmailIn, TokenIn, auth_settings, email_link
 from blocks.api.identity.sessions import check_origin
-from blocks.api.identity.sign_in_support import EmailIn, TokenIn, auth_settings, email_link
 from blocks.api.identity.sso import start as sso_start
 
 router = APIRouter()

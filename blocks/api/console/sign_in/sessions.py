@@ -19,7 +19,7 @@ from blocks.api.console.sign_in.flow import (
 )
 from blocks.api.deps import DbSession, Person, PersonMidSignIn
 from blocks.api.errors import Problem
-from blocks.api.identity import sign_in
+from blocks.api.identity.auth import sign_in
 from blocks.api.identity.sessions import SignedIn
 
 router = APIRouter()

@@ -23,7 +23,7 @@ from blocks.core.context import OrgContext
 from blocks.infra.identity.dns_txt import DnsUnavailable, challenge_name, txt_records
 from blocks.infra.identity.provider_config import Domain
 from blocks.infra.settings import Settings
-from blocks.models.identity.domains import (
+from blocks.models.identity.sso.domains import (
     DomainTaken,
     DomainVerifiedElsewhere,
     OrgDomain,

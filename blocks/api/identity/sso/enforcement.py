@@ -25,11 +25,11 @@ from blocks.api.schemas import StrictModel
 from blocks.core.context import AuthMethod, OrgContext
 from blocks.core.roles import Permission, Role
 from blocks.models.approvals.groups import get_group
-from blocks.models.identity.idp_groups import IdpGroupMapping, list_mappings, replace_mappings
 from blocks.models.identity.members import get_org, lock_org, members_by_ids
 from blocks.models.identity.orgs import Organization
 from blocks.models.identity.sessions import UserSession
-from blocks.models.identity.sso_providers import get_provider, list_providers
+from blocks.models.identity.sso.idp_groups import IdpGroupMapping, list_mappings, replace_mappings
+from blocks.models.identity.sso.providers import get_provider, list_providers
 
 router = APIRouter(prefix="/v1/org/sso", tags=["identity"])
 

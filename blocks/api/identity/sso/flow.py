@@ -40,14 +40,14 @@ from blocks.models.audit.events import append_events
 from blocks.models.base import utcnow
 from blocks.models.identity.orgs import Organization, User
 from blocks.models.identity.sessions import start_session
-from blocks.models.identity.sso_accounts import (
+from blocks.models.identity.sso.accounts import (
     AccountRefused,
     ExternalProfile,
     ResolvedAccount,
     resolve_account,
 )
-from blocks.models.identity.sso_providers import IdentityProvider, Protocol, get_provider
-from blocks.models.identity.sso_requests import SsoRequest
+from blocks.models.identity.sso.providers import IdentityProvider, Protocol, get_provider
+from blocks.models.identity.sso.requests import SsoRequest
 
 logger = logging.getLogger(__name__)
 

@@ -44,13 +44,13 @@ from blocks.infra.identity.oidc_http import OidcError, OidcUnreachable, oidc_htt
 from blocks.infra.identity.provider_config import OidcConfig, oidc_config
 from blocks.infra.integrations.outbound_http import OutboundPolicy
 from blocks.infra.settings import Settings
-from blocks.models.identity.sso_accounts import ExternalProfile
-from blocks.models.identity.sso_providers import (
+from blocks.models.identity.sso.accounts import ExternalProfile
+from blocks.models.identity.sso.providers import (
     Protocol,
     ProviderSecretUnavailable,
     open_client_secret,
 )
-from blocks.models.identity.sso_requests import consume_request, start_request
+from blocks.models.identity.sso.requests import consume_request, start_request
 
 router = APIRouter(tags=["identity"])
 

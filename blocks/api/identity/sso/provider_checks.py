@@ -27,7 +27,7 @@ from blocks.infra.integrations.outbound_http import (
     guarded_client,
     refuse_redirect,
 )
-from blocks.models.identity.sso_providers import Protocol
+from blocks.models.identity.sso.providers import Protocol
 
 METADATA_MAX_BYTES = 500_000
 _FETCH_SECONDS = 10.0

@@ -1,7 +1,7 @@
 """Routes for an organization's identity providers (OIDC, SAML): what admins configure, and the
 URLs they give their IdP in return.
 
-The OIDC client secret is write-only: sealed as it arrives (models.identity.sso_providers) and
+The OIDC client secret is write-only: sealed as it arrives (models.identity.sso.providers) and
 never answered, logged or audited; answers say `client_secret_set` and its last four characters,
 audit events `client_secret_changed`. Every config passes the save-time checks of
 provider_checks (a 422 naming `config.<field>` and why); the protocol is fixed at creation.
@@ -31,7 +31,7 @@ from blocks.core.context import OrgContext
 from blocks.infra.integrations.outbound_http import OutboundPolicy
 from blocks.infra.settings import Settings
 from blocks.models.identity.members import get_org, lock_org
-from blocks.models.identity.sso_providers import (
+from blocks.models.identity.sso.providers import (
     IdentityProvider,
     Protocol,
     ProviderNameTaken,

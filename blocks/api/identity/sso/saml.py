@@ -44,9 +44,9 @@ from blocks.infra.identity.saml import (
 )
 from blocks.infra.identity.saml_xml import SamlError
 from blocks.infra.settings import Settings
-from blocks.models.identity.sso_accounts import ExternalProfile
-from blocks.models.identity.sso_providers import Protocol
-from blocks.models.identity.sso_requests import (
+from blocks.models.identity.sso.accounts import ExternalProfile
+from blocks.models.identity.sso.providers import Protocol
+from blocks.models.identity.sso.requests import (
     consume_request,
     remember_assertion,
     start_request,

@@ -15,7 +15,7 @@ from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example
 from blocks.api.scim.protocol import SCIM_PATH
 from blocks.core.context import OrgContext
-from blocks.models.identity.scim import (
+from blocks.models.identity.scim.tables import (
     ScimToken,
     TokenRace,
     issue_scim_token,

@@ -16,7 +16,7 @@ from blocks.api.identity.sso.saml import start_saml
 from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example
 from blocks.infra.settings import Settings
-from blocks.models.identity.sso_providers import Protocol, list_providers
+from blocks.models.identity.sso.providers import Protocol, list_providers
 
 router = APIRouter(prefix="/v1/sso", tags=["identity"])
 

@@ -40,8 +40,8 @@ from blocks.models.identity.members import (
     set_roles,
 )
 from blocks.models.identity.orgs import Membership, User
-from blocks.models.identity.scim import live_token, revoke_token
-from blocks.models.identity.sso_providers import get_provider, list_providers, update_provider
+from blocks.models.identity.scim.tables import live_token, revoke_token
+from blocks.models.identity.sso.providers import get_provider, list_providers, update_provider
 from blocks.models.integrations.slack import get_installation
 from blocks.models.integrations.webhooks import (
     get_destination,

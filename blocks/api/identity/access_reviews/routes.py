@@ -26,7 +26,7 @@ from blocks.api.deps import (
     record_change,
 )
 from blocks.api.errors import PROBLEM_JSON, Problem, invalid_field, not_found, service_unavailable
-from blocks.api.identity.access_review_schemas import (
+from blocks.api.identity.access_reviews.schemas import (
     CSV_EXAMPLE,
     AccessReviewListOut,
     AccessReviewOut,
@@ -52,7 +52,7 @@ from blocks.infra.temporal.schedules import (
 )
 from blocks.models.approvals.groups import list_groups
 from blocks.models.approvals.runs import Run, StartState, create_run, get_run, settle_start
-from blocks.models.identity.access_reviews import (
+from blocks.models.identity.access_reviews.reviews import (
     DEFAULT_REVIEWER_ROLES,
     AccessReview,
     AccessReviewSettings,

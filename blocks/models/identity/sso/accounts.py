@@ -21,11 +21,11 @@ from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
 from blocks.infra.identity.provider_config import AccountPolicy
 from blocks.models.base import new_id, org_fk_column, text_array_column, timestamp_column, utcnow
-from blocks.models.identity.domains import verified_domains
-from blocks.models.identity.idp_groups import GroupChange, apply_idp_groups
 from blocks.models.identity.members import Member, get_member
 from blocks.models.identity.orgs import Membership, User, find_user_by_email
-from blocks.models.identity.sso_providers import IdentityProvider
+from blocks.models.identity.sso.domains import verified_domains
+from blocks.models.identity.sso.idp_groups import GroupChange, apply_idp_groups
+from blocks.models.identity.sso.providers import IdentityProvider
 
 
 @dataclass(frozen=True)

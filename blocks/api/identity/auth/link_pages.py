@@ -19,14 +19,8 @@ from pydantic import BaseModel, ValidationError
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
 from blocks.api.html_pages import field, form, hidden, page, paragraph
-from blocks.api.identity import (
-    invite_acceptance,
-    me,
-    password_reset,
-    sign_in,
-    sign_in_support,
-    signup,
-)
+from blocks.api.identity import invite_acceptance, me
+from blocks.api.identity.auth import password_reset, sign_in, signup, support
 from blocks.api.identity.sessions import signed_in
 
 router = APIRouter(prefix="/auth", include_in_schema=False)
@@ -74,7 +68,7 @@ def _token_page(
     return page(title, paragraph(intro) + form(hidden("token", token) + fields, button))
 
 
-def _signed_in_page(out: sign_in_support.SignInOut) -> HTMLResponse:
+def _signed_in_page(out: support.SignInOut) -> HTMLResponse:
     if out.mfa_required:
         return page(
             "Two-factor code",
@@ -114,7 +108,7 @@ async def sign_up_form(request: Request, db: DbSession) -> HTMLResponse:
         values: dict[str, str], response: Response, background: BackgroundTasks
     ) -> HTMLResponse:
         if "token" in values:
-            body = _body(sign_in_support.TokenIn, {"token": values["token"]})
+            body = _body(support.TokenIn, {"token": values["token"]})
             return _signed_in_page(await signup.verify_sign_up(body, request, response, db))
         body = _body(signup.SignUpIn, values)
         accepted = await signup.sign_up(body, request, db, background)
@@ -142,10 +136,10 @@ async def sign_in_form(request: Request, db: DbSession) -> HTMLResponse:
         values: dict[str, str], response: Response, background: BackgroundTasks
     ) -> HTMLResponse:
         if "token" in values:
-            body = _body(sign_in_support.TokenIn, {"token": values["token"]})
+            body = _body(support.TokenIn, {"token": values["token"]})
             return _signed_in_page(await sign_in.sign_in_with_link(body, request, response, db))
         accepted = await sign_in.request_sign_in_link(
-            _body(sign_in_support.EmailIn, values), request, db, background
+            _body(support.EmailIn, values), request, db, background
         )
         return page("Check your email", paragraph(accepted.detail))
 
@@ -197,7 +191,7 @@ async def reset_form(request: Request, db: DbSession) -> HTMLResponse:
             await password_reset.reset_password(_body(password_reset.ResetIn, values), request, db)
             return page("Password changed", paragraph("Sign in with your new password."))
         accepted = await password_reset.request_password_reset(
-            _body(sign_in_support.EmailIn, values), request, db, background
+            _body(support.EmailIn, values), request, db, background
         )
         return page("Check your email", paragraph(accepted.detail))
 

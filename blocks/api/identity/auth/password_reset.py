@@ -8,10 +8,7 @@ from pydantic import Field
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
 from blocks.api.errors import invalid_field
-from blocks.api.identity.sessions import (
-    check_origin,
-)
-from blocks.api.identity.sign_in_support import (
+from blocks.api.identity.auth.support import (
     Accepted,
     EmailedLink,
     EmailIn,
@@ -19,6 +16,9 @@ from blocks.api.identity.sign_in_support import (
     auth_settings,
     email_link,
     token_problem,
+)
+from blocks.api.identity.sessions import (
+    check_origin,
 )
 from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example

@@ -2,7 +2,7 @@
 
 A review is a run of the built-in `access_review` workflow: its row here shares the run's id, says
 how it was started and, once finished, holds the report and its SHA-256 (the `access_review.report`
-audit event carries the same hash). What a review lists and revokes is in `access_review_items`.
+audit event carries the same hash). What a review lists and revokes is in `items`.
 """
 
 from __future__ import annotations

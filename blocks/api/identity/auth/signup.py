@@ -10,17 +10,17 @@ from pydantic import Field
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession
 from blocks.api.errors import Problem
-from blocks.api.identity.email_field import EmailAddress
-from blocks.api.identity.sessions import (
-    check_origin,
-)
-from blocks.api.identity.sign_in_support import (
+from blocks.api.identity.auth.support import (
     Accepted,
     SignInOut,
     TokenIn,
     auth_settings,
     open_session,
     token_problem,
+)
+from blocks.api.identity.email_field import EmailAddress
+from blocks.api.identity.sessions import (
+    check_origin,
 )
 from blocks.api.integrations.outbound_mail import public_link, queue_email, require_mail
 from blocks.api.reference.examples import example

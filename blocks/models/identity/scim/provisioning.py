@@ -18,8 +18,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
 from blocks.models.base import utcnow
-from blocks.models.identity.domains import verified_domains
-from blocks.models.identity.idp_groups import GroupChange, apply_idp_groups
 from blocks.models.identity.members import (
     Member,
     Revoked,
@@ -30,7 +28,9 @@ from blocks.models.identity.members import (
     reactivate_member,
 )
 from blocks.models.identity.orgs import Membership, User, find_user_by_email
-from blocks.models.identity.scim import ScimGroup, ScimGroupMember, ScimUser
+from blocks.models.identity.scim.tables import ScimGroup, ScimGroupMember, ScimUser
+from blocks.models.identity.sso.domains import verified_domains
+from blocks.models.identity.sso.idp_groups import GroupChange, apply_idp_groups
 
 
 class ScimConflict(ValueError):

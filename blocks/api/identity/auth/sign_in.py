@@ -16,18 +16,7 @@ from pydantic import BaseModel, Field
 from blocks.api import rate_limit
 from blocks.api.deps import DbSession, Person, PersonMidSignIn
 from blocks.api.errors import Problem
-from blocks.api.identity.email_field import EmailAddress
-from blocks.api.identity.sessions import (
-    SSO_RULE,
-    TWO_FACTOR_RULE,
-    SignedIn,
-    check_origin,
-    clear_session_cookie,
-    refuse_entry,
-    set_session_cookie,
-    sso_admits,
-)
-from blocks.api.identity.sign_in_support import (
+from blocks.api.identity.auth.support import (
     Accepted,
     EmailedLink,
     EmailIn,
@@ -40,6 +29,17 @@ from blocks.api.identity.sign_in_support import (
     email_link,
     org_choices,
     token_problem,
+)
+from blocks.api.identity.email_field import EmailAddress
+from blocks.api.identity.sessions import (
+    SSO_RULE,
+    TWO_FACTOR_RULE,
+    SignedIn,
+    check_origin,
+    clear_session_cookie,
+    refuse_entry,
+    set_session_cookie,
+    sso_admits,
 )
 from blocks.api.reference import examples as ex
 from blocks.api.reference.examples import example

@@ -13,15 +13,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blocks.core.context import OrgContext
 from blocks.infra.db import bind_org
 from blocks.models.base import utcnow
-from blocks.models.identity.idp_groups import GroupChange
 from blocks.models.identity.members import Member
-from blocks.models.identity.scim import ScimGroup, ScimGroupMember, ScimUser
-from blocks.models.identity.scim_provisioning import (
+from blocks.models.identity.scim.provisioning import (
     ScimConflict,
     UnknownScimUser,
     apply_groups,
     flush_unique,
 )
+from blocks.models.identity.scim.tables import ScimGroup, ScimGroupMember, ScimUser
+from blocks.models.identity.sso.idp_groups import GroupChange
 
 GroupChanges = list[tuple[Member, GroupChange]]
 
