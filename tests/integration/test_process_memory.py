@@ -100,7 +100,7 @@ async def until(
             if await check():
                 return
         # Not answering yet: a refused connection, or the frontend cancelling a call under load
-        # (seen once in CI as RPCError "operation was canceled" while the worker was starting).
+        # (seen in CI as RPCError "operation was canceled" while the worker was starting).
         except (httpx.TransportError, RPCError):
             pass
         assert time.monotonic() < deadline, f"not {what} within {READY_WITHIN:.0f} s"
